@@ -1,0 +1,191 @@
+"""Many chains in lock-step: random streams, initial fields, and the jitted sampling loops.
+
+Random streams (DESIGN.md §4): chain c at sampler step t uses the key
+
+    k(c, t) = fold_in(fold_in(key(seed), c), t)
+
+so a chain's stream depends only on (seed, chain index, step) — never on how many chains run
+together, on how the run was split into blocks, or on where it was resumed.
+
+The loops are ``lax.scan`` over measurements with an inner ``fori_loop`` over the sampler steps
+between them; the kernel is ``vmap``-ed over chains and the observables are evaluated inside
+the scan, so the host only ever receives whole blocks of measurements (and the configurations
+it must save).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import noise
+from .observables import measure
+from .phi4 import Phi4
+from .samplers.base import Sampler
+
+__all__ = ["chain_keys", "initial_field", "init_states", "evolve", "sample", "trace", "run_chains"]
+
+PRNG_IMPLS = {"threefry": "threefry2x32", "rbg": "rbg", "unsafe_rbg": "unsafe_rbg"}
+
+
+def chain_keys(seed: int, chains: int | jax.Array, prng: str = "threefry") -> jax.Array:
+    """Typed keys fold_in(key(seed), c) for c in ``chains`` (a count or an index array)."""
+    base = jax.random.key(seed, impl=PRNG_IMPLS[prng])
+    idx = jnp.arange(chains) if isinstance(chains, int) else jnp.asarray(chains)
+    return jax.vmap(lambda c: jax.random.fold_in(base, c))(idx)
+
+
+def initial_field(keys: jax.Array, theory: Phi4, start: str = "hot", dtype=jnp.float64):
+    """Initial fields, one per key: ``hot`` iid N(0, 1), ``cold`` φ = 0, ``ordered`` φ = 1.
+
+    The hot start uses stream 2³² − 1 of the chain key itself, disjoint from the step keys.
+    """
+    n = keys.shape[0]
+    if start == "hot":
+        return jax.vmap(
+            lambda k: noise.normal(k, theory.shape, dtype, stream=2**32 - 1)
+        )(keys)
+    if start == "cold":
+        return jnp.zeros((n, *theory.shape), dtype)
+    if start == "ordered":
+        return jnp.ones((n, *theory.shape), dtype)
+    raise ValueError(f"unknown start {start!r} (allowed: hot, cold, ordered)")
+
+
+def init_states(sampler: Sampler, phi: jax.Array):
+    """Batched sampler states from a batch of fields."""
+    return jax.vmap(sampler.init)(phi)
+
+
+def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
+    """n_steps of every chain starting at global step ``step0``; returns states and the mean
+    acceptance per chain over those steps."""
+    vstep = jax.vmap(sampler.step)
+
+    def body(i, carry):
+        states, acc = carry
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step0 + i)
+        states, info = vstep(step_keys, states)
+        return states, acc + info.acceptance
+
+    zero = jnp.zeros(keys.shape[0], states.phi.dtype)
+    states, acc = lax.fori_loop(0, n_steps, body, (states, zero))
+    return states, acc / max(n_steps, 1)
+
+
+@partial(jax.jit, static_argnames=("sampler", "n_steps"))
+def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
+    """Advance all chains by ``n_steps`` sampler steps (thermalization); no measurements.
+
+    Returns (states, mean acceptance per chain).
+    """
+    return _advance(sampler, keys, states, step0, n_steps)
+
+
+@partial(jax.jit, static_argnames=("sampler", "n_steps"))
+def trace(sampler: Sampler, keys, states, step0, n_steps: int):
+    """Advance all chains by ``n_steps`` steps and return every step's :class:`StepInfo`
+    (fields of shape ``[n_steps, chains]``) — for ⟨e^{−ΔH}⟩ and acceptance diagnostics."""
+    vstep = jax.vmap(sampler.step)
+
+    def body(states, i):
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step0 + i)
+        return vstep(step_keys, states)
+
+    return lax.scan(body, states, jnp.arange(n_steps))
+
+
+def _grad_of(state):
+    """∂S/∂φ if the state carries it (saves one stencil per measurement)."""
+    if hasattr(state, "grad"):
+        return state.grad
+    if hasattr(state, "force"):
+        return -state.force
+    return None
+
+
+@partial(
+    jax.jit,
+    static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every", "meas0_mod"),
+)
+def sample(
+    sampler: Sampler,
+    theory: Phi4,
+    keys,
+    states,
+    step0,
+    n_meas: int,
+    measure_every: int,
+    save_every: int = 0,
+    meas0_mod: int = 0,
+):
+    """Run ``n_meas`` measurements, ``measure_every`` sampler steps apart, starting at global
+    step ``step0``.
+
+    Configurations are saved for measurements whose global index i has i % save_every == 0;
+    ``meas0_mod`` is the global index of this block's first measurement modulo save_every.
+
+    Returns ``(states, obs, acceptance, saved)`` with ``obs[name]`` of shape
+    ``[n_meas, chains, ...]``, ``acceptance`` ``[n_meas, chains]`` (mean over the steps
+    since the previous measurement) and ``saved`` ``[n_saved, chains, *shape]``
+    (or None when save_every == 0).
+    """
+    n_chains = keys.shape[0]
+    if save_every > 0:
+        first = (-meas0_mod) % save_every
+        n_saved = 0 if first >= n_meas else 1 + (n_meas - 1 - first) // save_every
+        buf = jnp.zeros((n_saved, n_chains, *theory.shape), states.phi.dtype)
+    else:
+        first, n_saved, buf = 0, 0, None
+
+    def body(carry, j):
+        states, buf = carry
+        states, acc = _advance(sampler, keys, states, step0 + j * measure_every, measure_every)
+        obs = measure(theory, states.phi, _grad_of(states))
+        if n_saved > 0:
+            slot = (j - first) // save_every
+            keep = (j >= first) & ((j - first) % save_every == 0)
+            buf = lax.cond(
+                keep, lambda b: lax.dynamic_update_index_in_dim(b, states.phi, slot, 0),
+                lambda b: b, buf,
+            )
+        return (states, buf), (obs, acc)
+
+    (states, buf), (obs, acc) = lax.scan(body, (states, buf), jnp.arange(n_meas))
+    return states, obs, acc, buf
+
+
+def run_chains(
+    sampler: Sampler,
+    theory: Phi4,
+    *,
+    chains: int,
+    seed: int,
+    n_meas: int,
+    measure_every: int = 1,
+    thermalization: int = 0,
+    start: str = "hot",
+    dtype: Any = jnp.float64,
+    prng: str = "threefry",
+) -> dict[str, Any]:
+    """Convenience driver for the Python API and tests: thermalize, then measure.
+
+    Returns ``{"obs": {name: [chains, n_meas, ...] numpy}, "acceptance": [chains, n_meas],
+    "states": final states}``.
+    """
+    import numpy as np
+
+    keys = chain_keys(seed, chains, prng)
+    states = init_states(sampler, initial_field(keys, theory, start, dtype))
+    if thermalization:
+        states, _ = evolve(sampler, keys, states, 0, thermalization)
+    states, obs, acc, _ = sample(sampler, theory, keys, states, thermalization, n_meas,
+                                 measure_every)
+    swap: Callable = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731
+    return {"obs": {k: swap(v) for k, v in obs.items()}, "acceptance": swap(acc),
+            "states": states}

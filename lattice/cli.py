@@ -1,0 +1,161 @@
+"""The ``lattice`` command (DESIGN.md §3): thin over the library — parse, validate, call.
+
+Exit status: 0 success, 1 a check failed, 2 bad input (config, paths, files), never a
+traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Stochastic quantization of lattice phi^4 theory: ensembles, errors, samplers.",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: section.key=value (repeatable)."),
+]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config (TOML).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run directory.")] = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Generate an ensemble: thermalize, measure, save configurations, checkpoint."""
+    from .config import ConfigError, load_config
+    from .jobs import JobError, default_run_dir, run_job
+    from .progress import make_reporter
+
+    try:
+        cfg = load_config(config, set_ or [])
+        run_dir = output or default_run_dir(config)
+        path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
+    except (ConfigError, JobError) as e:
+        _fail(str(e), getattr(e, "exit_code", 2))
+    if not quiet:
+        err.print(f"ensemble written to {path}")
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of an interrupted run.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
+    from .config import ConfigError
+    from .ensemble import EnsembleError
+    from .jobs import JobError, resume_job
+    from .progress import make_reporter
+
+    try:
+        path = resume_job(run_dir, reporter=make_reporter(quiet))
+    except (ConfigError, JobError, EnsembleError) as e:
+        _fail(str(e), getattr(e, "exit_code", 2))
+    if not quiet:
+        err.print(f"ensemble complete: {path}")
+
+
+def _ensemble_path(target: Path) -> Path:
+    return target / "ensemble.h5" if target.is_dir() else target
+
+
+@app.command()
+def info(file: Annotated[Path, typer.Argument(help="ensemble.h5 or a run directory.")]) -> None:
+    """Shape, action, sampler, chains, samples, and whether the run is complete."""
+    from .ensemble import EnsembleError, open_ensemble
+
+    try:
+        ens = open_ensemble(_ensemble_path(file), load_observables=False)
+    except EnsembleError as e:
+        _fail(str(e))
+    a = ens.config_attrs
+    form = a.get("action.form")
+    coup = (f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}")
+    state = "complete" if ens.complete else f"incomplete ({ens.committed}/{ens.samples} committed)"
+    rows = [
+        ("file", str(ens.path)),
+        ("lattice", f"{a.get('lattice.shape')}"),
+        ("action", f"{form} form, {coup}, lambda = {a.get('action.lambda')}"),
+        ("sampler", f"{a.get('sampler.name')} ({a.get('sampler.exactness')})"),
+        ("chains", str(ens.chains)),
+        ("samples", f"{ens.committed} per chain (planned {ens.samples})"),
+        ("saved configs", f"{ens.saved} per chain"),
+        ("status", state),
+        ("created", f"{ens.created} by lattice {ens.version}"),
+        ("wall time", f"{ens.seconds:.1f} s for {ens.steps} sampler steps"),
+    ]
+    for k, v in rows:
+        out.print(f"[bold]{k:>14}[/]  {v}")
+
+
+@app.command()
+def measure(
+    target: Annotated[Path, typer.Argument(help="Run directory or ensemble.h5.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    discard: Annotated[int, typer.Option("--discard", help="Measurements dropped per chain.")] = 0,
+    s_tau: Annotated[float, typer.Option("--S", help="Wolff's S_tau for the window.")] = 1.5,
+) -> None:
+    """Observables with Γ-method errors and integrated autocorrelation times."""
+    from .config import parse_config
+    from .ensemble import EnsembleError, open_ensemble
+    from .measure import measure_ensemble
+
+    try:
+        ens = open_ensemble(_ensemble_path(target))
+        res = measure_ensemble(ens, discard=discard, S=s_tau)
+    except (EnsembleError, ValueError) as e:
+        _fail(str(e))
+    if json_:
+        payload = {
+            "observables": res["observables"],
+            "chains": res["chains"],
+            "samples": res["samples"],
+            "config": parse_config(ens.config_toml).to_dict(),
+            "exactness": res["exactness"],
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{ens.path}  ({res['chains']} chains x {res['samples']} measurements, "
+              f"sampler exactness: {res['exactness']})")
+    for col in ("observable", "value", "error", "tau_int", "tau_int error", "window"):
+        t.add_column(col, justify="right" if col != "observable" else "left")
+    for name, o in res["observables"].items():
+        if name == "G":
+            continue
+        t.add_row(name, f"{o['value']:.6g}", f"{o['error']:.2g}", f"{o['tau_int']:.2f}",
+                  f"{o['tau_int_error']:.2f}", str(o["window"]))
+    out.print(t)
+    g = res["observables"]["G"]
+    out.print("G(t): " + ", ".join(f"{v:.4g}({e:.1g})" for v, e in zip(g["value"], g["error"])))
+    if not ens.complete:
+        err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

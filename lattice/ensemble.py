@@ -1,0 +1,315 @@
+"""The HDF5 ensemble file (DESIGN.md §4) and the atomic checkpoint.
+
+Layout of ``ensemble.h5`` (``format_version`` 1)::
+
+    /                      attrs: format = "lattice-ensemble", format_version, created,
+                                  lattice_version, committed, saved_committed, complete,
+                                  samples (planned measurements per chain)
+    /config                attrs: toml (the resolved run config), and flattened
+                                  "section.key" parameters, sampler.name, sampler.exactness,
+                                  sampler.order, sampler.forces_per_step
+    /observables/<name>    [chains, samples]          (G: [chains, samples, L0])
+    /diagnostics/acceptance [chains, samples]         mean acceptance since the last measurement
+    /configs               [chains, saved, *shape]    one configuration per chunk
+    /configs_index         [saved]                    measurement index of each saved config
+    /timing                attrs: seconds, steps (sampler steps done in this file's runs)
+
+Crash safety. Every dataset is chunked, resizable along its sample axis, and *allocated at
+creation* for the planned number of samples. Appending a block therefore writes raw chunk data
+at fixed offsets and never restructures HDF5 metadata; the only metadata that changes is the
+``committed`` attribute, updated after the block's data has been flushed. A reader trusts
+``[:, :committed]`` only, so a process killed at any moment leaves a file that opens and whose
+committed part is intact. ``checkpoint.h5`` holds the chain states, the keys
+(``jax.random.key_data``), the next step and the committed counts; it is written to a temporary
+file, fsynced and moved into place with ``os.replace``, so it is always the old or the new one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "EnsembleError",
+    "EnsembleWriter",
+    "Ensemble",
+    "open_ensemble",
+    "write_checkpoint",
+    "read_checkpoint",
+]
+
+FORMAT = "lattice-ensemble"
+FORMAT_VERSION = 1
+
+
+class EnsembleError(Exception):
+    """A file that is not a readable lattice ensemble (foreign, truncated, corrupt)."""
+
+
+def _early_dcpl() -> h5py.h5p.PropDCID:
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class EnsembleWriter:
+    """Creates an ensemble file and appends committed blocks to it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f: h5py.File | None = None
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        config_toml: str,
+        config_attrs: Mapping[str, Any],
+        chains: int,
+        samples: int,
+        shape: tuple[int, ...],
+        n_saved: int,
+        dtype: np.dtype,
+        observable_shapes: Mapping[str, tuple[int, ...]],
+        block: int,
+    ) -> EnsembleWriter:
+        from . import __version__
+
+        w = cls(path)
+        with h5py.File(path, "w") as f:
+            f.attrs.update(
+                {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "created": _now(),
+                    "lattice_version": __version__,
+                    "committed": 0,
+                    "saved_committed": 0,
+                    "complete": False,
+                    "samples": samples,
+                }
+            )
+            cfg = f.create_group("config")
+            cfg.attrs["toml"] = config_toml
+            for k, v in config_attrs.items():
+                cfg.attrs[k] = v
+            obs = f.create_group("observables")
+            blk = max(1, min(block, samples))
+            for name, extra in observable_shapes.items():
+                obs.create_dataset(
+                    name, (chains, samples, *extra), dtype=dtype, chunks=(chains, blk, *extra),
+                    maxshape=(chains, None, *extra), dcpl=_early_dcpl(),
+                )
+            f.create_group("diagnostics").create_dataset(
+                "acceptance", (chains, samples), dtype=dtype, chunks=(chains, blk),
+                maxshape=(chains, None), dcpl=_early_dcpl(),
+            )
+            if n_saved > 0:
+                f.create_dataset(
+                    "configs", (chains, n_saved, *shape), dtype=dtype,
+                    chunks=(1, 1, *shape), maxshape=(chains, None, *shape), dcpl=_early_dcpl(),
+                )
+                f.create_dataset(
+                    "configs_index", (n_saved,), dtype=np.int64, chunks=(max(1, min(n_saved,
+                    4096)),), maxshape=(None,), dcpl=_early_dcpl(),
+                )
+            t = f.create_group("timing")
+            t.attrs["seconds"] = 0.0
+            t.attrs["steps"] = 0
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+        return w
+
+    # ------------------------------------------------------------------ appending
+    def open(self) -> EnsembleWriter:
+        self._f = h5py.File(self.path, "r+")
+        return self
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> EnsembleWriter:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write_block(
+        self,
+        start: int,
+        obs: Mapping[str, np.ndarray],
+        acceptance: np.ndarray,
+        saved: np.ndarray | None = None,
+        saved_start: int = 0,
+        saved_index: np.ndarray | None = None,
+    ) -> None:
+        """Write measurements ``start : start + n`` (arrays ``[chains, n, ...]``) and saved
+        configurations; not yet committed. Writing an existing range again is allowed and
+        overwrites it (a resumed run regenerates bitwise the same data)."""
+        f = self._f
+        n = acceptance.shape[1]
+        for name, arr in obs.items():
+            f["observables"][name][:, start : start + n] = arr
+        f["diagnostics/acceptance"][:, start : start + n] = acceptance
+        if saved is not None and saved.shape[1] > 0:
+            k = saved.shape[1]
+            f["configs"][:, saved_start : saved_start + k] = saved
+            f["configs_index"][saved_start : saved_start + k] = saved_index
+
+    def commit(self, committed: int, saved_committed: int, seconds: float, steps: int,
+               complete: bool = False) -> None:
+        """Flush the data, then mark it committed (the only metadata that changes)."""
+        f = self._f
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+        f["timing"].attrs["seconds"] = float(seconds)
+        f["timing"].attrs["steps"] = int(steps)
+        f.attrs["saved_committed"] = int(saved_committed)
+        f.attrs["committed"] = int(committed)
+        if complete:
+            f.attrs["complete"] = True
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """What a reader may trust: the committed part of an ensemble file, loaded into memory."""
+
+    path: Path
+    config_toml: str
+    config_attrs: dict[str, Any]
+    observables: dict[str, np.ndarray]  # [chains, committed, ...]
+    acceptance: np.ndarray
+    committed: int
+    samples: int
+    complete: bool
+    chains: int
+    saved: int
+    created: str
+    version: str
+    seconds: float
+    steps: int
+    weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
+
+    def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Saved configurations ``[chains, saved, *shape]`` and their measurement indices."""
+        if self.saved == 0:
+            return np.zeros((0,)), np.zeros((0,), np.int64)
+        with h5py.File(self.path, "r") as f:
+            idx = f["configs_index"][: self.saved][which]
+            return f["configs"][chains, : self.saved][:, which], idx
+
+
+def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
+    """Open an ensemble file for reading; raises :class:`EnsembleError` with a clear message
+    for a missing, foreign, truncated or corrupt file."""
+    path = Path(path)
+    if not path.exists():
+        raise EnsembleError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise EnsembleError(f"{path}: not a readable HDF5 file ({_short(e)})") from None
+    try:
+        with f:
+            if f.attrs.get("format") != FORMAT:
+                raise EnsembleError(f"{path}: not a lattice ensemble (no format = '{FORMAT}')")
+            ver = int(f.attrs["format_version"])
+            if ver > FORMAT_VERSION:
+                raise EnsembleError(
+                    f"{path}: format_version {ver} is newer than this lattice ({FORMAT_VERSION})"
+                )
+            n = int(f.attrs["committed"])
+            obs = {}
+            if load_observables:
+                obs = {k: np.asarray(d[:, :n]) for k, d in f["observables"].items()}
+            acc = np.asarray(f["diagnostics/acceptance"][:, :n])
+            weights = np.asarray(f["weights/log_w"][:, :n]) if "weights/log_w" in f else None
+            return Ensemble(
+                path=path,
+                config_toml=str(f["config"].attrs["toml"]),
+                config_attrs={k: _plain(v) for k, v in f["config"].attrs.items() if k != "toml"},
+                observables=obs,
+                acceptance=acc,
+                committed=n,
+                samples=int(f.attrs["samples"]),
+                complete=bool(f.attrs["complete"]),
+                chains=int(f["diagnostics/acceptance"].shape[0]),
+                saved=int(f.attrs["saved_committed"]),
+                created=str(f.attrs["created"]),
+                version=str(f.attrs["lattice_version"]),
+                seconds=float(f["timing"].attrs["seconds"]),
+                steps=int(f["timing"].attrs["steps"]),
+                weights=weights,
+            )
+    except EnsembleError:
+        raise
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        raise EnsembleError(f"{path}: damaged or incomplete ensemble file ({_short(e)})") from None
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode()
+    return v
+
+
+# ---------------------------------------------------------------------- checkpoint
+def write_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
+                     attrs: Mapping[str, Any]) -> None:
+    """Write a checkpoint atomically: temporary file, fsync, ``os.replace``, fsync the dir."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=np.asarray(v))
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with h5py.File(path, "r") as f:
+            arrays: dict[str, np.ndarray] = {}
+            f.visititems(
+                lambda name, obj: arrays.__setitem__(name, obj[()])
+                if isinstance(obj, h5py.Dataset) else None
+            )
+            return arrays, {k: _plain(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise EnsembleError(f"{path}: unreadable checkpoint ({_short(e)})") from None

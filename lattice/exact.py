@@ -1,0 +1,77 @@
+"""Exact free-field (λ = 0) results, including the exact finite-step bias of Langevin schemes.
+
+At λ = 0 the action is S = ½ Σ_p |φ̃_p|² A(p)/V with A(p) of :meth:`Phi4.kernel`
+(A = 2 − 4κ Σ_μ cos p_μ in the kappa form). Every mode is an independent Gaussian, so::
+
+    ⟨φ_x²⟩ = (1/V) Σ_p v(p),   χ = V⟨m²⟩ = v(0),   G(t) = (1/L0) Σ_{p0} e^{i p0 t} v(p0, 0⃗)
+
+with v(p) = 1/A(p) exactly, and for a discretized Langevin evolution of step ε the stationary
+mode variance (a = A(p), ε → ε(p) under Fourier acceleration)::
+
+    Euler–Maruyama:  v = 1 / (a (1 − εa/2))                       (DESIGN.md §1)
+    RK2 (Heun):      v = (2 − εa) / (a (2 − εa + (εa)²/2))          (lattice.samplers.langevin)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .phi4 import Phi4
+
+__all__ = ["mode_variance", "free_phi2", "free_chi", "free_G", "free_relaxation_rates"]
+
+
+def mode_variance(theory: Phi4, step_size: float | None = None, scheme: str = "exact",
+                  fourier_mass2: float | None = None) -> np.ndarray:
+    """Stationary variance v(p) of each Fourier mode (per unit V), numpy float64.
+
+    ``scheme``: ``"exact"`` (e^{−S}, any exact sampler), ``"euler"`` or ``"rk2"``;
+    ``fourier_mass2``: M² of Fourier acceleration, or None for none.
+    """
+    if theory.lam != 0.0:
+        raise ValueError("exact results need a free field (lambda = 0)")
+    a = theory.kernel()
+    if np.any(a <= 0):
+        raise ValueError("the free action is not positive definite")
+    if scheme == "exact":
+        return 1.0 / a
+    eps = step_size * _fa_factor(theory, fourier_mass2)
+    x = eps * a
+    if scheme == "euler":
+        if np.any(x >= 2):
+            raise ValueError("Euler-Maruyama is unstable at this step size (eps*A >= 2)")
+        return 1.0 / (a * (1.0 - 0.5 * x))
+    if scheme == "rk2":
+        return (2.0 - x) / (a * (2.0 - x + 0.5 * x * x))
+    raise ValueError(f"unknown scheme {scheme!r}")
+
+
+def _fa_factor(theory: Phi4, fourier_mass2: float | None):
+    if fourier_mass2 is None:
+        return 1.0
+    from .samplers.langevin import fourier_step_factor
+
+    return fourier_step_factor(theory.shape, fourier_mass2, half=False)
+
+
+def free_phi2(theory: Phi4, **kw) -> float:
+    """⟨φ_x²⟩ = (1/V) Σ_p v(p)."""
+    return float(np.mean(mode_variance(theory, **kw)))
+
+
+def free_chi(theory: Phi4, **kw) -> float:
+    """χ = V⟨m²⟩ = v(p = 0)."""
+    return float(mode_variance(theory, **kw).flat[0])
+
+
+def free_G(theory: Phi4, **kw) -> np.ndarray:
+    """G(t) = (1/L0) Σ_{p0} cos(p0 t) v(p0, 0⃗), t = 0..L0−1."""
+    v = mode_variance(theory, **kw)
+    v0 = v[(slice(None),) + (0,) * (theory.ndim - 1)]
+    return np.real(np.fft.ifft(v0))
+
+
+def free_relaxation_rates(theory: Phi4, step_size: float, fourier_mass2: float | None = None):
+    """Per-step contraction 1 − ε(p)A(p) of each mode's mean under Euler Langevin."""
+    a = theory.kernel()
+    return 1.0 - step_size * _fa_factor(theory, fourier_mass2) * a

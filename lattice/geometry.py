@@ -1,0 +1,82 @@
+"""Periodic lattice geometry: neighbour sums, lattice momenta and Fourier kernels.
+
+Conventions (DESIGN.md §1): a lattice of shape ``(L0, ..., L_{d-1})`` is periodic; a field
+array has the lattice axes *last*, so ``phi.shape == batch + shape``. Lattice momenta are
+``p_mu = 2 pi n_mu / L_mu`` and the lattice momentum squared is
+
+    p̂² = Σ_μ 4 sin²(p_μ / 2),
+
+the eigenvalue of minus the nearest-neighbour Laplacian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "lattice_axes",
+    "neighbour_sum",
+    "forward_product_sum",
+    "momenta",
+    "cos_sum",
+    "phat2",
+    "rfft_phat2",
+]
+
+
+def lattice_axes(ndim: int) -> tuple[int, ...]:
+    """The last ``ndim`` axes of an array, as negative indices."""
+    return tuple(range(-ndim, 0))
+
+
+def neighbour_sum(phi: jnp.ndarray, ndim: int) -> jnp.ndarray:
+    """Σ_μ (φ_{x+μ̂} + φ_{x−μ̂}) over the last ``ndim`` axes, periodic.
+
+    On an axis of length 2 the two neighbours coincide (counted twice); on an axis of
+    length 1 the site is its own neighbour (counted twice), exactly as ``jnp.roll`` gives.
+    """
+    total = jnp.zeros_like(phi)
+    for ax in lattice_axes(ndim):
+        total = total + jnp.roll(phi, 1, axis=ax) + jnp.roll(phi, -1, axis=ax)
+    return total
+
+
+def forward_product_sum(phi: jnp.ndarray, ndim: int) -> jnp.ndarray:
+    """Per-site Σ_μ φ_x φ_{x+μ̂} (forward directions only), periodic."""
+    total = jnp.zeros_like(phi)
+    for ax in lattice_axes(ndim):
+        total = total + jnp.roll(phi, -1, axis=ax)
+    return phi * total
+
+
+def momenta(shape: Sequence[int]) -> list[np.ndarray]:
+    """Lattice momenta p_μ = 2π n/L_μ, broadcastable to ``shape`` (numpy, float64)."""
+    d = len(shape)
+    out = []
+    for mu, L in enumerate(shape):
+        p = 2.0 * np.pi * np.arange(L) / L
+        out.append(p.reshape([L if nu == mu else 1 for nu in range(d)]))
+    return out
+
+
+def cos_sum(shape: Sequence[int]) -> np.ndarray:
+    """Σ_μ cos p_μ on the full momentum grid (numpy, float64)."""
+    return sum(np.cos(p) for p in momenta(shape)) * np.ones(tuple(shape))
+
+
+def phat2(shape: Sequence[int]) -> np.ndarray:
+    """p̂² = Σ_μ 4 sin²(p_μ/2) on the full momentum grid (numpy, float64).
+
+    >>> float(phat2([4]).max())
+    4.0
+    """
+    return sum(4.0 * np.sin(p / 2.0) ** 2 for p in momenta(shape)) * np.ones(tuple(shape))
+
+
+def rfft_phat2(shape: Sequence[int]) -> np.ndarray:
+    """p̂² on the half grid used by ``jnp.fft.rfftn`` (last axis has L//2 + 1 entries)."""
+    full = phat2(shape)
+    return full[..., : shape[-1] // 2 + 1]

@@ -1,0 +1,318 @@
+"""Ensemble jobs: ``run`` and ``resume`` over a run directory (DESIGN.md §3–4).
+
+A run directory holds ``config.toml`` (the resolved config), ``ensemble.h5``,
+``checkpoint.h5`` and ``run.log``. The job runs in blocks of ``run.checkpoint_every``
+measurements (thermalization in blocks of ``checkpoint_every × measure_every`` steps). While
+the device computes block k+1, the host writes block k, commits it and checkpoints the chain
+states after it, so writing never stalls the sampler.
+
+Because every random number is a function of (seed, chain, step) and the chain states are
+checkpointed bit for bit, a run resumed from any checkpoint produces exactly the same bits as
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError, RunConfig, load_config, parse_config
+from .ensemble import (
+    EnsembleError,
+    EnsembleWriter,
+    open_ensemble,
+    read_checkpoint,
+    write_checkpoint,
+)
+from .progress import QuietReporter, Reporter
+
+__all__ = ["JobError", "RunPaths", "run_job", "resume_job", "build_theory", "build_sampler",
+           "default_run_dir"]
+
+
+class JobError(Exception):
+    """A job that cannot start; the CLI prints the message and exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def ensemble(self) -> Path:
+        return self.root / "ensemble.h5"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.h5"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    def owned(self) -> list[Path]:
+        return [self.config, self.ensemble, self.checkpoint, self.log,
+                self.checkpoint.with_name("checkpoint.h5.tmp")]
+
+
+def default_run_dir(config_path: str | Path) -> Path:
+    """``runs/x.toml`` → ``runs/x``."""
+    p = Path(config_path)
+    return p.with_suffix("") if p.suffix == ".toml" else p.with_name(p.name + ".run")
+
+
+# ---------------------------------------------------------------------- building blocks
+def build_theory(cfg: RunConfig):
+    from .phi4 import Phi4
+
+    a = cfg.action
+    if a.form == "kappa":
+        return Phi4.kappa_form(cfg.lattice.shape, a.kappa, a.lam)
+    return Phi4.mass_form(cfg.lattice.shape, a.m2, a.lam)
+
+
+def build_sampler(cfg: RunConfig, theory):
+    from .samplers import hmc, langevin, mala
+
+    s = cfg.sampler
+    if s.kind == "langevin":
+        return langevin(theory, s.step_size, s.scheme, s.fourier_acceleration, s.fourier_mass2)
+    if s.kind == "mala":
+        return mala(theory, s.step_size)
+    if s.kind == "hmc":
+        return hmc(theory, s.trajectory_length, s.steps, s.scheme)
+    raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
+
+
+def _config_attrs(cfg: RunConfig, sampler) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                out[f"{section}.{k}"] = v
+        else:
+            out[section] = values
+    out["sampler.name"] = sampler.name
+    out["sampler.exactness"] = sampler.exactness
+    out["sampler.order"] = -1 if sampler.order is None else sampler.order
+    out["sampler.forces_per_step"] = sampler.forces_per_step
+    return out
+
+
+def _n_saved(samples: int, save_every: int) -> int:
+    return 0 if save_every == 0 else (samples + save_every - 1) // save_every
+
+
+class _Log:
+    def __init__(self, path: Path, reporter: Reporter):
+        self.path, self.reporter = path, reporter
+
+    def __call__(self, msg: str, show: bool = True) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp} {msg}\n")
+        if show:
+            self.reporter.log(msg)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- public entry points
+def run_job(cfg: RunConfig, run_dir: str | Path, *, force: bool = False,
+            reporter: Reporter | None = None) -> Path:
+    """Start a new run in ``run_dir``. Refuses (JobError, exit 2) to touch an existing run
+    unless ``force``; with ``force`` the previous run's files are removed first."""
+    paths = RunPaths(Path(run_dir))
+    if paths.config.exists() or paths.ensemble.exists() or paths.checkpoint.exists():
+        if not force:
+            state = _describe_existing(paths)
+            raise JobError(f"{paths.root}: {state}; pass --force to overwrite it"
+                           + ("" if "finished" in state else
+                              f", or continue it with `lattice resume {paths.root}`"))
+        for p in paths.owned():
+            if p.exists():
+                p.unlink()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(paths.config, cfg.to_toml())
+    return _execute(cfg, paths, reporter or QuietReporter(), resume=False)
+
+
+def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path:
+    """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.exists():
+        raise JobError(f"{paths.root}: not a run directory (no config.toml)")
+    cfg = load_config(paths.config)
+    if paths.ensemble.exists():
+        try:
+            ens = open_ensemble(paths.ensemble, load_observables=False)
+        except EnsembleError:
+            ens = None  # created but never committed: start again from the checkpoint
+        if ens is not None:
+            recorded = parse_config(ens.config_toml)
+            changed = recorded.diff(cfg)
+            if changed:
+                raise JobError(
+                    f"{paths.config}: edited since the run started; differing keys: "
+                    f"{', '.join(changed)} (restore them, or start a new run)"
+                )
+            if ens.complete:
+                (reporter or QuietReporter()).log(f"{paths.root}: already complete")
+                return paths.ensemble
+    return _execute(cfg, paths, reporter or QuietReporter(), resume=True)
+
+
+def _describe_existing(paths: RunPaths) -> str:
+    try:
+        ens = open_ensemble(paths.ensemble, load_observables=False)
+        if ens.complete:
+            return "a finished run is there"
+        return f"an unfinished run is there ({ens.committed}/{ens.samples} measurements)"
+    except EnsembleError:
+        return "a run directory is there"
+
+
+# ---------------------------------------------------------------------- the driver
+def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) -> Path:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    from .chains import chain_keys, evolve, init_states, initial_field, sample
+    from .observables import observable_shapes
+
+    r = cfg.run
+    dtype = jnp.dtype(r.dtype)
+    theory = build_theory(cfg)
+    sampler = build_sampler(cfg, theory)
+    keys = chain_keys(r.seed, r.chains, r.prng)
+    key_data = np.asarray(jax.random.key_data(keys))
+    log = _Log(paths.log, reporter)
+    n_saved_total = _n_saved(r.samples, r.save_every)
+
+    template = jax.eval_shape(
+        lambda: init_states(sampler, jnp.zeros((r.chains, *theory.shape), dtype))
+    )
+    ckpt = None
+    if resume and paths.checkpoint.exists() and paths.ensemble.exists():
+        arrays, attrs = read_checkpoint(paths.checkpoint)
+        if not np.array_equal(arrays["keys"], key_data):
+            raise JobError(f"{paths.checkpoint}: random keys do not match the config's seed")
+        ckpt = (arrays, attrs)
+
+    if ckpt is None:
+        EnsembleWriter.create(
+            paths.ensemble, config_toml=cfg.to_toml(), config_attrs=_config_attrs(cfg, sampler),
+            chains=r.chains, samples=r.samples, shape=theory.shape, n_saved=n_saved_total,
+            dtype=dtype, observable_shapes=observable_shapes(theory), block=r.checkpoint_every,
+        )
+        states = init_states(sampler, initial_field(keys, theory, r.start, dtype))
+        step, committed, saved_committed, seconds = 0, 0, 0, 0.0
+        log(f"start {cfg.name}: {theory.describe()}, sampler {sampler.name}, "
+            f"{r.chains} chains x {r.samples} measurements", show=False)
+    else:
+        arrays, attrs = ckpt
+        states = type(template)(*(jnp.asarray(arrays[f"state/{f}"]) for f in template._fields))
+        step, committed = int(attrs["next_step"]), int(attrs["committed"])
+        saved_committed, seconds = int(attrs["saved_committed"]), float(attrs["seconds"])
+        log(f"resume {cfg.name} at step {step} ({committed}/{r.samples} measurements)")
+
+    def checkpoint(states, step, committed, saved_committed, seconds):
+        arrays = {f"state/{f}": np.asarray(getattr(states, f)) for f in states._fields}
+        arrays["keys"] = key_data
+        write_checkpoint(paths.checkpoint, arrays, {
+            "next_step": step, "committed": committed, "saved_committed": saved_committed,
+            "seconds": seconds, "config_toml": cfg.to_toml(),
+        })
+
+    if ckpt is None:
+        checkpoint(states, step, committed, saved_committed, seconds)
+
+    total_steps = r.thermalization + r.samples * r.measure_every
+    t_start = time.perf_counter()
+    seconds0 = seconds
+
+    def elapsed() -> float:
+        return seconds0 + time.perf_counter() - t_start
+
+    writer = EnsembleWriter(paths.ensemble).open()
+    try:
+        # ---------------- thermalization: blocks of checkpoint_every * measure_every steps
+        if step < r.thermalization:
+            reporter.start("thermalization", r.thermalization, step)
+            block = r.checkpoint_every * r.measure_every
+            while step < r.thermalization:
+                n = min(block, r.thermalization - step)
+                states, acc = evolve(sampler, keys, states, step, n)
+                step += n
+                checkpoint(states, step, 0, 0, elapsed())
+                reporter.advance(step, float(np.mean(acc)))
+            log(f"thermalized after {step} steps", show=False)
+
+        # ---------------- measurement: pipelined blocks
+        reporter.start("sampling", total_steps, step)
+        blocks = []  # (first measurement, n) of each remaining block
+        c = committed
+        while c < r.samples:
+            n = min(r.checkpoint_every, r.samples - c)
+            blocks.append((c, n))
+            c += n
+
+        def dispatch(states, first, n):
+            meas0_mod = first % r.save_every if r.save_every else 0
+            s0 = r.thermalization + first * r.measure_every
+            return sample(sampler, theory, keys, states, s0, n, r.measure_every,
+                          r.save_every, meas0_mod)
+
+        pending = dispatch(states, *blocks[0]) if blocks else None
+        for k, (first, n) in enumerate(blocks):
+            states, obs, acc, saved = pending
+            if k + 1 < len(blocks):
+                pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
+            obs = {name: np.swapaxes(np.asarray(v), 0, 1) for name, v in obs.items()}
+            acc = np.swapaxes(np.asarray(acc), 0, 1)
+            if r.save_every:
+                idx = np.arange(first, first + n)
+                idx = idx[idx % r.save_every == 0]
+                saved_np = np.swapaxes(np.asarray(saved), 0, 1)
+            else:
+                idx, saved_np = np.zeros(0, np.int64), None
+            writer.write_block(first, obs, acc, saved_np, saved_committed, idx)
+            committed, saved_committed = first + n, saved_committed + len(idx)
+            step = r.thermalization + committed * r.measure_every
+            secs = elapsed()
+            writer.commit(committed, saved_committed, secs, step)
+            checkpoint(states, step, committed, saved_committed, secs)
+            reporter.advance(step, float(np.mean(acc)))
+        writer.commit(committed, saved_committed, elapsed(), step, complete=True)
+    finally:
+        writer.close()
+        reporter.finish()
+    log(f"complete: {committed} measurements x {r.chains} chains, {elapsed():.1f} s")
+    return paths.ensemble
+
+
+def remove_run(run_dir: str | Path) -> None:
+    """Delete a run directory created by :func:`run_job` (used by ``--force`` and tests)."""
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Per-configuration observables of DESIGN.md §1, evaluated inside the sampling loop.
+
+For one configuration with m = (1/V) Σ_x φ_x:
+
+=========  ==========================================================
+``action``  S/V
+``phi2``    (1/V) Σ_x φ_x²
+``phi4``    (1/V) Σ_x φ_x⁴
+``m``       m;  ``abs_m`` |m|;  ``m2`` m²;  ``m4`` m⁴
+``chi``     V m²  (its ensemble average is χ = V⟨m²⟩)
+``sd``      (1/V) Σ_x φ_x ∂S/∂φ_x  (Schwinger–Dyson: exactly 1 on average in equilibrium)
+``G``       G(t) = (1/V) Σ_{x0} Φ(x0) Φ(x0 + t), Φ(x0) = Σ_{x⃗} φ_{x0,x⃗}  (t = 0..L0−1)
+=========  ==========================================================
+
+so that Σ_t G(t) = V m² and the ensemble average of G is the time-slice correlator of
+DESIGN.md §1. The derived ``chi_conn`` = V(⟨m²⟩ − ⟨|m|⟩²) and ``binder`` = 1 − ⟨m⁴⟩/(3⟨m²⟩²)
+are functions of ensemble averages, formed at analysis time.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .geometry import lattice_axes
+from .phi4 import Phi4
+
+__all__ = ["measure", "SCALAR_OBSERVABLES", "observable_shapes"]
+
+SCALAR_OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "m4", "chi", "sd")
+
+
+def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict[str, jax.Array]:
+    """All observables of one configuration or a batch (lattice axes last).
+
+    ``grad`` (∂S/∂φ at ``phi``) is reused when a sampler carries it.
+    """
+    d, V = theory.ndim, theory.volume
+    axes = lattice_axes(d)
+    if grad is None:
+        grad = theory.grad(phi)
+    phi2 = phi * phi
+    m = jnp.mean(phi, axis=axes)
+    m2 = m * m
+    # time-slice sums Φ(x0), then the periodic autocorrelation by FFT along axis 0
+    slices = jnp.sum(phi, axis=axes[1:]) if d > 1 else phi
+    ft = jnp.fft.rfft(slices, axis=-1)
+    G = jnp.fft.irfft(ft * jnp.conj(ft), n=theory.shape[0], axis=-1).astype(phi.dtype) / V
+    return {
+        "action": theory.action(phi) / V,
+        "phi2": jnp.mean(phi2, axis=axes),
+        "phi4": jnp.mean(phi2 * phi2, axis=axes),
+        "m": m,
+        "abs_m": jnp.abs(m),
+        "m2": m2,
+        "m4": m2 * m2,
+        "chi": V * m2,
+        "sd": jnp.mean(phi * grad, axis=axes),
+        "G": G,
+    }
+
+
+def observable_shapes(theory: Phi4) -> dict[str, tuple[int, ...]]:
+    """Per-measurement shape of each stored observable."""
+    out = {k: () for k in SCALAR_OBSERVABLES}
+    out["G"] = (theory.shape[0],)
+    return out

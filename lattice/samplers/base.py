@@ -1,0 +1,63 @@
+"""Interfaces shared by every sampler (the blackjax shape).
+
+A sampler is a pair of pure functions closed over its parameters:
+
+* ``init(phi) -> state`` builds the state of *one* chain from a field of the lattice shape;
+  the state caches what the next step needs (the force, the action);
+* ``step(key, state) -> (state, info)`` advances that chain by one sampler step.
+
+Chains are ``jax.vmap`` over keys and states and time is ``lax.scan`` (see
+:mod:`lattice.chains`); kernels never see a batch axis and never touch the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .. import noise
+
+__all__ = ["StepInfo", "Sampler", "exact_step_info"]
+
+
+class StepInfo(NamedTuple):
+    """What one step reports. Langevin steps report acceptance 1 and ΔH 0.
+
+    ``acceptance`` is the Metropolis probability min(1, e^{−ΔH}) (or the MALA analogue),
+    ``accepted`` whether the proposal was taken, ``delta_h`` the energy violation
+    (HMC) or minus the log Metropolis ratio (MALA).
+    """
+
+    acceptance: jax.Array
+    accepted: jax.Array
+    delta_h: jax.Array
+
+
+class Sampler(NamedTuple):
+    """A sampler: ``init``, ``step`` and its static description."""
+
+    init: Callable[[jax.Array], Any]
+    step: Callable[[jax.Array, Any], tuple[Any, StepInfo]]
+    name: str
+    exactness: str  # "exact" | "asymptotic" (DESIGN.md §5)
+    order: int | None = None  # order of the equilibrium bias in the step size, if asymptotic
+    forces_per_step: int = 1  # force (gradient) evaluations per step, for cost accounting
+
+
+def exact_step_info(dtype) -> StepInfo:
+    """The info of a step without accept/reject."""
+    one = jnp.ones((), dtype)
+    return StepInfo(one, jnp.ones((), bool), jnp.zeros((), dtype))
+
+
+def metropolis(key: jax.Array, log_ratio: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Accept with probability min(1, e^{log_ratio}); returns (accepted, acceptance)."""
+    acceptance = jnp.minimum(1.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
+    # stream 1 of the step key: the proposal's noise uses stream 0
+    log_u = jnp.log(noise.uniform(key, log_ratio.dtype, stream=1))
+    # NaN ratios (a diverged proposal) are rejected
+    accepted = jnp.where(jnp.isnan(log_ratio), False, log_u < log_ratio)
+    return accepted, jnp.where(jnp.isnan(log_ratio), 0.0, acceptance)

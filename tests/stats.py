@@ -1,0 +1,35 @@
+"""Statistical assertions for the tests: |estimate − exact| / σ < 4 with σ from the Γ-method
+(independent chains as replica)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lattice.analysis import gamma_method
+
+Z_MAX = 4.0
+
+
+def estimate(series) -> tuple[float, float]:
+    """(mean, Γ-method error) of a [chains, n] series."""
+    r = gamma_method(np.asarray(series))
+    return float(r.value), float(r.error)
+
+
+def zscore(series, exact: float) -> float:
+    value, err = estimate(series)
+    return (value - exact) / err
+
+
+def assert_consistent(series, exact: float, what: str = "") -> float:
+    """Assert |z| < 4 and return z (tests print it, so a log shows how close it was)."""
+    z = zscore(series, exact)
+    value, err = estimate(series)
+    assert abs(z) < Z_MAX, f"{what}: {value:.6g} ± {err:.2g} vs exact {exact:.6g} (z = {z:.2f})"
+    return z
+
+
+def z_between(a, b) -> float:
+    va, ea = estimate(a)
+    vb, eb = estimate(b)
+    return (va - vb) / np.hypot(ea, eb)

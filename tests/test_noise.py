@@ -1,0 +1,85 @@
+"""The fused counter-based noise: bitwise Threefry, Gaussian moments, KS distance, and no
+correlation between neighbouring sites, paired sites, streams or steps."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.extend.random import threefry_2x32
+from scipy import stats
+
+from lattice import noise
+
+N = 2**20
+
+
+def test_threefry_is_bitwise_jax_threefry():
+    key = jax.random.key(1234)
+    kd = jax.random.key_data(key)
+    x0 = jnp.arange(1000, dtype=jnp.uint32)
+    x1 = x0 * jnp.uint32(7) + jnp.uint32(3)
+    ref = threefry_2x32(kd, jnp.concatenate([x0, x1]))
+    a, b = noise.threefry2x32(kd[0], kd[1], x0, x1)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(ref[:1000]))
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(ref[1000:]))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_normal_moments_and_distribution(dtype):
+    z = np.asarray(noise.normal(jax.random.key(5), (N,), dtype), np.float64)
+    assert np.isfinite(z).all()
+    # exact sampling errors of the moments of N(0, 1): Var z = 1, Var z² = 2, Var z⁴ = 96
+    assert abs(z.mean()) * math.sqrt(N) < 4
+    assert abs((z**2).mean() - 1) / math.sqrt(2 / N) < 4
+    assert abs((z**3).mean()) / math.sqrt(15 / N) < 4
+    assert abs((z**4).mean() - 3) / math.sqrt(96 / N) < 4
+    ks = stats.kstest(z, "norm")
+    assert ks.pvalue > 1e-4, ks
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (7, 5, 3)])
+def test_no_correlation_between_sites_steps_and_streams(shape):
+    n = math.prod(shape)
+    chain = jax.random.fold_in(jax.random.key(9), 3)
+    fields = [
+        np.asarray(noise.normal(jax.random.fold_in(chain, t), shape, jnp.float64)).ravel()
+        for t in range(64)
+    ]
+    z = np.stack(fields)  # [step, site]
+    other = np.stack(
+        [np.asarray(noise.normal(jax.random.fold_in(chain, t), shape, jnp.float64, stream=1))
+         .ravel() for t in range(64)]
+    )
+    half = (n + 1) // 2
+    pairs = {
+        "neighbouring sites": (z[:, :-1], z[:, 1:]),
+        "the two words of one Threefry block": (z[:, : n - half], z[:, half:]),
+        "consecutive steps": (z[:-1], z[1:]),
+        "streams 0 and 1": (z, other),
+    }
+    for what, (a, b) in pairs.items():
+        r = np.mean(a * b)  # both have mean 0 and variance 1
+        assert abs(r) * math.sqrt(a.size) < 4, what
+
+
+def test_noise_depends_only_on_key_and_site():
+    """A chain's noise is the same whether generated alone or under vmap with others."""
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.key(0), c))(jnp.arange(4))
+    batch = jax.vmap(lambda k: noise.normal(k, (6, 6), jnp.float32))(keys)
+    alone = noise.normal(keys[2], (6, 6), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(batch[2]), np.asarray(alone))
+
+
+def test_uniform_is_in_the_open_unit_interval():
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.key(0), c))(jnp.arange(20000))
+    u = np.asarray(jax.vmap(lambda k: noise.uniform(k, jnp.float64))(keys))
+    assert (u > 0).all() and (u < 1).all()
+    assert stats.kstest(u, "uniform").pvalue > 1e-4
+
+
+def test_other_key_implementations_fall_back_to_jax_random():
+    key = jax.random.key(0, impl="rbg")
+    z = noise.normal(key, (1000,), jnp.float64)
+    assert z.shape == (1000,) and abs(float(z.mean())) < 0.2

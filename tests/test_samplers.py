@@ -1,0 +1,236 @@
+"""Samplers against exact answers: the free field (with the exact Euler/RK2 bias), the
+Schwinger–Dyson identity, HMC reversibility, |ΔH| ∝ ε², ⟨e^{−ΔH}⟩ = 1, and stream properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from stats import Z_MAX, assert_consistent, estimate, z_between
+
+from lattice import exact
+from lattice.chains import chain_keys, evolve, init_states, initial_field, run_chains, sample, trace
+from lattice.phi4 import Phi4
+from lattice.samplers import hmc, langevin, mala
+from lattice.samplers.hmc import hmc_trajectory
+from lattice.samplers.langevin import fourier_mass2_auto
+
+FREE = Phi4.kappa_form([8, 8], 0.2, 0.0)
+INTERACTING = Phi4.kappa_form([8, 8], 0.25, 0.5)  # DESIGN.md's m² = −4, λ = 8 point
+
+
+def run(sampler, theory, seed, n=600, every=2, chains=16, therm=200, **kw):
+    return run_chains(sampler, theory, chains=chains, seed=seed, n_meas=n, measure_every=every,
+                      thermalization=therm, **kw)
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [mala(FREE, 0.15), hmc(FREE, 1.0, 8, "leapfrog"), hmc(FREE, 1.0, 4, "omelyan")],
+    ids=lambda s: s.name,
+)
+def test_exact_samplers_reproduce_free_field(sampler, seed):
+    obs = run(sampler, FREE, seed)["obs"]
+    assert_consistent(obs["phi2"], exact.free_phi2(FREE), "phi2")
+    assert_consistent(obs["chi"], exact.free_chi(FREE), "chi")
+    g_exact = exact.free_G(FREE)
+    for t in (0, 1, 4):
+        assert_consistent(obs["G"][..., t], g_exact[t], f"G({t})")
+
+
+def test_euler_langevin_has_the_exact_finite_step_bias(seed):
+    eps = 0.12
+    obs = run(langevin(FREE, eps), FREE, seed)["obs"]
+    biased = exact.free_phi2(FREE, step_size=eps, scheme="euler")
+    assert_consistent(obs["phi2"], biased, "phi2 (Euler, exact biased value)")
+    assert_consistent(obs["chi"], exact.free_chi(FREE, step_size=eps, scheme="euler"), "chi")
+    # the test resolves the bias: the unbiased value is excluded
+    value, err = estimate(obs["phi2"])
+    assert abs(value - exact.free_phi2(FREE)) / err > 2 * Z_MAX
+
+
+def test_rk2_bias_is_second_order_and_matches_its_formula(seed):
+    eps = 0.12
+    obs = run(langevin(FREE, eps, "rk2"), FREE, seed)["obs"]
+    assert_consistent(obs["phi2"], exact.free_phi2(FREE, step_size=eps, scheme="rk2"), "phi2")
+    # exact formulas: the RK2 bias is O(ε²), far below the O(ε) Euler bias
+    true = exact.free_phi2(FREE)
+    b_rk2 = exact.free_phi2(FREE, step_size=eps, scheme="rk2") - true
+    b_euler = exact.free_phi2(FREE, step_size=eps, scheme="euler") - true
+    assert abs(b_rk2) < 0.1 * abs(b_euler)
+    b_rk2_half = exact.free_phi2(FREE, step_size=eps / 2, scheme="rk2") - true
+    assert b_rk2 / b_rk2_half == pytest.approx(4.0, rel=0.1)
+
+
+@pytest.mark.parametrize("scheme", ["euler", "rk2"])
+def test_fourier_acceleration_free_field_values(scheme, seed):
+    eps = 0.05
+    m2 = fourier_mass2_auto(FREE)
+    obs = run(langevin(FREE, eps, scheme, fourier_acceleration=True), FREE, seed)["obs"]
+    want = exact.free_phi2(FREE, step_size=eps, scheme=scheme, fourier_mass2=m2)
+    assert_consistent(obs["phi2"], want, "phi2 (Fourier accelerated)")
+
+
+def _mode_lag1(sampler, theory, seed, n_steps=400, chains=32):
+    """Lag-1 autocorrelation of Re φ̃(p) for p = 0 and p = p_max, one estimate per chain."""
+    keys = chain_keys(seed, chains)
+    st = init_states(sampler, initial_field(keys, theory, "hot"))
+    st, _ = evolve(sampler, keys, st, 0, 200)
+
+    def body(st, i):
+        st, _ = jax.vmap(sampler.step)(jax.vmap(jax.random.fold_in, (0, None))(keys, i), st)
+        ft = jnp.fft.fftn(st.phi, axes=(1, 2)).real
+        return st, jnp.stack([ft[:, 0, 0], ft[:, 4, 4]], -1)
+
+    _, modes = jax.lax.scan(body, st, jnp.arange(1000, 1000 + n_steps))
+    x = np.asarray(modes) - np.asarray(modes).mean(0)
+    rho1 = (x[1:] * x[:-1]).mean(0) / (x * x).mean(0)  # [chains, 2]
+    return rho1.mean(0), rho1.std(0, ddof=1) / np.sqrt(chains)
+
+
+def test_fourier_acceleration_decorrelates_every_mode_equally(seed):
+    """Euler on the free field: each mode is AR(1) with ρ(1) = 1 − ε(p)A(p). With Fourier
+    acceleration at M² = m² that is the same number for p = 0 and p = p_max."""
+    eps = 0.1
+    m2 = fourier_mass2_auto(FREE)
+    rates = exact.free_relaxation_rates(FREE, eps, fourier_mass2=m2)
+    assert np.ptp(rates) < 1e-12  # exact: every mode relaxes at the same rate
+    plain = exact.free_relaxation_rates(FREE, eps)
+    assert plain[0, 0] - plain[4, 4] > 0.5  # without it, p = 0 is far slower
+    rho, err = _mode_lag1(langevin(FREE, eps, fourier_acceleration=True), FREE, seed)
+    for i in range(2):
+        assert abs(rho[i] - rates[0, 0]) / err[i] < Z_MAX, (rho, err, rates[0, 0])
+    rho_plain, err_plain = _mode_lag1(langevin(FREE, eps), FREE, seed)
+    for i, p in enumerate([(0, 0), (4, 4)]):
+        assert abs(rho_plain[i] - plain[p]) / err_plain[i] < Z_MAX
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [mala(INTERACTING, 0.05), hmc(INTERACTING, 1.0, 10), hmc(INTERACTING, 1.0, 5, "omelyan")],
+    ids=lambda s: s.name,
+)
+def test_schwinger_dyson_exact_samplers(sampler, seed):
+    obs = run(sampler, INTERACTING, seed)["obs"]
+    assert_consistent(obs["sd"], 1.0, "<(1/V) sum phi dS/dphi>")
+
+
+def test_schwinger_dyson_langevin_extrapolates_to_one(seed):
+    """Euler Langevin violates SD at O(ε); a linear fit in ε over three step sizes must
+    extrapolate to exactly 1."""
+    eps = np.array([0.01, 0.02, 0.03])
+    vals, errs = [], []
+    for i, e in enumerate(eps):
+        obs = run(langevin(INTERACTING, float(e)), INTERACTING, seed + i, n=800, every=3)["obs"]
+        v, s = estimate(obs["sd"])
+        vals.append(v)
+        errs.append(s)
+    vals, errs = np.array(vals), np.array(errs)
+    w = 1 / errs**2
+    X = np.stack([np.ones_like(eps), eps], 1)
+    cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    intercept, slope = cov @ X.T @ (w * vals)
+    z = (intercept - 1.0) / np.sqrt(cov[0, 0])
+    assert abs(z) < Z_MAX, (vals, errs, intercept, np.sqrt(cov[0, 0]))
+    assert slope > 0 and abs(vals[-1] - 1) / errs[-1] > Z_MAX  # the bias is resolved at ε = 0.03
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+def test_hmc_is_reversible_to_roundoff(integrator):
+    th = INTERACTING
+    phi = jax.random.normal(jax.random.key(1), th.shape)
+    pi = jax.random.normal(jax.random.key(2), th.shape)
+    p1, q1, g1 = hmc_trajectory(th, phi, pi, th.grad(phi), 0.05, 40, integrator)
+    p2, q2, _ = hmc_trajectory(th, p1, -q1, g1, 0.05, 40, integrator)
+    assert float(jnp.max(jnp.abs(p2 - phi))) < 1e-12
+    assert float(jnp.max(jnp.abs(q2 + pi))) < 1e-12
+
+
+@pytest.mark.parametrize("integrator,order", [("leapfrog", 2), ("omelyan", 2)])
+def test_hmc_energy_violation_scales_as_eps_squared(integrator, order):
+    """RMS ΔH over fixed configurations and momenta at fixed trajectory length: halving ε
+    divides it by 2^order."""
+    th = INTERACTING
+    keys = chain_keys(7, 32)
+    s = hmc(th, 1.0, 10)
+    st, _ = evolve(s, keys, init_states(s, initial_field(keys, th)), 0, 100)
+    pi = jax.random.normal(jax.random.key(3), st.phi.shape)
+
+    def rms_dh(n):
+        f = jax.vmap(lambda p, q, g: hmc_trajectory(th, p, q, g, 1.0 / n, n, integrator))
+        p1, q1, _ = f(st.phi, pi, st.grad)
+        dh = 0.5 * jnp.sum(q1**2 - pi**2, (1, 2)) + th.action(p1) - th.action(st.phi)
+        return float(jnp.sqrt(jnp.mean(dh**2)))
+
+    r = [rms_dh(n) for n in (16, 32, 64)]
+    ratios = [r[0] / r[1], r[1] / r[2]]
+    print(f"{integrator}: rms dH at n=16,32,64: {r}; ratios {ratios}")
+    for ratio in ratios:
+        assert ratio == pytest.approx(2.0**order, rel=0.1)
+
+
+@pytest.mark.parametrize("integrator,steps", [("leapfrog", 5), ("omelyan", 3)])
+def test_hmc_exp_minus_delta_h_averages_to_one(integrator, steps, seed):
+    th = INTERACTING
+    s = hmc(th, 1.0, steps, integrator)
+    keys = chain_keys(seed, 32)
+    st, _ = evolve(s, keys, init_states(s, initial_field(keys, th)), 0, 50)
+    _, info = trace(s, keys, st, 50, 300)
+    acc = float(jnp.mean(info.acceptance))
+    assert 0.3 < acc < 0.95, acc  # a regime where e^{−ΔH} fluctuates visibly
+    assert_consistent(np.exp(-np.asarray(info.delta_h)).T, 1.0, "<exp(-dH)>")
+
+
+@pytest.mark.parametrize("shape", [[32], [16, 4]], ids=str)
+def test_hmc_and_mala_agree_on_chains_and_non_square_lattices(shape, seed):
+    th = Phi4.kappa_form(shape, 0.3 if len(shape) == 1 else 0.2, 0.3)
+    a = run(hmc(th, 1.0, 8), th, seed)["obs"]
+    b = run(mala(th, 0.1), th, seed + 1, every=4)["obs"]
+    for name in ("phi2", "chi"):
+        z = z_between(a[name], b[name])
+        assert abs(z) < Z_MAX, (name, z)
+
+
+def test_hot_cold_and_ordered_starts_reach_one_equilibrium(seed):
+    s = mala(INTERACTING, 0.05)
+    res = [run(s, INTERACTING, seed, start=start, therm=400)["obs"]["phi2"]
+           for start in ("hot", "cold", "ordered")]
+    for other in res[1:]:
+        assert abs(z_between(res[0], other)) < Z_MAX
+
+
+def test_float32_runs_and_is_correct(seed):
+    obs = run(hmc(FREE, 1.0, 8), FREE, seed, dtype=jnp.float32)["obs"]
+    assert obs["phi2"].dtype == np.float32
+    assert_consistent(obs["phi2"].astype(np.float64), exact.free_phi2(FREE), "phi2 (float32)")
+
+
+def test_a_chains_stream_depends_only_on_seed_chain_and_step():
+    """Chains 2 and 5 give bitwise the same history whether run among 8 chains or alone,
+    and whether the run is done in one block or two."""
+    th, s = INTERACTING, langevin(INTERACTING, 0.02)
+
+    def history(idx, blocks):
+        keys = chain_keys(11, jnp.asarray(idx))
+        st = init_states(s, initial_field(keys, th))
+        out, step = [], 0
+        for n in blocks:
+            st, obs, _, _ = sample(s, th, keys, st, step, n, 3)
+            out.append(np.asarray(obs["phi2"]))
+            step += 3 * n
+        return np.concatenate(out), np.asarray(st.phi)
+
+    full, phi_full = history(list(range(8)), [20])
+    sub, phi_sub = history([2, 5], [7, 13])
+    np.testing.assert_array_equal(full[:, [2, 5]], sub)
+    np.testing.assert_array_equal(phi_full[[2, 5]], phi_sub)
+
+
+def test_saved_configurations_are_the_measured_ones():
+    th, s = FREE, langevin(FREE, 0.05)
+    keys = chain_keys(3, 4)
+    st = init_states(s, initial_field(keys, th))
+    _, obs, _, saved = sample(s, th, keys, st, 0, 10, 2, save_every=3, meas0_mod=1)
+    # global measurement indices 1..10 → saved are 3, 6, 9 → local 2, 5, 8
+    assert saved.shape == (3, 4, *th.shape)
+    np.testing.assert_allclose(np.mean(np.asarray(saved) ** 2, (2, 3)),
+                               np.asarray(obs["phi2"])[[2, 5, 8]], rtol=1e-12)
