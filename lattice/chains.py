@@ -109,10 +109,7 @@ def _grad_of(state):
     return None
 
 
-@partial(
-    jax.jit,
-    static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every", "meas0_mod"),
-)
+@partial(jax.jit, static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every"))
 def sample(
     sampler: Sampler,
     theory: Phi4,
@@ -122,42 +119,51 @@ def sample(
     n_meas: int,
     measure_every: int,
     save_every: int = 0,
-    meas0_mod: int = 0,
 ):
     """Run ``n_meas`` measurements, ``measure_every`` sampler steps apart, starting at global
     step ``step0``.
 
-    Configurations are saved for measurements whose global index i has i % save_every == 0;
-    ``meas0_mod`` is the global index of this block's first measurement modulo save_every.
+    With ``save_every > 0`` the configurations of local measurements 0, save_every,
+    2·save_every, … are returned too (a block must start at a saved measurement; the job
+    driver aligns its blocks so). They come out of the scan as stacked outputs of groups of
+    ``save_every`` measurements, so nothing but the saved fields is copied.
 
     Returns ``(states, obs, acceptance, saved)`` with ``obs[name]`` of shape
     ``[n_meas, chains, ...]``, ``acceptance`` ``[n_meas, chains]`` (mean over the steps
     since the previous measurement) and ``saved`` ``[n_saved, chains, *shape]``
-    (or None when save_every == 0).
+    (None when save_every == 0).
     """
-    n_chains = keys.shape[0]
-    if save_every > 0:
-        first = (-meas0_mod) % save_every
-        n_saved = 0 if first >= n_meas else 1 + (n_meas - 1 - first) // save_every
-        buf = jnp.zeros((n_saved, n_chains, *theory.shape), states.phi.dtype)
-    else:
-        first, n_saved, buf = 0, 0, None
 
-    def body(carry, j):
-        states, buf = carry
+    def one(states, j):
         states, acc = _advance(sampler, keys, states, step0 + j * measure_every, measure_every)
-        obs = measure(theory, states.phi, _grad_of(states))
-        if n_saved > 0:
-            slot = (j - first) // save_every
-            keep = (j >= first) & ((j - first) % save_every == 0)
-            buf = lax.cond(
-                keep, lambda b: lax.dynamic_update_index_in_dim(b, states.phi, slot, 0),
-                lambda b: b, buf,
-            )
-        return (states, buf), (obs, acc)
+        return states, (measure(theory, states.phi, _grad_of(states)), acc)
 
-    (states, buf), (obs, acc) = lax.scan(body, (states, buf), jnp.arange(n_meas))
-    return states, obs, acc, buf
+    if save_every == 0:
+        states, (obs, acc) = lax.scan(one, states, jnp.arange(n_meas))
+        return states, obs, acc, None
+
+    def group(states, first, size):
+        """``size`` measurements from local index ``first``; the first one is saved."""
+        states, head = one(states, first)
+        phi = states.phi
+        states, rest = lax.scan(one, states, first + 1 + jnp.arange(size - 1))
+        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), head, rest)
+        return states, (ys, phi)
+
+    n_groups, tail = divmod(n_meas, save_every)
+    parts = []
+    if n_groups:
+        states, (ys, phi) = lax.scan(
+            lambda st, g: group(st, g * save_every, save_every), states, jnp.arange(n_groups)
+        )
+        flat = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), ys)
+        parts.append((flat, phi))
+    if tail:
+        states, (ys, phi) = group(states, n_groups * save_every, tail)
+        parts.append((ys, phi[None]))
+    (obs, acc) = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[p[0] for p in parts])
+    saved = jnp.concatenate([p[1] for p in parts])
+    return states, obs, acc, saved
 
 
 def run_chains(

@@ -152,27 +152,24 @@ class EnsembleWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def write_block(
-        self,
-        start: int,
-        obs: Mapping[str, np.ndarray],
-        acceptance: np.ndarray,
-        saved: np.ndarray | None = None,
-        saved_start: int = 0,
-        saved_index: np.ndarray | None = None,
-    ) -> None:
-        """Write measurements ``start : start + n`` (arrays ``[chains, n, ...]``) and saved
-        configurations; not yet committed. Writing an existing range again is allowed and
-        overwrites it (a resumed run regenerates bitwise the same data)."""
+    def write_block(self, start: int, obs: Mapping[str, np.ndarray],
+                    acceptance: np.ndarray) -> None:
+        """Write measurements ``start : start + n`` (arrays ``[chains, n, ...]``); not yet
+        committed. Writing an existing range again is allowed and overwrites it (a resumed run
+        regenerates bitwise the same data)."""
         f = self._f
         n = acceptance.shape[1]
         for name, arr in obs.items():
             f["observables"][name][:, start : start + n] = arr
         f["diagnostics/acceptance"][:, start : start + n] = acceptance
-        if saved is not None and saved.shape[1] > 0:
-            k = saved.shape[1]
-            f["configs"][:, saved_start : saved_start + k] = saved
-            f["configs_index"][saved_start : saved_start + k] = saved_index
+
+    def write_configs(self, saved: np.ndarray, start: int, index: np.ndarray) -> None:
+        """Write saved configurations ``saved[k]`` (each ``[chains, *shape]``, as the sampler
+        returns them: no transposed copy) to slots ``start + k``; not yet committed."""
+        ds = self._f["configs"]
+        for k in range(saved.shape[0]):
+            ds[:, start + k] = saved[k]
+        self._f["configs_index"][start : start + len(index)] = index
 
     def commit(self, committed: int, saved_committed: int, seconds: float, steps: int,
                complete: bool = False) -> None:

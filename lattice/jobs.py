@@ -113,6 +113,62 @@ def _config_attrs(cfg: RunConfig, sampler) -> dict[str, Any]:
     return out
 
 
+def _block_size(checkpoint_every: int, save_every: int) -> int:
+    """Measurements per block: ``checkpoint_every`` rounded up to a multiple of
+    ``save_every``, so that every block starts with a saved configuration."""
+    if save_every <= 1:
+        return checkpoint_every
+    return -(-checkpoint_every // save_every) * save_every
+
+
+class _Writer:
+    """One background thread that runs the blocks' host work (HDF5 writes, fsyncs,
+    checkpoints) in order while the main thread keeps the device busy. At most two blocks
+    wait in its queue, which bounds the memory; an exception is re-raised in the caller."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._results: list = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+
+    def _work(self):
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    fn, args = item
+                    self._results.append(fn(*args))
+                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                    self._error = e
+
+    def submit(self, fn, *args) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((fn, args))
+
+    def drain(self) -> list:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._results
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
 def _n_saved(samples: int, save_every: int) -> int:
     return 0 if save_every == 0 else (samples + save_every - 1) // save_every
 
@@ -272,39 +328,43 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
 
         # ---------------- measurement: pipelined blocks
         reporter.start("sampling", total_steps, step)
-        blocks = []  # (first measurement, n) of each remaining block
-        c = committed
-        while c < r.samples:
-            n = min(r.checkpoint_every, r.samples - c)
-            blocks.append((c, n))
-            c += n
+        size = _block_size(r.checkpoint_every, r.save_every)
+        blocks = [(c, min(size, r.samples - c)) for c in range(committed, r.samples, size)]
 
         def dispatch(states, first, n):
-            meas0_mod = first % r.save_every if r.save_every else 0
             s0 = r.thermalization + first * r.measure_every
-            return sample(sampler, theory, keys, states, s0, n, r.measure_every,
-                          r.save_every, meas0_mod)
+            return sample(sampler, theory, keys, states, s0, n, r.measure_every, r.save_every)
 
-        pending = dispatch(states, *blocks[0]) if blocks else None
-        for k, (first, n) in enumerate(blocks):
-            states, obs, acc, saved = pending
-            if k + 1 < len(blocks):
-                pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
-            obs = {name: np.swapaxes(np.asarray(v), 0, 1) for name, v in obs.items()}
-            acc = np.swapaxes(np.asarray(acc), 0, 1)
-            if r.save_every:
-                idx = np.arange(first, first + n)
-                idx = idx[idx % r.save_every == 0]
-                saved_np = np.swapaxes(np.asarray(saved), 0, 1)
-            else:
-                idx, saved_np = np.zeros(0, np.int64), None
-            writer.write_block(first, obs, acc, saved_np, saved_committed, idx)
-            committed, saved_committed = first + n, saved_committed + len(idx)
+        def store(first, n, states, obs, acc, saved, saved_start):
+            """Runs on the writer thread: write, commit, then checkpoint one block."""
+            obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
+            writer.write_block(first, obs, np.swapaxes(acc, 0, 1))
+            idx = np.arange(first, first + n)
+            idx = idx[idx % r.save_every == 0] if r.save_every else idx[:0]
+            if len(idx):
+                writer.write_configs(saved, saved_start, idx)
+            committed, saved_committed = first + n, saved_start + len(idx)
             step = r.thermalization + committed * r.measure_every
             secs = elapsed()
             writer.commit(committed, saved_committed, secs, step)
             checkpoint(states, step, committed, saved_committed, secs)
-            reporter.advance(step, float(np.mean(acc)))
+            return committed, saved_committed, step
+
+        with _Writer() as bg:
+            pending = dispatch(states, *blocks[0]) if blocks else None
+            for k, (first, n) in enumerate(blocks):
+                states, obs, acc, saved = pending
+                if k + 1 < len(blocks):
+                    pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
+                host = jax.device_get((states, obs, acc, saved))  # waits for block k only
+                bg.submit(store, first, n, *host, saved_committed)
+                saved_committed += 0 if not r.save_every else len(range(first, first + n,
+                                                                        r.save_every))
+                reporter.advance(r.thermalization + (first + n) * r.measure_every,
+                                 float(np.mean(host[2])))
+            results = bg.drain()
+        if results:
+            committed, saved_committed, step = results[-1]
         writer.commit(committed, saved_committed, elapsed(), step, complete=True)
     finally:
         writer.close()

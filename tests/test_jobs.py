@@ -176,8 +176,9 @@ def test_info_on_bad_files_is_a_clear_error(tmp_path, content):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-KILL = TINY.replace("samples = 30", "samples = 600").replace("checkpoint_every = 8",
-                                                             "checkpoint_every = 5")
+KILL = TINY.replace("samples = 30", "samples = 1500").replace("checkpoint_every = 8",
+                                                              "checkpoint_every = 10")
+KILL = KILL.replace("thermalization = 20", "thermalization = 8000")
 KILL = KILL.replace("measure_every = 2", "measure_every = 40").replace("[6, 4]", "[16, 16]")
 
 
@@ -195,7 +196,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, se
     cmd = [sys.executable, "-m", "lattice.cli", "run", str(cfg), "-o", str(run_dir)]
     for attempt in range(6):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 7.0))
+        time.sleep(rng.uniform(2.5, 6.0))
         if proc.poll() is not None:
             break
         os.kill(proc.pid, signal.SIGKILL)

@@ -1,0 +1,99 @@
+"""Does writing slow the job? Steps/s of `run_job` against the bare sampler loop.
+
+The Langevin benchmark case (2D L = 64, 64 chains, float32, Euler, measure_every = 10) is run
+(a) as the bare jitted loop — the same `sample` blocks back to back, nothing written — and
+(b) as a full job with save_every = 0 and (c) with every measured configuration saved.
+Each job runs twice in one process and the second (compiled) run is timed.
+
+    python benchmarks/jobs.py [--samples N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from common import machine  # noqa: E402
+
+from lattice.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
+from lattice.config import parse_config  # noqa: E402
+from lattice.jobs import build_sampler, build_theory, run_job  # noqa: E402
+
+CONFIG = """
+name = "bench"
+[lattice]
+shape = [64, 64]
+[action]
+kappa = 0.27
+lambda = 0.022
+[sampler]
+kind = "langevin"
+step_size = 0.01
+[run]
+chains = 64
+thermalization = 0
+samples = {samples}
+measure_every = 10
+save_every = {save_every}
+checkpoint_every = 100
+dtype = "float32"
+"""
+
+
+def bare(cfg) -> float:
+    th, r = build_theory(cfg), cfg.run
+    s = build_sampler(cfg, th)
+    keys = chain_keys(r.seed, r.chains)
+    st0 = init_states(s, initial_field(keys, th, "hot", jax.numpy.float32))
+
+    def go():
+        st = st0
+        for b in range(r.samples // r.checkpoint_every):
+            st, obs, acc, _ = sample(s, th, keys, st, b * 1000, r.checkpoint_every, 10, 0)
+        jax.block_until_ready((st, obs, acc))
+
+    go()
+    t = time.perf_counter()
+    go()
+    return r.samples * r.measure_every / (time.perf_counter() - t)
+
+
+def job(cfg, tmp: Path) -> float:
+    run_job(cfg, tmp / "warm", force=True)
+    t = time.perf_counter()
+    run_job(cfg, tmp / "timed", force=True)
+    return cfg.run.samples * cfg.run.measure_every / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    res = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as d:
+        cfg0 = parse_config(CONFIG.format(samples=args.samples, save_every=0))
+        res["bare_steps_per_s"] = bare(cfg0)
+        res["job_save0_steps_per_s"] = job(cfg0, Path(d))
+        cfg1 = parse_config(CONFIG.format(samples=args.samples, save_every=1))
+        res["job_save1_steps_per_s"] = job(cfg1, Path(d))
+    sites = 64 * 64 * 64
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(res["machine"])
+    for k in ("bare_steps_per_s", "job_save0_steps_per_s", "job_save1_steps_per_s"):
+        v = res[k]
+        print(f"{k:24s} {v:8.1f} steps/s  {v * sites:.3g} site-updates/s  "
+              f"{v / res['bare_steps_per_s']:.3f} of bare")
+
+
+if __name__ == "__main__":
+    main()

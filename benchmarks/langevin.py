@@ -1,0 +1,132 @@
+"""Euler–Langevin site-updates per second (sites × chains × steps / s), float32.
+
+Cases (the core issue): 2D L = 64 with 64 chains, and 2D L = 16 with 1024 chains. Each case
+also runs two NumPy implementations of the same float32 step in the same process and prints
+the ratios:
+
+* ``numpy``: the plain loop a user writes first — np.roll stencil, force evaluated each step,
+  ``rng.normal`` (float64, cast to float32);
+* ``numpy_tuned``: the best NumPy we found — force carried between steps, in-place update,
+  ``rng.standard_normal(dtype=float32)`` (the ziggurat).
+
+    python benchmarks/langevin.py [--steps N] [--variants] [--json]
+
+``--variants`` also times the alternatives that were measured when choosing the noise
+generator (documented in docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import best_of, machine
+
+from lattice.chains import chain_keys, evolve, init_states, initial_field
+from lattice.phi4 import Phi4
+from lattice.samplers import langevin
+from lattice.samplers.base import Sampler, exact_step_info
+from lattice.samplers.langevin import LangevinState
+
+CASES = [(64, 64), (16, 1024)]
+EPS = 0.01
+
+
+def lattice_rate(L, chains, steps, prng="threefry", sampler=None):
+    th = Phi4.kappa_form([L, L], 0.27, 0.022)
+    s = sampler(th) if sampler else langevin(th, EPS)
+    keys = chain_keys(0, chains, prng)
+    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+
+    def go():
+        out, _ = evolve(s, keys, st, 0, steps)
+        out.phi.block_until_ready()
+
+    return L * L * chains * steps / best_of(go)
+
+
+def unfused_sampler(th):
+    """The same Euler step with jax.random.normal (Threefry bits, then erfinv)."""
+    sq = math.sqrt(2 * EPS)
+
+    def step(key, state):
+        phi, f = state
+        new = phi + EPS * f + sq * jax.random.normal(key, phi.shape, phi.dtype)
+        return LangevinState(new, th.force(new)), exact_step_info(phi.dtype)
+
+    return Sampler(lambda phi: LangevinState(phi, th.force(phi)), step, "unfused",
+                   "asymptotic", 1, 1)
+
+
+def numpy_plain_rate(L, chains, steps):
+    rng = np.random.default_rng(0)
+    phi0 = rng.standard_normal((chains, L, L)).astype(np.float32)
+    h, a, g = 2 * 0.27, 1 - 2 * 0.022, 0.022
+
+    def go():
+        phi = phi0
+        for _ in range(steps):
+            nb = np.roll(phi, 1, 1) + np.roll(phi, -1, 1) + np.roll(phi, 1, 2) + np.roll(phi, -1, 2)
+            grad = -h * nb + 2 * a * phi + 4 * g * phi**3
+            noise = rng.normal(size=phi.shape).astype(np.float32)
+            phi = (phi - EPS * grad + math.sqrt(2 * EPS) * noise).astype(np.float32)
+
+    return L * L * chains * steps / best_of(go, repeat=2)
+
+
+def numpy_rate(L, chains, steps):
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((chains, L, L), dtype=np.float32)
+    h, a, g = 2 * 0.27, 1 - 2 * 0.022, 0.022
+
+    def force(p):
+        nb = np.roll(p, 1, 1) + np.roll(p, -1, 1) + np.roll(p, 1, 2) + np.roll(p, -1, 2)
+        return np.float32(h) * nb - p * (np.float32(2 * a) + np.float32(4 * g) * p * p)
+
+    sq = np.float32(math.sqrt(2 * EPS))
+
+    def go():
+        p, f = phi.copy(), force(phi)
+        for _ in range(steps):
+            p += np.float32(EPS) * f + sq * rng.standard_normal(p.shape, dtype=np.float32)
+            f = force(p)
+
+    return L * L * chains * steps / best_of(go, repeat=2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    results = {"machine": machine(), "cases": []}
+    if not args.json:
+        print(results["machine"])
+    for L, chains in CASES:
+        row = {"L": L, "chains": chains,
+               "lattice": lattice_rate(L, chains, args.steps),
+               "numpy": numpy_plain_rate(L, chains, max(args.steps // 16, 10)),
+               "numpy_tuned": numpy_rate(L, chains, max(args.steps // 8, 20))}
+        row["ratio"] = row["lattice"] / row["numpy"]
+        row["ratio_tuned"] = row["lattice"] / row["numpy_tuned"]
+        if args.variants:
+            row["jax_random_threefry"] = lattice_rate(L, chains, args.steps, sampler=unfused_sampler)
+            for impl in ("rbg", "unsafe_rbg"):
+                row[f"jax_random_{impl}"] = lattice_rate(L, chains, args.steps // 4, impl)
+        results["cases"].append(row)
+        if not args.json:
+            extra = "".join(f", {k} {v:.3g}" for k, v in row.items() if k.startswith("jax_"))
+            print(f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
+                  f"numpy {row['numpy']:.3g} (ratio {row['ratio']:.1f}x), "
+                  f"tuned numpy {row['numpy_tuned']:.3g} (ratio {row['ratio_tuned']:.1f}x){extra}")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
