@@ -19,7 +19,7 @@ app = typer.Typer(
     help="Stochastic quantization of lattice phi^4 theory: ensembles, errors, samplers.",
 )
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -114,6 +114,7 @@ def measure(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     discard: Annotated[int, typer.Option("--discard", help="Measurements dropped per chain.")] = 0,
     s_tau: Annotated[float, typer.Option("--S", help="Wolff's S_tau for the window.")] = 1.5,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
 ) -> None:
     """Observables with Γ-method errors and integrated autocorrelation times."""
     from .config import parse_config
@@ -125,6 +126,11 @@ def measure(
         res = measure_ensemble(ens, discard=discard, S=s_tau)
     except (EnsembleError, ValueError) as e:
         _fail(str(e))
+    if plots is not None:
+        from .plots import write_measure_plots
+
+        paths = write_measure_plots(ens, res, plots, discard=discard)
+        err.print(f"{len(paths)} plots written to {plots}")
     if json_:
         payload = {
             "observables": res["observables"],
@@ -137,18 +143,27 @@ def measure(
         return
     from rich.table import Table
 
+    exact_cols = res["exact_kind"] is not None
     t = Table(title=f"{ens.path}  ({res['chains']} chains x {res['samples']} measurements, "
               f"sampler exactness: {res['exactness']})")
-    for col in ("observable", "value", "error", "tau_int", "tau_int error", "window"):
+    cols = ["observable", "value", "error", "tau_int", "tau_int error", "window"]
+    cols += ["exact", "z"] if exact_cols else []
+    for col in cols:
         t.add_column(col, justify="right" if col != "observable" else "left")
     for name, o in res["observables"].items():
         if name == "G":
             continue
-        t.add_row(name, f"{o['value']:.6g}", f"{o['error']:.2g}", f"{o['tau_int']:.2f}",
-                  f"{o['tau_int_error']:.2f}", str(o["window"]))
+        row = [name, f"{o['value']:.6g}", f"{o['error']:.2g}", f"{o['tau_int']:.2f}",
+               f"{o['tau_int_error']:.2f}", str(o["window"])]
+        if exact_cols:
+            z = (o["value"] - o["exact"]) / o["error"] if o["error"] > 0 else float("nan")
+            row += [f"{o['exact']:.6g}", f"{z:+.2f}"]
+        t.add_row(*row)
     out.print(t)
     g = res["observables"]["G"]
     out.print("G(t): " + ", ".join(f"{v:.4g}({e:.1g})" for v, e in zip(g["value"], g["error"])))
+    if exact_cols:
+        out.print(f"exact: {res['exact_kind']}")
     if not ens.complete:
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
 

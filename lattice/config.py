@@ -359,7 +359,39 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                     f"{'.'.join(parts[: i + 1])}: is not a table, cannot set {key} ({item!r})"
                 )
         table[parts[-1]] = _parse_value(text)
+    _drop_keys_of_old_kind(raw, out, overrides)
     return out
+
+
+# sampler keys that only some kinds use
+_KIND_KEYS = {
+    "step_size": ("langevin", "mala"),
+    "trajectory_length": ("hmc",),
+    "steps": ("hmc",),
+    "fourier_acceleration": ("langevin",),
+    "fourier_mass2": ("langevin",),
+}
+
+
+def _drop_keys_of_old_kind(raw: Mapping[str, Any], out: dict[str, Any],
+                           overrides: Sequence[str]) -> None:
+    """When an override changes ``sampler.kind``, the file's sampler keys that the new kind
+    does not use (e.g. ``step_size`` for hmc, or ``scheme = "euler"``) are dropped, so that
+    ``--set sampler.kind=hmc`` works on a Langevin config. Keys given as overrides stay and
+    are validated as usual."""
+    old = raw.get("sampler", {}) if isinstance(raw.get("sampler"), Mapping) else {}
+    new = out.get("sampler")
+    if not isinstance(new, dict) or new.get("kind") == old.get("kind"):
+        return
+    kind = new.get("kind")
+    explicit = {o.partition("=")[0].strip() for o in overrides}
+    for key in list(new):
+        if f"sampler.{key}" in explicit or key not in old:
+            continue
+        if key in _KIND_KEYS and kind not in _KIND_KEYS[key]:
+            del new[key]
+        elif key == "scheme" and kind in SCHEMES and new[key] not in SCHEMES[kind]:
+            del new[key]
 
 
 # --------------------------------------------------------------------------- helpers

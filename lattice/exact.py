@@ -18,7 +18,8 @@ import numpy as np
 
 from .phi4 import Phi4
 
-__all__ = ["mode_variance", "free_phi2", "free_chi", "free_G", "free_relaxation_rates"]
+__all__ = ["mode_variance", "free_phi2", "free_chi", "free_G", "free_relaxation_rates",
+           "free_field_observables"]
 
 
 def mode_variance(theory: Phi4, step_size: float | None = None, scheme: str = "exact",
@@ -75,3 +76,34 @@ def free_relaxation_rates(theory: Phi4, step_size: float, fourier_mass2: float |
     """Per-step contraction 1 − ε(p)A(p) of each mode's mean under Euler Langevin."""
     a = theory.kernel()
     return 1.0 - step_size * _fa_factor(theory, fourier_mass2) * a
+
+
+def free_field_observables(theory: Phi4, **kw) -> dict[str, float | list[float]]:
+    """Every observable of DESIGN.md §1 for a free field, exactly (same keywords as
+    :func:`mode_variance`, so also at the finite step of a Langevin scheme).
+
+    With v(p) the mode variances and A(p) the kernel, all modes Gaussian::
+
+        phi2 = Σ_p v/V          phi4 = 3 phi2²           action = ½ Σ_p A v / V
+        m2 = v(0)/V             chi = v(0)               abs_m = √(2 m2/π)
+        chi_conn = chi (1 − 2/π)  binder = 0 (⟨m⁴⟩ = 3⟨m²⟩²)   sd = Σ_p A v / V
+    """
+    v = mode_variance(theory, **kw)
+    a = theory.kernel()
+    V = theory.volume
+    phi2 = float(np.mean(v))
+    chi = float(v.flat[0])
+    m2 = chi / V
+    return {
+        "action": float(0.5 * np.mean(a * v)),
+        "phi2": phi2,
+        "phi4": 3.0 * phi2 * phi2,
+        "m": 0.0,
+        "abs_m": float(np.sqrt(2.0 * m2 / np.pi)),
+        "m2": m2,
+        "chi": chi,
+        "chi_conn": chi * (1.0 - 2.0 / np.pi),
+        "binder": 0.0,
+        "sd": float(np.mean(a * v)),
+        "G": free_G(theory, **kw).tolist(),
+    }

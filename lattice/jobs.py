@@ -13,6 +13,7 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -86,9 +87,15 @@ def build_theory(cfg: RunConfig):
 
 
 def build_sampler(cfg: RunConfig, theory):
+    """The sampler of a config. Memoized on (sampler section, theory): the jitted loops take
+    the sampler as a static argument, so identical configs reuse the compiled code."""
+    return _cached_sampler(cfg.sampler, theory)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_sampler(s, theory):
     from .samplers import hmc, langevin, mala
 
-    s = cfg.sampler
     if s.kind == "langevin":
         return langevin(theory, s.step_size, s.scheme, s.fourier_acceleration, s.fourier_mass2)
     if s.kind == "mala":

@@ -15,9 +15,11 @@ import numpy as np
 from .analysis import gamma_method, gamma_method_derived
 from .ensemble import Ensemble
 
-__all__ = ["OBSERVABLES", "measure_ensemble"]
+__all__ = ["OBSERVABLES", "measure_ensemble", "exact_reference", "to_pyerrors"]
 
 # the order of DESIGN.md §1
+MIN_MEASUREMENTS = 20
+
 OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "chi", "chi_conn", "binder", "sd")
 
 
@@ -34,12 +36,15 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
     where ``results`` maps names to the full :class:`GammaResult` (for plots).
     """
     if discard < 0:
-        raise ValueError("--discard must be >= 0")
+        raise ValueError(f"--discard must be >= 0 (got {discard})")
+    if discard >= ens.committed:
+        raise ValueError(f"--discard {discard} >= the {ens.committed} committed measurements "
+                         f"per chain of {ens.path}")
     n = ens.committed - discard
-    if n < 2:
+    if n * ens.chains < MIN_MEASUREMENTS:
         raise ValueError(
-            f"{ens.path}: {ens.committed} committed measurements per chain, "
-            f"{discard} discarded: nothing left to analyse"
+            f"{ens.path}: {n} measurements per chain x {ens.chains} chains after discarding "
+            f"{discard}; the Γ-method needs at least {MIN_MEASUREMENTS}"
         )
     obs = {k: np.asarray(v[:, discard:], np.float64) for k, v in ens.observables.items()}
     shape = ens.config_attrs["lattice.shape"]
@@ -57,7 +62,12 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
     out = {name: _entry(r) for name, r in results.items()}
     g = [gamma_method(obs["G"][..., t], S=S) for t in range(obs["G"].shape[-1])]
     out["G"] = {"value": [float(r.value) for r in g], "error": [float(r.error) for r in g]}
+    exact = exact_reference(ens)
+    if exact is not None:
+        for name, val in exact[0].items():
+            out[name]["exact"] = val
     return {
+        "exact_kind": None if exact is None else exact[1],
         "observables": out,
         "chains": ens.chains,
         "samples": n,
@@ -65,3 +75,42 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
         "results": results,
         "G_results": g,
     }
+
+
+def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
+    """Exact values for a free-field (λ = 0) ensemble: at the run's step size and scheme for
+    Langevin (the exact finite-ε values), the exact e^{−S} values for exact samplers.
+    Returns (values, description) or None."""
+    from .config import parse_config
+    from .exact import free_field_observables
+    from .jobs import build_theory
+    from .samplers.langevin import fourier_mass2_auto
+
+    cfg = parse_config(ens.config_toml)
+    if cfg.action.lam != 0.0:
+        return None
+    theory = build_theory(cfg)
+    s = cfg.sampler
+    if s.kind == "langevin":
+        m2 = None
+        if s.fourier_acceleration:
+            m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
+        vals = free_field_observables(theory, step_size=s.step_size, scheme=s.scheme,
+                                      fourier_mass2=m2)
+        return vals, f"exact free field at the run's step size ({s.scheme}, eps = {s.step_size})"
+    return free_field_observables(theory), "exact free field"
+
+
+def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | None = None):
+    """The series of one observable as a ``pyerrors.Obs``, one replica per chain named
+    ``<name>|r<chain>`` (name defaults to the run directory's name). Needs the optional
+    extra: ``pip install lattice-sq[pyerrors]``."""
+    try:
+        import pyerrors
+    except ImportError:
+        raise ImportError("to_pyerrors needs pyerrors: pip install 'lattice-sq[pyerrors]'") from None
+    data = np.asarray(ens.observables[observable][:, discard:], np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"{observable} is not a scalar observable")
+    base = name or ens.path.parent.name or "ensemble"
+    return pyerrors.Obs(list(data), [f"{base}|r{c}" for c in range(data.shape[0])])

@@ -368,3 +368,29 @@ def test_bad_override_syntax(override, expected):
 def test_overrides_value_parsing():
     raw = apply_overrides({}, ["a.b=float32", "a.c=[1, 2]", 'a.d="x"', "a.e=1e-3", "a.f=true"])
     assert raw == {"a": {"b": "float32", "c": [1, 2], "d": "x", "e": 1e-3, "f": True}}
+
+
+def test_changing_the_kind_by_override_drops_keys_the_new_kind_does_not_use():
+    text = """
+[lattice]
+shape = [4, 4]
+[action]
+kappa = 0.2
+lambda = 0.1
+[sampler]
+kind = "langevin"
+step_size = 0.02
+scheme = "rk2"
+fourier_acceleration = true
+"""
+    cfg = parse_config(text, ["sampler.kind=hmc"])
+    assert cfg.sampler.kind == "hmc" and cfg.sampler.scheme == "leapfrog"
+    assert cfg.sampler.step_size is None and not cfg.sampler.fourier_acceleration
+    cfg = parse_config(text, ["sampler.kind=mala"])
+    assert cfg.sampler.step_size == 0.02 and cfg.sampler.scheme == "euler"
+    # an explicit override that does not fit the new kind is still refused
+    with pytest.raises(ConfigError, match="sampler.step_size"):
+        parse_config(text, ["sampler.kind=hmc", "sampler.step_size=0.1"])
+    # without a kind change nothing is dropped
+    with pytest.raises(ConfigError, match="sampler.steps"):
+        parse_config(text, ["sampler.steps=4"])

@@ -1,0 +1,124 @@
+"""`lattice measure` through the CLI: the JSON contract, agreement with exact free-field values
+for an exact sampler and for Euler Langevin at its step size, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lattice import exact
+from lattice.config import parse_config
+from lattice.ensemble import open_ensemble
+from lattice.jobs import build_theory
+from lattice.measure import to_pyerrors
+
+FREE = """
+name = "free"
+[lattice]
+shape = [8, 8]
+[action]
+kappa = 0.2
+lambda = 0.0
+[sampler]
+kind = "{kind}"
+[run]
+chains = 8
+seed = 3
+thermalization = 100
+samples = 400
+measure_every = {every}
+save_every = 0
+"""
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "lattice.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def hmc_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m")
+    cfg = d / "free.toml"
+    cfg.write_text(FREE.format(kind="hmc", every=1))
+    assert cli("run", cfg).returncode == 0
+    return d / "free"
+
+
+def test_measure_json_is_one_object_that_agrees_with_the_exact_free_field(hmc_run):
+    p = cli("measure", hmc_run, "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)  # exactly one JSON object on stdout, nothing else
+    assert set(data) >= {"observables", "chains", "samples", "config"}
+    assert data["chains"] == 8 and data["samples"] == 400
+    assert data["config"]["sampler"]["kind"] == "hmc"
+    obs = data["observables"]
+    names = {"action", "phi2", "phi4", "m", "abs_m", "m2", "chi", "chi_conn", "binder", "sd", "G"}
+    assert set(obs) == names
+    for name in names - {"G"}:
+        assert set(obs[name]) >= {"value", "error", "tau_int", "tau_int_error"}
+    th = build_theory(parse_config(data["config"]))
+    want = exact.free_field_observables(th)
+    for name in ("phi2", "chi", "action", "sd", "phi4", "abs_m", "chi_conn", "binder", "m"):
+        o = obs[name]
+        assert o["exact"] == pytest.approx(want[name])
+        assert abs(o["value"] - want[name]) / o["error"] < 4, (name, o)
+    assert len(obs["G"]["value"]) == 8
+    for t in (0, 1, 4):
+        z = (obs["G"]["value"][t] - want["G"][t]) / obs["G"]["error"][t]
+        assert abs(z) < 4, (t, z)
+
+
+def test_measure_table_and_discard(hmc_run):
+    p = cli("measure", hmc_run, "--discard", "100")
+    assert p.returncode == 0, p.stderr
+    assert "chi_conn" in p.stdout and "tau_int" in p.stdout and "exact" in p.stdout
+    assert "300 measurements" in p.stdout
+
+
+def test_euler_langevin_is_compared_with_its_exact_finite_step_values(tmp_path):
+    cfg = tmp_path / "free.toml"
+    cfg.write_text(FREE.format(kind="langevin", every=5).replace(
+        'kind = "langevin"', 'kind = "langevin"\nstep_size = 0.1'))
+    assert cli("run", cfg).returncode == 0
+    obs = json.loads(cli("measure", tmp_path / "free", "--json").stdout)["observables"]
+    th = build_theory(parse_config(cfg.read_text()))
+    assert obs["phi2"]["exact"] == pytest.approx(
+        exact.free_phi2(th, step_size=0.1, scheme="euler"))
+    assert abs(obs["phi2"]["value"] - obs["phi2"]["exact"]) / obs["phi2"]["error"] < 4
+
+
+def test_pyerrors_export_matches_our_gamma_method(hmc_run):
+    ens = open_ensemble(hmc_run / "ensemble.h5")
+    o = to_pyerrors(ens, "phi2")
+    o.gamma_method(S=1.5)
+    from lattice.analysis import gamma_method
+
+    r = gamma_method(ens.observables["phi2"])
+    assert o.value == pytest.approx(r.value, rel=1e-12)
+    assert sorted(o.e_content["free"]) == sorted(f"free|r{c}" for c in range(8))
+    # pyerrors centres each replica on its own mean; ours on the global mean (Wolff)
+    assert o.dvalue == pytest.approx(r.error, rel=0.2)
+
+
+@pytest.mark.parametrize("case", ["no ensemble", "too few", "discard all", "negative discard"])
+def test_bad_input_exits_2_with_a_clear_message(hmc_run, tmp_path, case):
+    if case == "no ensemble":
+        p = cli("measure", tmp_path)
+        want = "no such file"
+    elif case == "too few":
+        cfg = tmp_path / "few.toml"
+        cfg.write_text(FREE.format(kind="hmc", every=1).replace("samples = 400", "samples = 2")
+                       .replace("chains = 8", "chains = 2"))
+        assert cli("run", cfg).returncode == 0
+        p = cli("measure", tmp_path / "few")
+        want = "needs at least"
+    elif case == "discard all":
+        p = cli("measure", hmc_run, "--discard", "400")
+        want = "--discard"
+    else:
+        p = cli("measure", hmc_run, "--discard", "-1")
+        want = "--discard"
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert want in p.stderr and "Traceback" not in p.stderr
