@@ -19,9 +19,11 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, jax {jax.__version__} "
-            f"({jax.default_backend()}, {jax.device_count()} device(s))")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, jax {jax.__version__} "
+        f"({jax.default_backend()}, {jax.device_count()} device(s))"
+    )
 
 
 def best_of(fn, repeat: int = 3) -> float:

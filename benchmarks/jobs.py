@@ -97,11 +97,17 @@ def main() -> None:
         print(json.dumps(res))
         return
     print(res["machine"])
-    for k in ("bare_steps_per_s", "job_save0_steps_per_s", "job_save10_steps_per_s",
-              "job_save1_steps_per_s"):
+    for k in (
+        "bare_steps_per_s",
+        "job_save0_steps_per_s",
+        "job_save10_steps_per_s",
+        "job_save1_steps_per_s",
+    ):
         v = res[k]
-        print(f"{k:24s} {v:8.1f} steps/s  {v * sites:.3g} site-updates/s  "
-              f"{v / res['bare_steps_per_s']:.3f} of bare")
+        print(
+            f"{k:24s} {v:8.1f} steps/s  {v * sites:.3g} site-updates/s  "
+            f"{v / res['bare_steps_per_s']:.3f} of bare"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def unfused_sampler(th):
         new = phi + EPS * f + sq * jax.random.normal(key, phi.shape, phi.dtype)
         return LangevinState(new, th.force(new)), exact_step_info(phi.dtype)
 
-    return Sampler(lambda phi: LangevinState(phi, th.force(phi)), step, "unfused",
-                   "asymptotic", 1, 1)
+    return Sampler(
+        lambda phi: LangevinState(phi, th.force(phi)), step, "unfused", "asymptotic", 1, 1
+    )
 
 
 def numpy_plain_rate(L, chains, steps):
@@ -108,22 +109,29 @@ def main() -> None:
     if not args.json:
         print(results["machine"])
     for L, chains in CASES:
-        row = {"L": L, "chains": chains,
-               "lattice": lattice_rate(L, chains, args.steps),
-               "numpy": numpy_plain_rate(L, chains, max(args.steps // 16, 10)),
-               "numpy_tuned": numpy_rate(L, chains, max(args.steps // 8, 20))}
+        row = {
+            "L": L,
+            "chains": chains,
+            "lattice": lattice_rate(L, chains, args.steps),
+            "numpy": numpy_plain_rate(L, chains, max(args.steps // 16, 10)),
+            "numpy_tuned": numpy_rate(L, chains, max(args.steps // 8, 20)),
+        }
         row["ratio"] = row["lattice"] / row["numpy"]
         row["ratio_tuned"] = row["lattice"] / row["numpy_tuned"]
         if args.variants:
-            row["jax_random_threefry"] = lattice_rate(L, chains, args.steps, sampler=unfused_sampler)
+            row["jax_random_threefry"] = lattice_rate(
+                L, chains, args.steps, sampler=unfused_sampler
+            )
             for impl in ("rbg", "unsafe_rbg"):
                 row[f"jax_random_{impl}"] = lattice_rate(L, chains, args.steps // 4, impl)
         results["cases"].append(row)
         if not args.json:
             extra = "".join(f", {k} {v:.3g}" for k, v in row.items() if k.startswith("jax_"))
-            print(f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
-                  f"numpy {row['numpy']:.3g} (ratio {row['ratio']:.1f}x), "
-                  f"tuned numpy {row['numpy_tuned']:.3g} (ratio {row['ratio_tuned']:.1f}x){extra}")
+            print(
+                f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
+                f"numpy {row['numpy']:.3g} (ratio {row['ratio']:.1f}x), "
+                f"tuned numpy {row['numpy_tuned']:.3g} (ratio {row['ratio_tuned']:.1f}x){extra}"
+            )
     if args.json:
         print(json.dumps(results))
 

@@ -47,9 +47,7 @@ def initial_field(keys: jax.Array, theory: Phi4, start: str = "hot", dtype=jnp.f
     """
     n = keys.shape[0]
     if start == "hot":
-        return jax.vmap(
-            lambda k: noise.normal(k, theory.shape, dtype, stream=2**32 - 1)
-        )(keys)
+        return jax.vmap(lambda k: noise.normal(k, theory.shape, dtype, stream=2**32 - 1))(keys)
     if start == "cold":
         return jnp.zeros((n, *theory.shape), dtype)
     if start == "ordered":
@@ -190,8 +188,8 @@ def run_chains(
     states = init_states(sampler, initial_field(keys, theory, start, dtype))
     if thermalization:
         states, _ = evolve(sampler, keys, states, 0, thermalization)
-    states, obs, acc, _ = sample(sampler, theory, keys, states, thermalization, n_meas,
-                                 measure_every)
+    states, obs, acc, _ = sample(
+        sampler, theory, keys, states, thermalization, n_meas, measure_every
+    )
     swap: Callable = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731
-    return {"obs": {k: swap(v) for k, v in obs.items()}, "acceptance": swap(acc),
-            "states": states}
+    return {"obs": {k: swap(v) for k, v in obs.items()}, "acceptance": swap(acc), "states": states}

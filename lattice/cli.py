@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Stochastic quantization of lattice phi^4 theory: ensembles, errors, samplers.",
 )
 err = Console(stderr=True, highlight=False)
@@ -90,7 +92,7 @@ def info(file: Annotated[Path, typer.Argument(help="ensemble.h5 or a run directo
         _fail(str(e))
     a = ens.config_attrs
     form = a.get("action.form")
-    coup = (f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}")
+    coup = f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}"
     state = "complete" if ens.complete else f"incomplete ({ens.committed}/{ens.samples} committed)"
     rows = [
         ("file", str(ens.path)),
@@ -144,8 +146,10 @@ def measure(
     from rich.table import Table
 
     exact_cols = res["exact_kind"] is not None
-    t = Table(title=f"{ens.path}  ({res['chains']} chains x {res['samples']} measurements, "
-              f"sampler exactness: {res['exactness']})")
+    t = Table(
+        title=f"{ens.path}  ({res['chains']} chains x {res['samples']} measurements, "
+        f"sampler exactness: {res['exactness']})"
+    )
     cols = ["observable", "value", "error", "tau_int", "tau_int error", "window"]
     cols += ["exact", "z"] if exact_cols else []
     for col in cols:
@@ -153,15 +157,22 @@ def measure(
     for name, o in res["observables"].items():
         if name == "G":
             continue
-        row = [name, f"{o['value']:.6g}", f"{o['error']:.2g}", f"{o['tau_int']:.2f}",
-               f"{o['tau_int_error']:.2f}", str(o["window"])]
+        row = [
+            name,
+            f"{o['value']:.6g}",
+            f"{o['error']:.2g}",
+            f"{o['tau_int']:.2f}",
+            f"{o['tau_int_error']:.2f}",
+            str(o["window"]),
+        ]
         if exact_cols:
             z = (o["value"] - o["exact"]) / o["error"] if o["error"] > 0 else float("nan")
             row += [f"{o['exact']:.6g}", f"{z:+.2f}"]
         t.add_row(*row)
     out.print(t)
     g = res["observables"]["G"]
-    out.print("G(t): " + ", ".join(f"{v:.4g}({e:.1g})" for v, e in zip(g["value"], g["error"])))
+    pairs = zip(g["value"], g["error"], strict=True)
+    out.print("G(t): " + ", ".join(f"{v:.4g} ± {e:.2g}" for v, e in pairs))
     if exact_cols:
         out.print(f"exact: {res['exact_kind']}")
     if not ens.complete:

@@ -373,8 +373,9 @@ _KIND_KEYS = {
 }
 
 
-def _drop_keys_of_old_kind(raw: Mapping[str, Any], out: dict[str, Any],
-                           overrides: Sequence[str]) -> None:
+def _drop_keys_of_old_kind(
+    raw: Mapping[str, Any], out: dict[str, Any], overrides: Sequence[str]
+) -> None:
     """When an override changes ``sampler.kind``, the file's sampler keys that the new kind
     does not use (e.g. ``step_size`` for hmc, or ``scheme = "euler"``) are dropped, so that
     ``--set sampler.kind=hmc`` works on a Langevin config. Keys given as overrides stay and

@@ -113,21 +113,37 @@ class EnsembleWriter:
             blk = max(1, min(block, samples))
             for name, extra in observable_shapes.items():
                 obs.create_dataset(
-                    name, (chains, samples, *extra), dtype=dtype, chunks=(chains, blk, *extra),
-                    maxshape=(chains, None, *extra), dcpl=_early_dcpl(),
+                    name,
+                    (chains, samples, *extra),
+                    dtype=dtype,
+                    chunks=(chains, blk, *extra),
+                    maxshape=(chains, None, *extra),
+                    dcpl=_early_dcpl(),
                 )
             f.create_group("diagnostics").create_dataset(
-                "acceptance", (chains, samples), dtype=dtype, chunks=(chains, blk),
-                maxshape=(chains, None), dcpl=_early_dcpl(),
+                "acceptance",
+                (chains, samples),
+                dtype=dtype,
+                chunks=(chains, blk),
+                maxshape=(chains, None),
+                dcpl=_early_dcpl(),
             )
             if n_saved > 0:
                 f.create_dataset(
-                    "configs", (chains, n_saved, *shape), dtype=dtype,
-                    chunks=(1, 1, *shape), maxshape=(chains, None, *shape), dcpl=_early_dcpl(),
+                    "configs",
+                    (chains, n_saved, *shape),
+                    dtype=dtype,
+                    chunks=(1, 1, *shape),
+                    maxshape=(chains, None, *shape),
+                    dcpl=_early_dcpl(),
                 )
                 f.create_dataset(
-                    "configs_index", (n_saved,), dtype=np.int64, chunks=(max(1, min(n_saved,
-                    4096)),), maxshape=(None,), dcpl=_early_dcpl(),
+                    "configs_index",
+                    (n_saved,),
+                    dtype=np.int64,
+                    chunks=(max(1, min(n_saved, 4096)),),
+                    maxshape=(None,),
+                    dcpl=_early_dcpl(),
                 )
             t = f.create_group("timing")
             t.attrs["seconds"] = 0.0
@@ -152,8 +168,9 @@ class EnsembleWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def write_block(self, start: int, obs: Mapping[str, np.ndarray],
-                    acceptance: np.ndarray) -> None:
+    def write_block(
+        self, start: int, obs: Mapping[str, np.ndarray], acceptance: np.ndarray
+    ) -> None:
         """Write measurements ``start : start + n`` (arrays ``[chains, n, ...]``); not yet
         committed. Writing an existing range again is allowed and overwrites it (a resumed run
         regenerates bitwise the same data)."""
@@ -171,8 +188,14 @@ class EnsembleWriter:
             ds[:, start + k] = saved[k]
         self._f["configs_index"][start : start + len(index)] = index
 
-    def commit(self, committed: int, saved_committed: int, seconds: float, steps: int,
-               complete: bool = False) -> None:
+    def commit(
+        self,
+        committed: int,
+        saved_committed: int,
+        seconds: float,
+        steps: int,
+        complete: bool = False,
+    ) -> None:
         """Flush the data, then mark it committed (the only metadata that changes)."""
         f = self._f
         f.flush()
@@ -279,8 +302,9 @@ def _plain(v):
 
 
 # ---------------------------------------------------------------------- checkpoint
-def write_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
-                     attrs: Mapping[str, Any]) -> None:
+def write_checkpoint(
+    path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> None:
     """Write a checkpoint atomically: temporary file, fsync, ``os.replace``, fsync the dir."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -304,8 +328,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
         with h5py.File(path, "r") as f:
             arrays: dict[str, np.ndarray] = {}
             f.visititems(
-                lambda name, obj: arrays.__setitem__(name, obj[()])
-                if isinstance(obj, h5py.Dataset) else None
+                lambda name, obj: (
+                    arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+                )
             )
             return arrays, {k: _plain(v) for k, v in f.attrs.items()}
     except OSError as e:

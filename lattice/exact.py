@@ -18,12 +18,22 @@ import numpy as np
 
 from .phi4 import Phi4
 
-__all__ = ["mode_variance", "free_phi2", "free_chi", "free_G", "free_relaxation_rates",
-           "free_field_observables"]
+__all__ = [
+    "mode_variance",
+    "free_phi2",
+    "free_chi",
+    "free_G",
+    "free_relaxation_rates",
+    "free_field_observables",
+]
 
 
-def mode_variance(theory: Phi4, step_size: float | None = None, scheme: str = "exact",
-                  fourier_mass2: float | None = None) -> np.ndarray:
+def mode_variance(
+    theory: Phi4,
+    step_size: float | None = None,
+    scheme: str = "exact",
+    fourier_mass2: float | None = None,
+) -> np.ndarray:
     """Stationary variance v(p) of each Fourier mode (per unit V), numpy float64.
 
     ``scheme``: ``"exact"`` (e^{−S}, any exact sampler), ``"euler"`` or ``"rk2"``;

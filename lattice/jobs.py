@@ -33,8 +33,15 @@ from .ensemble import (
 )
 from .progress import QuietReporter, Reporter
 
-__all__ = ["JobError", "RunPaths", "run_job", "resume_job", "build_theory", "build_sampler",
-           "default_run_dir"]
+__all__ = [
+    "JobError",
+    "RunPaths",
+    "run_job",
+    "resume_job",
+    "build_theory",
+    "build_sampler",
+    "default_run_dir",
+]
 
 
 class JobError(Exception):
@@ -66,8 +73,13 @@ class RunPaths:
         return self.root / "run.log"
 
     def owned(self) -> list[Path]:
-        return [self.config, self.ensemble, self.checkpoint, self.log,
-                self.checkpoint.with_name("checkpoint.h5.tmp")]
+        return [
+            self.config,
+            self.ensemble,
+            self.checkpoint,
+            self.log,
+            self.checkpoint.with_name("checkpoint.h5.tmp"),
+        ]
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -202,17 +214,23 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 # ---------------------------------------------------------------------- public entry points
-def run_job(cfg: RunConfig, run_dir: str | Path, *, force: bool = False,
-            reporter: Reporter | None = None) -> Path:
+def run_job(
+    cfg: RunConfig, run_dir: str | Path, *, force: bool = False, reporter: Reporter | None = None
+) -> Path:
     """Start a new run in ``run_dir``. Refuses (JobError, exit 2) to touch an existing run
     unless ``force``; with ``force`` the previous run's files are removed first."""
     paths = RunPaths(Path(run_dir))
     if paths.config.exists() or paths.ensemble.exists() or paths.checkpoint.exists():
         if not force:
             state = _describe_existing(paths)
-            raise JobError(f"{paths.root}: {state}; pass --force to overwrite it"
-                           + ("" if "finished" in state else
-                              f", or continue it with `lattice resume {paths.root}`"))
+            raise JobError(
+                f"{paths.root}: {state}; pass --force to overwrite it"
+                + (
+                    ""
+                    if "finished" in state
+                    else f", or continue it with `lattice resume {paths.root}`"
+                )
+            )
         for p in paths.owned():
             if p.exists():
                 p.unlink()
@@ -286,14 +304,24 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
 
     if ckpt is None:
         EnsembleWriter.create(
-            paths.ensemble, config_toml=cfg.to_toml(), config_attrs=_config_attrs(cfg, sampler),
-            chains=r.chains, samples=r.samples, shape=theory.shape, n_saved=n_saved_total,
-            dtype=dtype, observable_shapes=observable_shapes(theory), block=r.checkpoint_every,
+            paths.ensemble,
+            config_toml=cfg.to_toml(),
+            config_attrs=_config_attrs(cfg, sampler),
+            chains=r.chains,
+            samples=r.samples,
+            shape=theory.shape,
+            n_saved=n_saved_total,
+            dtype=dtype,
+            observable_shapes=observable_shapes(theory),
+            block=r.checkpoint_every,
         )
         states = init_states(sampler, initial_field(keys, theory, r.start, dtype))
         step, committed, saved_committed, seconds = 0, 0, 0, 0.0
-        log(f"start {cfg.name}: {theory.describe()}, sampler {sampler.name}, "
-            f"{r.chains} chains x {r.samples} measurements", show=False)
+        log(
+            f"start {cfg.name}: {theory.describe()}, sampler {sampler.name}, "
+            f"{r.chains} chains x {r.samples} measurements",
+            show=False,
+        )
     else:
         arrays, attrs = ckpt
         states = type(template)(*(jnp.asarray(arrays[f"state/{f}"]) for f in template._fields))
@@ -304,10 +332,17 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
     def checkpoint(states, step, committed, saved_committed, seconds):
         arrays = {f"state/{f}": np.asarray(getattr(states, f)) for f in states._fields}
         arrays["keys"] = key_data
-        write_checkpoint(paths.checkpoint, arrays, {
-            "next_step": step, "committed": committed, "saved_committed": saved_committed,
-            "seconds": seconds, "config_toml": cfg.to_toml(),
-        })
+        write_checkpoint(
+            paths.checkpoint,
+            arrays,
+            {
+                "next_step": step,
+                "committed": committed,
+                "saved_committed": saved_committed,
+                "seconds": seconds,
+                "config_toml": cfg.to_toml(),
+            },
+        )
 
     if ckpt is None:
         checkpoint(states, step, committed, saved_committed, seconds)
@@ -365,10 +400,12 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
                     pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
                 host = jax.device_get((states, obs, acc, saved))  # waits for block k only
                 bg.submit(store, first, n, *host, saved_committed)
-                saved_committed += 0 if not r.save_every else len(range(first, first + n,
-                                                                        r.save_every))
-                reporter.advance(r.thermalization + (first + n) * r.measure_every,
-                                 float(np.mean(host[2])))
+                saved_committed += (
+                    0 if not r.save_every else len(range(first, first + n, r.save_every))
+                )
+                reporter.advance(
+                    r.thermalization + (first + n) * r.measure_every, float(np.mean(host[2]))
+                )
             results = bg.drain()
         if results:
             committed, saved_committed, step = results[-1]

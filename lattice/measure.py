@@ -24,8 +24,13 @@ OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "chi", "chi_conn", 
 
 
 def _entry(r) -> dict[str, float]:
-    return {"value": float(r.value), "error": float(r.error), "tau_int": float(r.tau_int),
-            "tau_int_error": float(r.tau_int_error), "window": int(r.window)}
+    return {
+        "value": float(r.value),
+        "error": float(r.error),
+        "tau_int": float(r.tau_int),
+        "tau_int_error": float(r.tau_int_error),
+        "window": int(r.window),
+    }
 
 
 def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[str, Any]:
@@ -38,8 +43,10 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
     if discard < 0:
         raise ValueError(f"--discard must be >= 0 (got {discard})")
     if discard >= ens.committed:
-        raise ValueError(f"--discard {discard} >= the {ens.committed} committed measurements "
-                         f"per chain of {ens.path}")
+        raise ValueError(
+            f"--discard {discard} >= the {ens.committed} committed measurements "
+            f"per chain of {ens.path}"
+        )
     n = ens.committed - discard
     if n * ens.chains < MIN_MEASUREMENTS:
         raise ValueError(
@@ -53,10 +60,12 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
     for name in OBSERVABLES:
         if name == "chi_conn":
             results[name] = gamma_method_derived(
-                lambda m2, am: V * (m2 - am * am), [obs["m2"], obs["abs_m"]], S=S)
+                lambda m2, am: V * (m2 - am * am), [obs["m2"], obs["abs_m"]], S=S
+            )
         elif name == "binder":
             results[name] = gamma_method_derived(
-                lambda m4, m2: 1.0 - m4 / (3.0 * m2 * m2), [obs["m4"], obs["m2"]], S=S)
+                lambda m4, m2: 1.0 - m4 / (3.0 * m2 * m2), [obs["m4"], obs["m2"]], S=S
+            )
         else:
             results[name] = gamma_method(obs[name], S=S)
     out = {name: _entry(r) for name, r in results.items()}
@@ -95,8 +104,9 @@ def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
         m2 = None
         if s.fourier_acceleration:
             m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
-        vals = free_field_observables(theory, step_size=s.step_size, scheme=s.scheme,
-                                      fourier_mass2=m2)
+        vals = free_field_observables(
+            theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2
+        )
         return vals, f"exact free field at the run's step size ({s.scheme}, eps = {s.step_size})"
     return free_field_observables(theory), "exact free field"
 
@@ -108,7 +118,8 @@ def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | No
     try:
         import pyerrors
     except ImportError:
-        raise ImportError("to_pyerrors needs pyerrors: pip install 'lattice-sq[pyerrors]'") from None
+        msg = "to_pyerrors needs pyerrors: pip install 'lattice-sq[pyerrors]'"
+        raise ImportError(msg) from None
     data = np.asarray(ens.observables[observable][:, discard:], np.float64)
     if data.ndim != 2:
         raise ValueError(f"{observable} is not a scalar observable")

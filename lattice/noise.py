@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.scipy.special
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 __all__ = ["threefry2x32", "normal", "uniform"]

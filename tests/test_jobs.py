@@ -37,8 +37,12 @@ checkpoint_every = 8
 
 
 def cli(*args, check=None, timeout=300):
-    p = subprocess.run([sys.executable, "-m", "lattice.cli", *map(str, args)],
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p
@@ -70,13 +74,18 @@ def test_run_writes_the_documented_layout(tmp_path, kind):
     cli("run", cfg, check=0)
     run_dir = tmp_path / "c"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoint.h5", "config.toml", "ensemble.h5", "run.log"]
+        "checkpoint.h5",
+        "config.toml",
+        "ensemble.h5",
+        "run.log",
+    ]
     with h5py.File(run_dir / "ensemble.h5", "r") as f:
         assert f.attrs["format"] == "lattice-ensemble" and f.attrs["format_version"] == 1
         assert f.attrs["complete"] and f.attrs["committed"] == 30
         assert "[sampler]" in f["config"].attrs["toml"]
-        assert f["config"].attrs["sampler.exactness"] == ("exact" if kind == "hmc"
-                                                          else "asymptotic")
+        assert f["config"].attrs["sampler.exactness"] == (
+            "exact" if kind == "hmc" else "asymptotic"
+        )
         assert f["observables/phi2"].shape == (3, 30)
         assert f["observables/G"].shape == (3, 30, 6)
         assert f["observables/phi2"].maxshape == (3, None)
@@ -93,8 +102,19 @@ def test_run_writes_the_documented_layout(tmp_path, kind):
 
 def test_overrides_apply_to_any_key(tmp_path):
     cfg = write(tmp_path, TINY.format(kind="langevin"))
-    cli("run", cfg, "-o", tmp_path / "r", "--set", "run.samples=9", "--set",
-        "sampler.scheme=rk2", "--set", "lattice.shape=[4,4,2]", check=0)
+    cli(
+        "run",
+        cfg,
+        "-o",
+        tmp_path / "r",
+        "--set",
+        "run.samples=9",
+        "--set",
+        "sampler.scheme=rk2",
+        "--set",
+        "lattice.shape=[4,4,2]",
+        check=0,
+    )
     ens = open_ensemble(tmp_path / "r" / "ensemble.h5")
     assert ens.committed == 9 and ens.config_attrs["sampler.scheme"] == "rk2"
     assert ens.observables["G"].shape == (3, 9, 4)
@@ -111,7 +131,8 @@ BAD = {
     "chains <= 0": (TINY.replace("chains = 3", "chains = 0"), "run.chains"),
     "free field kappa >= 1/(2d)": (
         TINY.replace("kappa = 0.2", "kappa = 0.25").replace("lambda = 0.1", "lambda = 0"),
-        "action.kappa"),
+        "action.kappa",
+    ),
     "negative lambda": (TINY.replace("lambda = 0.1", "lambda = -0.1"), "action.lambda"),
     "missing kind": (TINY.replace('kind = "{kind}"', ""), "sampler.kind"),
 }
@@ -150,8 +171,11 @@ def test_resume_refuses_an_edited_config(tmp_path):
     cfg = write(tmp_path, TINY.format(kind="langevin"))
     cli("run", cfg, check=0)
     conf = tmp_path / "c" / "config.toml"
-    conf.write_text(conf.read_text().replace("step_size = 0.01", "step_size = 0.02")
-                    .replace("seed = 5", "seed = 7"))
+    conf.write_text(
+        conf.read_text()
+        .replace("step_size = 0.01", "step_size = 0.02")
+        .replace("seed = 5", "seed = 7")
+    )
     p = cli("resume", tmp_path / "c")
     assert p.returncode == 2
     assert "sampler.step_size" in p.stderr and "run.seed" in p.stderr
@@ -176,8 +200,9 @@ def test_info_on_bad_files_is_a_clear_error(tmp_path, content):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-KILL = TINY.replace("samples = 30", "samples = 1500").replace("checkpoint_every = 8",
-                                                              "checkpoint_every = 10")
+KILL = TINY.replace("samples = 30", "samples = 1500").replace(
+    "checkpoint_every = 8", "checkpoint_every = 10"
+)
 KILL = KILL.replace("thermalization = 20", "thermalization = 8000")
 KILL = KILL.replace("measure_every = 2", "measure_every = 40").replace("[6, 4]", "[16, 16]")
 
@@ -194,7 +219,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, se
     run_dir = tmp_path / "killed"
     committed, kills = 0, 0
     cmd = [sys.executable, "-m", "lattice.cli", "run", str(cfg), "-o", str(run_dir)]
-    for attempt in range(6):
+    for _attempt in range(6):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.5, 6.0))
         if proc.poll() is not None:
@@ -210,8 +235,11 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, se
             print(f"kill {kills}: {committed}/{ens.samples} committed")
             got = datasets(ens_path)
             for k, v in got.items():
-                np.testing.assert_array_equal(v, ref[k][..., : v.shape[-1]] if k ==
-                                              "configs_index" else ref[k][:, : v.shape[1]], k)
+                np.testing.assert_array_equal(
+                    v,
+                    ref[k][..., : v.shape[-1]] if k == "configs_index" else ref[k][:, : v.shape[1]],
+                    k,
+                )
         cmd = [sys.executable, "-m", "lattice.cli", "resume", str(run_dir)]
     assert kills >= 2, "the run finished before it could be killed twice"
     cli("resume", run_dir, check=0)

@@ -33,8 +33,12 @@ save_every = 0
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "lattice.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +83,15 @@ def test_measure_table_and_discard(hmc_run):
 
 def test_euler_langevin_is_compared_with_its_exact_finite_step_values(tmp_path):
     cfg = tmp_path / "free.toml"
-    cfg.write_text(FREE.format(kind="langevin", every=5).replace(
-        'kind = "langevin"', 'kind = "langevin"\nstep_size = 0.1'))
+    cfg.write_text(
+        FREE.format(kind="langevin", every=5).replace(
+            'kind = "langevin"', 'kind = "langevin"\nstep_size = 0.1'
+        )
+    )
     assert cli("run", cfg).returncode == 0
     obs = json.loads(cli("measure", tmp_path / "free", "--json").stdout)["observables"]
     th = build_theory(parse_config(cfg.read_text()))
-    assert obs["phi2"]["exact"] == pytest.approx(
-        exact.free_phi2(th, step_size=0.1, scheme="euler"))
+    assert obs["phi2"]["exact"] == pytest.approx(exact.free_phi2(th, step_size=0.1, scheme="euler"))
     assert abs(obs["phi2"]["value"] - obs["phi2"]["exact"]) / obs["phi2"]["error"] < 4
 
 
@@ -109,8 +115,11 @@ def test_bad_input_exits_2_with_a_clear_message(hmc_run, tmp_path, case):
         want = "no such file"
     elif case == "too few":
         cfg = tmp_path / "few.toml"
-        cfg.write_text(FREE.format(kind="hmc", every=1).replace("samples = 400", "samples = 2")
-                       .replace("chains = 8", "chains = 2"))
+        cfg.write_text(
+            FREE.format(kind="hmc", every=1)
+            .replace("samples = 400", "samples = 2")
+            .replace("chains = 8", "chains = 2")
+        )
         assert cli("run", cfg).returncode == 0
         p = cli("measure", tmp_path / "few")
         want = "needs at least"

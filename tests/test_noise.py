@@ -49,8 +49,12 @@ def test_no_correlation_between_sites_steps_and_streams(shape):
     ]
     z = np.stack(fields)  # [step, site]
     other = np.stack(
-        [np.asarray(noise.normal(jax.random.fold_in(chain, t), shape, jnp.float64, stream=1))
-         .ravel() for t in range(64)]
+        [
+            np.asarray(
+                noise.normal(jax.random.fold_in(chain, t), shape, jnp.float64, stream=1)
+            ).ravel()
+            for t in range(64)
+        ]
     )
     half = (n + 1) // 2
     pairs = {

@@ -19,8 +19,16 @@ INTERACTING = Phi4.kappa_form([8, 8], 0.25, 0.5)  # DESIGN.md's m² = −4, λ =
 
 
 def run(sampler, theory, seed, n=600, every=2, chains=16, therm=200, **kw):
-    return run_chains(sampler, theory, chains=chains, seed=seed, n_meas=n, measure_every=every,
-                      thermalization=therm, **kw)
+    return run_chains(
+        sampler,
+        theory,
+        chains=chains,
+        seed=seed,
+        n_meas=n,
+        measure_every=every,
+        thermalization=therm,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,8 +202,10 @@ def test_hmc_and_mala_agree_on_chains_and_non_square_lattices(shape, seed):
 
 def test_hot_cold_and_ordered_starts_reach_one_equilibrium(seed):
     s = mala(INTERACTING, 0.05)
-    res = [run(s, INTERACTING, seed, start=start, therm=400)["obs"]["phi2"]
-           for start in ("hot", "cold", "ordered")]
+    res = [
+        run(s, INTERACTING, seed, start=start, therm=400)["obs"]["phi2"]
+        for start in ("hot", "cold", "ordered")
+    ]
     for other in res[1:]:
         assert abs(z_between(res[0], other)) < Z_MAX
 
@@ -235,8 +245,9 @@ def test_saved_configurations_are_the_measured_ones(n, every):
     _, obs, _, saved = sample(s, th, keys, st, 0, n, 2, save_every=every)
     idx = np.arange(0, n, every)
     assert saved.shape == (len(idx), 4, *th.shape)
-    np.testing.assert_allclose(np.mean(np.asarray(saved) ** 2, (2, 3)),
-                               np.asarray(obs["phi2"])[idx], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.mean(np.asarray(saved) ** 2, (2, 3)), np.asarray(obs["phi2"])[idx], rtol=1e-12
+    )
     _, obs0, _, none = sample(s, th, keys, st, 0, n, 2)
     assert none is None
     np.testing.assert_array_equal(np.asarray(obs0["phi2"]), np.asarray(obs["phi2"]))

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..geometry import phat2, rfft_phat2
 from .. import noise
+from ..geometry import phat2, rfft_phat2
 from ..phi4 import Phi4
 from .base import Sampler, exact_step_info
 
