@@ -61,19 +61,21 @@ def init_states(sampler: Sampler, phi: jax.Array):
 
 
 def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
-    """n_steps of every chain starting at global step ``step0``; returns states and the mean
-    acceptance per chain over those steps."""
+    """n_steps of every chain starting at global step ``step0``; returns the states and the
+    per-chain means over those steps of the acceptance and of e^{−ΔH} (1 without
+    accept/reject; its mean is exactly 1 in equilibrium for HMC and MALA)."""
     vstep = jax.vmap(sampler.step)
 
     def body(i, carry):
-        states, acc = carry
+        states, acc, edh = carry
         step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step0 + i)
         states, info = vstep(step_keys, states)
-        return states, acc + info.acceptance
+        return states, acc + info.acceptance, edh + jnp.exp(-info.delta_h)
 
     zero = jnp.zeros(keys.shape[0], states.phi.dtype)
-    states, acc = lax.fori_loop(0, n_steps, body, (states, zero))
-    return states, acc / max(n_steps, 1)
+    states, acc, edh = lax.fori_loop(0, n_steps, body, (states, zero, zero))
+    n = max(n_steps, 1)
+    return states, {"acceptance": acc / n, "exp_minus_dh": edh / n}
 
 
 @partial(jax.jit, static_argnames=("sampler", "n_steps"))
@@ -82,7 +84,8 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
 
     Returns (states, mean acceptance per chain).
     """
-    return _advance(sampler, keys, states, step0, n_steps)
+    states, diag = _advance(sampler, keys, states, step0, n_steps)
+    return states, diag["acceptance"]
 
 
 @partial(jax.jit, static_argnames=("sampler", "n_steps"))
@@ -126,9 +129,9 @@ def sample(
     driver aligns its blocks so). They come out of the scan as stacked outputs of groups of
     ``save_every`` measurements, so nothing but the saved fields is copied.
 
-    Returns ``(states, obs, acceptance, saved)`` with ``obs[name]`` of shape
-    ``[n_meas, chains, ...]``, ``acceptance`` ``[n_meas, chains]`` (mean over the steps
-    since the previous measurement) and ``saved`` ``[n_saved, chains, *shape]``
+    Returns ``(states, obs, diag, saved)`` with ``obs[name]`` of shape
+    ``[n_meas, chains, ...]``, ``diag`` = {"acceptance", "exp_minus_dh"} each
+    ``[n_meas, chains]`` (means over the steps since the previous measurement) and ``saved`` ``[n_saved, chains, *shape]``
     (None when save_every == 0).
     """
 
@@ -180,6 +183,7 @@ def run_chains(
     """Convenience driver for the Python API and tests: thermalize, then measure.
 
     Returns ``{"obs": {name: [chains, n_meas, ...] numpy}, "acceptance": [chains, n_meas],
+    "exp_minus_dh": [chains, n_meas],
     "states": final states}``.
     """
     import numpy as np
@@ -192,4 +196,9 @@ def run_chains(
         sampler, theory, keys, states, thermalization, n_meas, measure_every
     )
     swap: Callable = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731
-    return {"obs": {k: swap(v) for k, v in obs.items()}, "acceptance": swap(acc), "states": states}
+    return {
+        "obs": {k: swap(v) for k, v in obs.items()},
+        "acceptance": swap(acc["acceptance"]),
+        "exp_minus_dh": swap(acc["exp_minus_dh"]),
+        "states": states,
+    }

@@ -10,6 +10,7 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
                                   sampler.order, sampler.forces_per_step
     /observables/<name>    [chains, samples]          (G: [chains, samples, L0])
     /diagnostics/acceptance [chains, samples]         mean acceptance since the last measurement
+    /diagnostics/exp_minus_dh [chains, samples]       mean e^{−ΔH} since the last measurement
     /configs               [chains, saved, *shape]    one configuration per chunk
     /configs_index         [saved]                    measurement index of each saved config
     /timing                attrs: seconds, steps (sampler steps done in this file's runs)
@@ -49,6 +50,7 @@ __all__ = [
 
 FORMAT = "lattice-ensemble"
 FORMAT_VERSION = 1
+DIAGNOSTICS = ("acceptance", "exp_minus_dh")
 
 
 class EnsembleError(Exception):
@@ -120,14 +122,16 @@ class EnsembleWriter:
                     maxshape=(chains, None, *extra),
                     dcpl=_early_dcpl(),
                 )
-            f.create_group("diagnostics").create_dataset(
-                "acceptance",
-                (chains, samples),
-                dtype=dtype,
-                chunks=(chains, blk),
-                maxshape=(chains, None),
-                dcpl=_early_dcpl(),
-            )
+            diag = f.create_group("diagnostics")
+            for name in DIAGNOSTICS:
+                diag.create_dataset(
+                    name,
+                    (chains, samples),
+                    dtype=dtype,
+                    chunks=(chains, blk),
+                    maxshape=(chains, None),
+                    dcpl=_early_dcpl(),
+                )
             if n_saved > 0:
                 f.create_dataset(
                     "configs",
@@ -169,16 +173,17 @@ class EnsembleWriter:
         self.close()
 
     def write_block(
-        self, start: int, obs: Mapping[str, np.ndarray], acceptance: np.ndarray
+        self, start: int, obs: Mapping[str, np.ndarray], diag: Mapping[str, np.ndarray]
     ) -> None:
-        """Write measurements ``start : start + n`` (arrays ``[chains, n, ...]``); not yet
-        committed. Writing an existing range again is allowed and overwrites it (a resumed run
-        regenerates bitwise the same data)."""
+        """Write measurements ``start : start + n`` of the observables and the diagnostics
+        (arrays ``[chains, n, ...]``); not yet committed. Writing an existing range again is
+        allowed and overwrites it (a resumed run regenerates bitwise the same data)."""
         f = self._f
-        n = acceptance.shape[1]
+        n = diag["acceptance"].shape[1]
         for name, arr in obs.items():
             f["observables"][name][:, start : start + n] = arr
-        f["diagnostics/acceptance"][:, start : start + n] = acceptance
+        for name, arr in diag.items():
+            f["diagnostics"][name][:, start : start + n] = arr
 
     def write_configs(self, saved: np.ndarray, start: int, index: np.ndarray) -> None:
         """Write saved configurations ``saved[k]`` (each ``[chains, *shape]``, as the sampler
@@ -229,6 +234,7 @@ class Ensemble:
     seconds: float
     steps: int
     weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
+    diagnostics: dict[str, np.ndarray] | None = None  # /diagnostics/<name> [chains, committed]
 
     def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Saved configurations ``[chains, saved, *shape]`` and their measurement indices."""
@@ -262,14 +268,15 @@ def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
             obs = {}
             if load_observables:
                 obs = {k: np.asarray(d[:, :n]) for k, d in f["observables"].items()}
-            acc = np.asarray(f["diagnostics/acceptance"][:, :n])
+            diag = {k: np.asarray(d[:, :n]) for k, d in f["diagnostics"].items()}
             weights = np.asarray(f["weights/log_w"][:, :n]) if "weights/log_w" in f else None
             return Ensemble(
                 path=path,
                 config_toml=str(f["config"].attrs["toml"]),
                 config_attrs={k: _plain(v) for k, v in f["config"].attrs.items() if k != "toml"},
                 observables=obs,
-                acceptance=acc,
+                acceptance=diag["acceptance"],
+                diagnostics=diag,
                 committed=n,
                 samples=int(f.attrs["samples"]),
                 complete=bool(f.attrs["complete"]),

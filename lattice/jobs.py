@@ -377,10 +377,11 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
             s0 = r.thermalization + first * r.measure_every
             return sample(sampler, theory, keys, states, s0, n, r.measure_every, r.save_every)
 
-        def store(first, n, states, obs, acc, saved, saved_start):
+        def store(first, n, states, obs, diag, saved, saved_start):
             """Runs on the writer thread: write, commit, then checkpoint one block."""
             obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
-            writer.write_block(first, obs, np.swapaxes(acc, 0, 1))
+            diag = {name: np.swapaxes(v, 0, 1) for name, v in diag.items()}
+            writer.write_block(first, obs, diag)
             idx = np.arange(first, first + n)
             idx = idx[idx % r.save_every == 0] if r.save_every else idx[:0]
             if len(idx):
@@ -404,7 +405,8 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
                     0 if not r.save_every else len(range(first, first + n, r.save_every))
                 )
                 reporter.advance(
-                    r.thermalization + (first + n) * r.measure_every, float(np.mean(host[2]))
+                    r.thermalization + (first + n) * r.measure_every,
+                    float(np.mean(host[2]["acceptance"])),
                 )
             results = bg.drain()
         if results:

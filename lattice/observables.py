@@ -9,11 +9,14 @@ For one configuration with m = (1/V) Σ_x φ_x:
 ``m``       m;  ``abs_m`` |m|;  ``m2`` m²;  ``m4`` m⁴
 ``chi``     V m²  (its ensemble average is χ = V⟨m²⟩)
 ``sd``      (1/V) Σ_x φ_x ∂S/∂φ_x  (Schwinger–Dyson: exactly 1 on average in equilibrium)
+``dsdphi``  (1/V) Σ_x ∂S/∂φ_x  (Schwinger–Dyson: ⟨∂S/∂φ_x⟩ = 0)
 ``G``       G(t) = (1/V) Σ_{x0} Φ(x0) Φ(x0 + t), Φ(x0) = Σ_{x⃗} φ_{x0,x⃗}  (t = 0..L0−1)
 =========  ==========================================================
 
 so that Σ_t G(t) = V m² and the ensemble average of G is the time-slice correlator of
-DESIGN.md §1. The derived ``chi_conn`` = V(⟨m²⟩ − ⟨|m|⟩²) and ``binder`` = 1 − ⟨m⁴⟩/(3⟨m²⟩²)
+DESIGN.md §1. The two-point Schwinger–Dyson identity ⟨φ_y ∂S/∂φ_x⟩ = δ_xy, summed like G,
+is checked on ``G_sd(t) = (1/V) Σ_{x0} Ψ(x0) Φ(x0 + t)`` with Ψ(x0) = Σ_{x⃗} ∂S/∂φ_{x0,x⃗}:
+its average is exactly δ_{t,0}. The derived ``chi_conn`` = V(⟨m²⟩ − ⟨|m|⟩²) and ``binder`` = 1 − ⟨m⁴⟩/(3⟨m²⟩²)
 are functions of ensemble averages, formed at analysis time.
 """
 
@@ -27,7 +30,18 @@ from .phi4 import Phi4
 
 __all__ = ["measure", "SCALAR_OBSERVABLES", "observable_shapes"]
 
-SCALAR_OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "m4", "chi", "sd")
+SCALAR_OBSERVABLES = (
+    "action",
+    "phi2",
+    "phi4",
+    "m",
+    "abs_m",
+    "m2",
+    "m4",
+    "chi",
+    "sd",
+    "dsdphi",
+)
 
 
 def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -43,9 +57,12 @@ def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict
     m = jnp.mean(phi, axis=axes)
     m2 = m * m
     # time-slice sums Φ(x0), then the periodic autocorrelation by FFT along axis 0
+    L0 = theory.shape[0]
     slices = jnp.sum(phi, axis=axes[1:]) if d > 1 else phi
-    ft = jnp.fft.rfft(slices, axis=-1)
-    G = jnp.fft.irfft(ft * jnp.conj(ft), n=theory.shape[0], axis=-1).astype(phi.dtype) / V
+    gslices = jnp.sum(grad, axis=axes[1:]) if d > 1 else grad
+    ft, gt = jnp.fft.rfft(slices, axis=-1), jnp.fft.rfft(gslices, axis=-1)
+    G = jnp.fft.irfft(ft * jnp.conj(ft), n=L0, axis=-1).astype(phi.dtype) / V
+    G_sd = jnp.fft.irfft(ft * jnp.conj(gt), n=L0, axis=-1).astype(phi.dtype) / V
     return {
         "action": theory.action(phi) / V,
         "phi2": jnp.mean(phi2, axis=axes),
@@ -56,7 +73,9 @@ def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict
         "m4": m2 * m2,
         "chi": V * m2,
         "sd": jnp.mean(phi * grad, axis=axes),
+        "dsdphi": jnp.mean(grad, axis=axes),
         "G": G,
+        "G_sd": G_sd,
     }
 
 
@@ -64,4 +83,5 @@ def observable_shapes(theory: Phi4) -> dict[str, tuple[int, ...]]:
     """Per-measurement shape of each stored observable."""
     out = {k: () for k in SCALAR_OBSERVABLES}
     out["G"] = (theory.shape[0],)
+    out["G_sd"] = (theory.shape[0],)
     return out

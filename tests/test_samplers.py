@@ -120,8 +120,13 @@ def test_fourier_acceleration_decorrelates_every_mode_equally(seed):
     ids=lambda s: s.name,
 )
 def test_schwinger_dyson_exact_samplers(sampler, seed):
-    obs = run(sampler, INTERACTING, seed)["obs"]
+    res = run(sampler, INTERACTING, seed)
+    obs = res["obs"]
     assert_consistent(obs["sd"], 1.0, "<(1/V) sum phi dS/dphi>")
+    assert_consistent(obs["dsdphi"], 0.0, "<dS/dphi_x>")
+    for t in range(INTERACTING.shape[0]):  # <phi_y dS/dphi_x> = delta_xy, summed like G(t)
+        assert_consistent(obs["G_sd"][..., t], float(t == 0), f"G_sd({t})")
+    assert_consistent(res["exp_minus_dh"], 1.0, "<exp(-dH)>")
 
 
 def test_schwinger_dyson_langevin_extrapolates_to_one(seed):

@@ -1,0 +1,240 @@
+"""Diagnostic plots of a measured ensemble (``lattice measure --plots DIR``).
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through
+pyplot, so no global matplotlib state (backend, open figures) is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.optimize import brentq
+
+from .analysis import GammaResult, jackknife
+from .ensemble import Ensemble
+
+__all__ = ["effective_mass", "rho_error", "write_measure_plots"]
+
+
+def _log_cosh(x: float) -> float:
+    """log cosh x without overflow."""
+    x = abs(x)
+    return x + math.log1p(math.exp(-2.0 * x)) - math.log(2.0)
+
+
+def _meff_one(g0: float, g1: float, t: int, T: int) -> float:
+    """The m ≥ 0 with G(t)/G(t+1) = cosh(m (t − T/2)) / cosh(m (t + 1 − T/2)), else NaN."""
+    if not (g0 > 0.0 and g1 > 0.0) or not 2 * (t + 1) <= T:
+        return math.nan
+    a, b = T / 2.0 - t, T / 2.0 - t - 1.0  # a = b + 1 > 0, b >= 0
+    log_r = math.log(g0) - math.log(g1)
+    if log_r == 0.0:
+        return 0.0
+    if not log_r > 0.0:  # cosh(m a)/cosh(m b) increases from 1 at m = 0: no solution
+        return math.nan
+
+    def f(m: float) -> float:
+        return _log_cosh(m * a) - _log_cosh(m * b) - log_r
+
+    hi = max(log_r, 1e-8)  # f(m) <= m (a − b) − ... so the root lies above... search upward
+    while f(hi) < 0.0:
+        hi *= 2.0
+    return brentq(f, 0.0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+
+
+def effective_mass(G: Any, T: int | None = None) -> np.ndarray:
+    """Cosh effective mass of a periodic time-slice correlator.
+
+    For t = 0..⌊T/2⌋ − 1, m_eff(t) is the root m ≥ 0 of
+
+        G(t) / G(t+1) = cosh(m (t − T/2)) / cosh(m (t + 1 − T/2)),
+
+    exact for G(t) = A cosh(m (t − T/2)) (a single state on a periodic lattice of extent T).
+    The right side grows monotonically from 1 (m = 0), so a root exists iff G(t) ≥ G(t+1) > 0;
+    elsewhere the entry is NaN.
+
+    Args:
+        G: the correlator G(0..T−1) (at least ⌊T/2⌋ + 1 entries).
+        T: the time extent L0; default ``len(G)``.
+
+    Returns:
+        ``[⌊T/2⌋]`` array of m_eff(t), NaN where undefined.
+    """
+    g = np.asarray(G, dtype=np.float64).ravel()
+    T = g.size if T is None else int(T)
+    n = T // 2
+    if g.size < n + 1:
+        raise ValueError(f"need G(0..{n}) for T = {T}, got {g.size} values")
+    return np.array([_meff_one(float(g[t]), float(g[t + 1]), t, T) for t in range(n)])
+
+
+def rho_error(r: GammaResult) -> np.ndarray:
+    """Approximate error of ρ(t), t = 0..W_max (hep-lat/0306017 eq. (E.11), as in UWerr):
+
+        δρ(t)² ≈ (1/N) Σ_{k = max(1, t−W)}^{t+W} [ρ(k+t) + ρ(|k−t|) − 2 ρ(k) ρ(t)]²,
+
+    with ρ = 0 beyond W_max and W the chosen window."""
+    rho, W = np.asarray(r.rho, np.float64), int(r.window)
+    w_max = rho.size - 1
+    ext = np.zeros(2 * w_max + W + 2)
+    ext[: rho.size] = rho
+    out = np.zeros(rho.size)
+    for t in range(1, rho.size):
+        k = np.arange(max(1, t - W), t + W + 1)
+        out[t] = np.sum((ext[k + t] + ext[np.abs(k - t)] - 2.0 * ext[t] * ext[k]) ** 2)
+    return np.sqrt(out / r.n)
+
+
+# ------------------------------------------------------------------------------ figures
+def _figure(ens: Ensemble, what: str, n_panels: int = 1, ncols: int = 1):
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(5.5 * ncols, 2.6 * nrows + 0.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    sampler = ens.config_attrs.get("sampler.name", "?")
+    fig.suptitle(f"{what}: {ens.path}\nsampler {sampler}", fontsize=9)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig: Figure, path: Path, written: list[Path]) -> None:
+    fig.savefig(path, dpi=110)
+    written.append(path)
+
+
+def _t_max(r: GammaResult) -> int:
+    """How far to show ρ(t) and τ_int(W): a few windows, at least 20, at most W_max."""
+    return min(r.rho.size - 1, max(4 * int(r.window), 20))
+
+
+def _meff_with_errors(G: np.ndarray, g_results: Sequence[GammaResult]):
+    """m_eff(t) of the mean correlator with blocked-jackknife errors.
+
+    ``G`` is ``[chains, n, T]``. For each t the jackknife resamples the per-measurement
+    series G(t), G(t+1) jointly (``lattice.analysis.jackknife``), so their correlation and
+    the nonlinearity of the solver are accounted for. Blocks are ≥ 4 max_t τ_int(G(t))
+    measurements long (at least N/50), and never straddle chains.
+    """
+    chains, n, T = G.shape
+    tau = max((float(r.tau_int) for r in g_results), default=0.5)
+    block = max(n * chains // 50, math.ceil(4.0 * tau), 1)
+    block = max(1, min(block, n, (n * chains) // 2))
+    t_all = np.arange(T // 2)
+    val, err = np.full(t_all.size, np.nan), np.full(t_all.size, np.nan)
+    for t in t_all:
+        v, e = jackknife(
+            lambda a, b, t=int(t): _meff_one(float(a), float(b), t, T),
+            [G[..., t], G[..., t + 1]],
+            block_size=block,
+        )
+        val[t], err[t] = v, e
+    return t_all, val, err
+
+
+def write_measure_plots(
+    ens: Ensemble,
+    result: dict[str, Any],
+    out_dir: str | Path,
+    discard: int = 0,
+    observables: Sequence[str] = ("abs_m", "action", "phi2", "chi"),
+) -> list[Path]:
+    """Write diagnostic PNGs of a measured ensemble into ``out_dir`` (created if missing).
+
+    ``result`` is what :func:`lattice.measure.measure_ensemble` returned for the same
+    ``discard``. Files, each titled with the ensemble path and sampler name:
+
+    - ``history.png``: Monte Carlo history of each of ``observables``, one line per chain,
+      against the measurement index in the file (first ``discard`` dropped);
+    - ``hist_m.png``: histogram of m (chains pooled) with ±⟨|m|⟩ and its error marked;
+    - ``rho.png``: ρ(t) = Γ(t)/Γ(0) with the error band of :func:`rho_error` and the window W;
+    - ``tau_int.png``: τ_int(W) ± δτ_int(W) (hep-lat/0306017 eq. (42)) and the chosen window;
+    - ``G.png``: G(t) ± σ (Γ-method) on a log scale, positive values only;
+    - ``meff.png``: the cosh effective mass (:func:`effective_mass`) of the mean G, errors
+      by a blocked jackknife over the G(t), G(t+1) series (``_meff_with_errors``).
+
+    Names in ``observables`` without a stored series (derived ones such as ``chi_conn``) get
+    no history panel. Returns the written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, GammaResult] = result["results"]
+    obs = {k: np.asarray(v[:, discard:], np.float64) for k, v in ens.observables.items()}
+    names = [o for o in observables if o in results]
+    written: list[Path] = []
+
+    # 1. Monte Carlo history
+    hist = [o for o in names if o in obs and obs[o].ndim == 2]
+    fig, axes = _figure(ens, "Monte Carlo history", max(len(hist), 1))
+    for ax, name in zip(axes, hist, strict=False):
+        x = discard + np.arange(obs[name].shape[1])
+        for c, series in enumerate(obs[name]):
+            ax.plot(x, series, lw=0.4, alpha=0.8, label=f"chain {c}")
+        ax.set_ylabel(name)
+    axes[-1].set_xlabel("measurement index")
+    _save(fig, out / "history.png", written)
+
+    # 2. histogram of m
+    fig, (ax,) = _figure(ens, "distribution of m")
+    ax.hist(obs["m"].ravel(), bins="auto", density=True, color="C0", alpha=0.7)
+    am = results["abs_m"]
+    for sign in (-1.0, 1.0):
+        ax.axvline(sign * am.value, color="C3", ls="--", lw=1)
+        ax.axvspan(sign * am.value - am.error, sign * am.value + am.error, color="C3", alpha=0.2)
+    ax.set_xlabel("m")
+    ax.set_ylabel("density")
+    ax.set_title(f"±⟨|m|⟩ = ±{am.value:.5g} ± {am.error:.2g}", fontsize=9)
+    _save(fig, out / "hist_m.png", written)
+
+    # 3. ρ(t) and 4. τ_int(W)
+    ncols = 2 if len(names) > 1 else 1
+    fig_r, axes_r = _figure(ens, "normalized autocorrelation ρ(t)", max(len(names), 1), ncols)
+    fig_t, axes_t = _figure(ens, "τ_int(W)", max(len(names), 1), ncols)
+    for ax_r, ax_t, name in zip(axes_r, axes_t, names, strict=False):
+        r = results[name]
+        t = np.arange(_t_max(r) + 1)
+        rho, drho = r.rho[t], rho_error(r)[t]
+        ax_r.plot(t, rho, "o-", ms=2, lw=1)
+        ax_r.fill_between(t, rho - drho, rho + drho, alpha=0.3)
+        ax_r.axhline(0.0, color="k", lw=0.5)
+        ax_r.set(xlabel="t", ylabel=f"ρ(t)  [{name}]")
+        tau, dtau = r.tau_int_of_W[t], r.tau_int_error_of_W[t]
+        ax_t.plot(t, tau, lw=1)
+        ax_t.fill_between(t, tau - dtau, tau + dtau, alpha=0.3)
+        ax_t.set(xlabel="W", ylabel=f"τ_int(W)  [{name}]")
+        label = f"W = {r.window}, τ_int = {r.tau_int:.3g} ± {r.tau_int_error:.2g}"
+        for ax in (ax_r, ax_t):
+            ax.axvline(r.window, color="C3", ls="--", lw=1, label=label)
+            ax.legend(fontsize=7)
+    _save(fig_r, out / "rho.png", written)
+    _save(fig_t, out / "tau_int.png", written)
+
+    # 5. G(t)
+    g_res = result["G_results"]
+    gv = np.array([float(r.value) for r in g_res])
+    ge = np.array([float(r.error) for r in g_res])
+    fig, (ax,) = _figure(ens, "time-slice correlator G(t)")
+    pos = gv > 0
+    ax.errorbar(np.arange(gv.size)[pos], gv[pos], ge[pos], fmt="o", ms=3, capsize=2)
+    if pos.any():
+        ax.set_yscale("log")
+    ax.set(xlabel="t", ylabel="G(t)")
+    _save(fig, out / "G.png", written)
+
+    # 6. effective mass
+    t, mv, me = _meff_with_errors(obs["G"], g_res)
+    fig, (ax,) = _figure(ens, "cosh effective mass")
+    ok = np.isfinite(mv) & np.isfinite(me)
+    ax.errorbar(t[ok], mv[ok], me[ok], fmt="o", ms=3, capsize=2)
+    if not ok.any():
+        ax.text(0.5, 0.5, "m_eff undefined (G not decreasing)", ha="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="t", ylabel="m_eff(t)")
+    _save(fig, out / "meff.png", written)
+    return written
