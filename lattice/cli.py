@@ -179,6 +179,65 @@ def measure(
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
 
 
+@app.command()
+def check(
+    target: Annotated[Path, typer.Argument(help="A run config (TOML) or a run directory.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", help="Measurements per chain of the check runs.")
+    ] = None,
+    set_: SetOpt = None,
+    no_extrapolation: Annotated[bool, typer.Option("--no-extrapolation")] = False,
+    no_thermalization: Annotated[bool, typer.Option("--no-thermalization")] = False,
+    no_fokker_planck: Annotated[bool, typer.Option("--no-fokker-planck")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Boltzmann-equilibrium checks; exit status 1 when one fails."""
+    from .checks import run_checks
+    from .config import ConfigError
+    from .ensemble import EnsembleError
+    from .progress import make_reporter
+
+    if samples is not None and samples < 20:
+        _fail(f"--samples must be >= 20 (got {samples})")
+    if not target.exists():
+        _fail(f"{target}: no such config or run directory")
+    try:
+        report = run_checks(
+            target,
+            samples=samples,
+            overrides=tuple(set_ or ()),
+            extrapolate=not no_extrapolation,
+            thermalization=not no_thermalization,
+            fokker_planck=not no_fokker_planck,
+            reporter=make_reporter(quiet or json_),
+        )
+    except (ConfigError, EnsembleError, ValueError) as e:
+        _fail(str(e))
+    if plots is not None:
+        from .plots import write_check_plots
+
+        report.plots = [str(p) for p in write_check_plots(report, plots)]
+    if json_:
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"lattice check {target} ({report.seconds:.0f} s)")
+        for col in ("check", "statistic", "tolerance", "result", "detail"):
+            t.add_column(col, overflow="fold")
+        for c in report.checks:
+            res = ("[green]pass[/]" if c.passed else "[red]FAIL[/]") if c.verdict else "info"
+            t.add_row(
+                c.name, f"{c.statistic:.3g}", f"{c.relation} {c.tolerance:.3g}", res, c.detail
+            )
+        out.print(t)
+        verdict = "all checks passed" if report.passed else "some checks FAILED"
+        out.print(f"[bold]{verdict}[/]")
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def main() -> None:
     app()
 

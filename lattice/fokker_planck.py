@@ -244,9 +244,14 @@ def _symmetric(lam: float, grid, scheme: str):
 def _spectrum(lam: float, grid, scheme: str):
     """All eigenpairs of −A and Π^{1/2} = e^{−(S − min S)/2}."""
     d, e = _symmetric(lam, grid, scheme)
-    vals, vecs = eigh_tridiagonal(d, e)
+    # implicit QR ('stev'): orthogonal to ~1e-15, where MRRR ('stemr') gives only ~1e-13
+    vals, vecs = eigh_tridiagonal(d, e, lapack_driver="stev")
     s = action(lam, np.asarray(grid, dtype=np.float64))
-    return vals, vecs, s - s.min()
+    s = s - s.min()
+    # the ground state of −A is Π^{1/2} exactly (A Π^{1/2} = Π^{−1/2} M e^{−S} = 0): use it
+    ground = np.exp(-0.5 * s)
+    vals[0], vecs[:, 0] = 0.0, ground / np.linalg.norm(ground)
+    return vals, vecs, s
 
 
 def relax(
@@ -275,7 +280,6 @@ def relax(
     grid = make_grid(lam, n_grid, half_width, p0_center, p0_width)
     p0 = initial_density(grid, p0_center, p0_width)
     vals, vecs, s = _spectrum(lam, grid, scheme)
-    vals = np.maximum(vals, 0.0)  # Λ₀ = 0 up to round-off; never let it grow
     with np.errstate(divide="ignore"):
         psi0 = np.exp(np.log(p0) + 0.5 * s)
     coef = vecs.T @ psi0
@@ -428,13 +432,15 @@ def compare(
     n_grid: int = 800,
     n_bins: int = 160,
     n_jack: int = 50,
+    min_snr: float = 3.0,
     scheme: str = "sqra",
 ) -> dict[str, Any]:
     """Walkers against the Fokker–Planck solution at the same (step-rounded) times.
 
     Per time: ``ks`` (walkers vs the FP CDF; the KS critical value at α = 1e-3 is
     ``ks_critical``), ``l1`` (∫|f_hist − P| on ``n_bins`` grid-aligned bins; ``l1_floor`` is its
-    expected value from multinomial noise alone, Σ_b √(2p_b(1 − p_b)/(πn))), the distances to
+    expected value from multinomial noise alone, Σ_b √(2p_b(1 − p_b)/(πn)), ``l1_floor_error``
+    its spread √(Σ_b (1 − 2/π) p_b(1 − p_b)/n), bins taken as independent), the distances to
     equilibrium ``ks_eq_walkers``/``ks_eq_fp`` and ``l1_eq_walkers``/``l1_eq_fp``, and the means
     ``mean_walkers ± mean_error`` and ``mean_fp``. ``equilibrium_ks``/``equilibrium_l1``: the
     last time's walkers against e^{−S}/Z.
@@ -456,15 +462,19 @@ def compare(
     cdf, cdf_eq = _cdf_faces(p, h), _cdf_faces(p_eq, h)
 
     per_bin = max(1, round(grid.size / n_bins))
-    edges = faces[::per_bin] if (grid.size % per_bin == 0) else np.append(faces[::per_bin], faces[-1])
-    bin_prob = np.diff(cdf[:, ::per_bin] if grid.size % per_bin == 0 else np.concatenate(
-        [cdf[:, ::per_bin], cdf[:, -1:]], axis=1), axis=1)
-    bin_eq = np.diff(np.interp(edges, faces, cdf_eq))
+    cut = np.arange(0, grid.size + 1, per_bin)
+    if cut[-1] != grid.size:
+        cut = np.append(cut, grid.size)
+    edges = faces[cut]  # bins are whole cells, so the FP bin masses are exact
+    bin_prob = np.diff(cdf[:, cut], axis=1)
+    bin_eq = np.diff(cdf_eq[cut])
 
     n = n_walkers
     ks = np.array([_ks(pos[k], faces, cdf[k]) for k in range(tt.size)])
     l1 = np.array([_l1(pos[k], edges, bin_prob[k]) for k in range(tt.size)])
-    l1_floor = np.sqrt(2.0 * bin_prob * (1.0 - bin_prob) / (math.pi * n)).sum(axis=1)
+    bin_var = np.clip(bin_prob * (1.0 - bin_prob), 0.0, None) / n
+    l1_floor = np.sqrt(2.0 / math.pi * bin_var).sum(axis=1)  # E|δ_b| for Gaussian δ_b
+    l1_floor_error = np.sqrt((1.0 - 2.0 / math.pi) * bin_var.sum(axis=1))
     ks_eq_walkers = np.array([_ks(pos[k], faces, cdf_eq) for k in range(tt.size)])
     l1_eq_walkers = np.array([_l1(pos[k], edges, bin_eq) for k in range(tt.size)])
     ks_eq_fp = np.abs(cdf - cdf_eq).max(axis=1)
@@ -485,12 +495,12 @@ def compare(
         (np.exp(-np.outer(tt, vals[lead + 1 :] - vals[lead])) * amps[lead + 1 :]).sum(axis=1)
     ) / abs(amps[lead])
     sigma_eq = math.sqrt(float(np.sum((grid - mean_eq) ** 2 * p_eq) * h) / n)
-    win = (rest < 1e-3) & (np.abs(mean_fp) > 3.0 * np.maximum(mean_err, sigma_eq))
+    win = (rest < 1e-3) & (np.abs(mean_fp) > min_snr * np.maximum(mean_err, sigma_eq))
     if win.sum() < 3:
         raise ValueError("fewer than 3 times in the fit window: give more times or walkers")
     t_w = tt[win]
     w = 1.0 / mean_err[win] ** 2
-    _, rate = _fit_exp(t_w, mean_w[win], w)
+    amplitude, rate = _fit_exp(t_w, mean_w[win], w)
     _, rate_fp_fit = _fit_exp(t_w, mean_fp[win], w)
     # delete-one jackknife over blocks of walkers (the positions at all times move together)
     blocks = np.array_split(np.arange(n), n_jack)
@@ -498,10 +508,7 @@ def compare(
     sizes = np.array([b.size for b in blocks])
     total = sums.sum(axis=0)
     jack = np.array(
-        [
-            _fit_exp(t_w, (total - sums[k]) / (n - sizes[k]) - mean_eq, w)[1]
-            for k in range(n_jack)
-        ]
+        [_fit_exp(t_w, (total - sums[k]) / (n - sizes[k]) - mean_eq, w)[1] for k in range(n_jack)]
     )
     rate_error = float(math.sqrt((n_jack - 1) / n_jack * np.sum((jack - jack.mean()) ** 2)))
 
@@ -525,6 +532,7 @@ def compare(
         "ks_critical": float(scipy.stats.kstwo.ppf(1.0 - KS_ALPHA, n)),
         "l1": l1,
         "l1_floor": l1_floor,
+        "l1_floor_error": l1_floor_error,
         "ks_eq_walkers": ks_eq_walkers,
         "ks_eq_fp": ks_eq_fp,
         "l1_eq_walkers": l1_eq_walkers,
@@ -538,6 +546,7 @@ def compare(
         "eigenvalues": ev,
         "gap": gap,
         "rate": float(rate),
+        "rate_amplitude": float(amplitude),
         "rate_error": rate_error,
         "rate_fp_fit": float(rate_fp_fit),
         "rate_z": float((rate - gap) / rate_error),
@@ -566,14 +575,26 @@ def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
 
     idx = np.unique(np.round(np.geomspace(1, tt.size, n_curves) - 1).astype(int))
     colors = [_viridis(i / max(1, len(idx) - 1)) for i in range(len(idx))]
-    for c, k in zip(colors, idx):
+    for c, k in zip(colors, idx, strict=True):
         ax1.plot(grid, p[k], color=c, lw=1.6, label=f"τ = {tt[k]:.3g}")
         dens, _ = np.histogram(pos[k], bins=edges, density=False)
         ax1.stairs(dens / (n * np.diff(edges)), edges, color=c, lw=0.9, alpha=0.8)
     ax1.plot(grid, r["P_eq"], "k--", lw=1.4, label="e$^{-S}$/Z")
     sup = grid[(r["P_eq"] > 1e-4 * r["P_eq"].max()) | (p.max(axis=0) > 1e-4 * p.max())]
     ax1.set_xlim(sup.min(), sup.max())
-    ax1.set_ylim(0, 1.05 * min(p.max(), 4.0 * r["P_eq"].max()))
+    top = 1.05 * min(p.max(), 4.0 * r["P_eq"].max())
+    ax1.set_ylim(0, top)
+    if p.max() > top:  # keep the late curves readable; say so
+        ax1.text(
+            0.98,
+            0.97,
+            f"peak {p.max():.3g} clipped",
+            transform=ax1.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="0.4",
+        )
     ax1.set_xlabel("φ")
     ax1.set_ylabel("P(φ, τ)")
     ax1.set_title("FP (lines) vs walkers (steps)")
@@ -603,7 +624,7 @@ def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
     ax3.semilogy(tt, mfp, "C0-", label="FP")
     ax3.errorbar(tt, m, dm, fmt="C1o", ms=4, label="walkers")
     tw = tt[r["fit_mask"]]
-    amp = mfp[r["fit_mask"]][0] * np.exp(r["rate"] * tw[0])
+    amp = abs(r["rate_amplitude"])
     ax3.semilogy(
         tw,
         amp * np.exp(-r["rate"] * tw),

@@ -42,10 +42,11 @@ def _meff_one(g0: float, g1: float, t: int, T: int) -> float:
     def f(m: float) -> float:
         return _log_cosh(m * a) - _log_cosh(m * b) - log_r
 
-    hi = max(log_r, 1e-8)  # f(m) <= m (a − b) − ... so the root lies above... search upward
+    # log cosh is 1-Lipschitz and a − b = 1, so f(m) <= m − log r: the root is >= log r
+    hi = 2.0 * log_r
     while f(hi) < 0.0:
         hi *= 2.0
-    return brentq(f, 0.0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return brentq(f, log_r, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 
 def effective_mass(G: Any, T: int | None = None) -> np.ndarray:
@@ -233,8 +234,81 @@ def write_measure_plots(
     ok = np.isfinite(mv) & np.isfinite(me)
     ax.errorbar(t[ok], mv[ok], me[ok], fmt="o", ms=3, capsize=2)
     if not ok.any():
-        ax.text(0.5, 0.5, "m_eff undefined (G not decreasing)", ha="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "m_eff undefined (G not decreasing)", ha="center", transform=ax.transAxes)
     ax.set(xlabel="t", ylabel="m_eff(t)")
     _save(fig, out / "meff.png", written)
+    return written
+
+
+# ---------------------------------------------------------------------- lattice check
+def write_check_plots(report, out_dir) -> list[Path]:
+    """Plots of ``lattice check``: the ε → 0 extrapolation against HMC, the hot/ordered
+    thermalization histories, the two-point Schwinger–Dyson correlator G_sd(t) = δ_t0, and the
+    single-site Fokker–Planck relaxation. Returns the written paths."""
+    from .analysis import gamma_method
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    title = f"lattice check {report.target}"
+
+    ex = report.data.get("extrapolation")
+    if ex:
+        names = list(ex["observables"])
+        fig = Figure(figsize=(4.2 * len(names), 3.6), layout="constrained")
+        eps = np.asarray(ex["eps"])
+        k = ex["order"]
+        grid = np.linspace(0.0, eps.max() * 1.05, 100)
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(1, len(names), i + 1)
+            o = ex["observables"][name]
+            ax.errorbar(eps, o["y"], o["e"], fmt="o", label="Langevin runs")
+            ax.plot(grid, o["y0"] + o["b"] * grid**k, "-", lw=1, label=f"fit y0 + b eps^{k}")
+            ax.errorbar([0.0], [o["y0"]], [o["s0"]], fmt="s", color="C1", label="eps -> 0")
+            hv, he = o["hmc"]
+            ax.axhspan(hv - he, hv + he, color="C2", alpha=0.3, label="HMC ± 1σ")
+            ax.set_xlabel("step size eps")
+            ax.set_title(name)
+            if i == 0:
+                ax.legend(fontsize=7)
+        fig.suptitle(title + ": step-size extrapolation")
+        _save(fig, out / "extrapolation.png", written)
+
+    th = report.data.get("thermalization")
+    if th:
+        fig = Figure(figsize=(7, 4), layout="constrained")
+        ax = fig.add_subplot()
+        steps = (np.arange(len(th["hot"])) + 1) * th["measure_every"]
+        ax.plot(steps, th["hot"], lw=0.8, label="hot start")
+        ax.plot(steps, th["ordered"], lw=0.8, label="ordered start")
+        ax.axvline(th["thermalization"], color="k", ls="--", label="run's thermalization")
+        ax.axvline(th["needed"], color="r", ls=":", label="needed")
+        ax.set_xscale("log")
+        ax.set_xlabel("sampler steps")
+        ax.set_ylabel("S/V (chain average)")
+        ax.legend(fontsize=8)
+        fig.suptitle(title + ": thermalization")
+        _save(fig, out / "thermalization.png", written)
+
+    g = report.data.get("data", {}).get("G_sd")
+    if g is not None:
+        res = [gamma_method(g[..., t]) for t in range(g.shape[-1])]
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        t = np.arange(len(res))
+        ax.errorbar(t, [r.value for r in res], [r.error for r in res], fmt="o", label="measured")
+        ax.plot(t, (t == 0).astype(float), "x", color="C3", ms=10, label="exact δ_t0")
+        ax.set_xlabel("t")
+        ax.set_ylabel("G_sd(t) = (1/V) Σ <φ_y ∂S/∂φ_x>")
+        ax.legend()
+        fig.suptitle(title + ": two-point Schwinger–Dyson")
+        _save(fig, out / "schwinger_dyson.png", written)
+
+    fp = report.data.get("fokker_planck")
+    if fp is not None:
+        from .fokker_planck import plot_relaxation
+
+        path = out / "fokker_planck.png"
+        plot_relaxation(fp, path)
+        written.append(path)
     return written

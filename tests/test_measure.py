@@ -74,9 +74,12 @@ def test_measure_json_is_one_object_that_agrees_with_the_exact_free_field(hmc_ru
         assert abs(z) < 4, (t, z)
 
 
-def test_measure_table_and_discard(hmc_run):
-    p = cli("measure", hmc_run, "--discard", "100")
+def test_measure_table_discard_and_plots(hmc_run, tmp_path):
+    p = cli("measure", hmc_run, "--discard", "100", "--plots", tmp_path / "pl")
     assert p.returncode == 0, p.stderr
+    pngs = sorted(f.name for f in (tmp_path / "pl").iterdir())
+    assert pngs == ["G.png", "hist_m.png", "history.png", "meff.png", "rho.png", "tau_int.png"]
+    assert all((tmp_path / "pl" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
     assert "chi_conn" in p.stdout and "tau_int" in p.stdout and "exact" in p.stdout
     assert "300 measurements" in p.stdout
 

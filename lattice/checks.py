@@ -1,0 +1,422 @@
+"""Boltzmann-equilibrium checks: does an evolution sample e^{−S}? (``lattice check``)
+
+Every check is a statistic with a tolerance; statistical ones are z-scores
+|estimate − reference| / σ < 4 with σ from the Γ-method (independent chains as replica).
+
+1. Schwinger–Dyson identities, exact at any coupling in equilibrium:
+   ⟨(1/V) Σ_x φ_x ∂S/∂φ_x⟩ = 1, ⟨∂S/∂φ_x⟩ = 0 and the two-point form
+   ⟨φ_y ∂S/∂φ_x⟩ = δ_xy, summed like G(t): G_sd(t) = δ_{t,0}.
+2. Step-size extrapolation (Langevin): the same theory at ε, ε/2, ε/4 (measurements equally
+   far apart in fictitious time), a weighted fit y(ε) = y₀ + b ε^k with k the scheme's order
+   (1 Euler, 2 RK2), y₀ compared with an HMC run of matching statistics; and the run at the
+   user's ε compared with HMC directly, with the bias b ε^k reported beside the error.
+3. Exact results: for λ = 0 the exact e^{−S} values of ⟨φ²⟩, χ and G(t) (and, for Langevin,
+   the exact finite-ε values, which test the implementation); ⟨e^{−ΔH}⟩ = 1 for HMC and MALA.
+4. Fokker–Planck relaxation of a single site (d = 0), see :mod:`lattice.fokker_planck`.
+5. Thermalization: hot and ordered starts, their agreement time against τ_int.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import gamma_method
+from .config import RunConfig, parse_config
+from .progress import QuietReporter, Reporter
+
+__all__ = ["Check", "CheckReport", "run_checks", "Z_TOL"]
+
+Z_TOL = 4.0
+EXTRAPOLATED = ("action", "phi2", "chi", "abs_m")
+
+
+@dataclass
+class Check:
+    """One line of the verdict table."""
+
+    name: str
+    statistic: float  # |z| for statistical checks
+    tolerance: float
+    passed: bool
+    detail: str
+    verdict: bool = True  # False: informational only, never fails the run
+    relation: str = "<"  # passes when statistic <relation> tolerance
+
+    def __post_init__(self):
+        self.statistic, self.tolerance = float(self.statistic), float(self.tolerance)
+        self.passed, self.verdict = bool(self.passed), bool(self.verdict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckReport:
+    target: str
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+    plots: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # for plots
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks if c.verdict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "passed": self.passed,
+            "seconds": self.seconds,
+            "checks": [c.as_dict() for c in self.checks],
+            "plots": self.plots,
+        }
+
+
+def _est(series) -> tuple[float, float, float]:
+    r = gamma_method(np.asarray(series, np.float64))
+    return float(r.value), float(r.error), float(r.tau_int)
+
+
+def _z_check(name: str, series, want: float, what: str, verdict: bool = True) -> Check:
+    v, e, _ = _est(series)
+    z = (v - want) / e if e > 0 else (0.0 if v == want else math.inf)
+    detail = f"{what} = {v:.6g} ± {e:.2g}, expected {want:.6g}: off by {v - want:+.3g} ({z:+.2f}σ)"
+    return Check(name, abs(z), Z_TOL, abs(z) < Z_TOL, detail, verdict)
+
+
+# ---------------------------------------------------------------------- data sources
+def _simulate(
+    cfg: RunConfig,
+    *,
+    step_size=None,
+    measure_every=None,
+    kind=None,
+    start=None,
+    thermalization=None,
+    samples=None,
+    seed_offset=0,
+) -> dict[str, np.ndarray]:
+    """An in-memory run of (a variant of) the config; returns obs and diagnostics."""
+    import jax.numpy as jnp
+
+    from .chains import run_chains
+    from .jobs import build_sampler, build_theory
+
+    over = []
+    if kind is not None and kind != cfg.sampler.kind:
+        over.append(f"sampler.kind={kind}")
+    if step_size is not None:
+        over.append(f"sampler.step_size={step_size!r}")
+    raw = parse_config(cfg.to_toml(), over)
+    r = cfg.run
+    theory = build_theory(raw)
+    res = run_chains(
+        build_sampler(raw, theory),
+        theory,
+        chains=r.chains,
+        seed=r.seed + seed_offset,
+        n_meas=samples or r.samples,
+        measure_every=measure_every or r.measure_every,
+        thermalization=r.thermalization if thermalization is None else thermalization,
+        start=start or r.start,
+        dtype=jnp.dtype(r.dtype),
+        prng=r.prng,
+    )
+    return {**res["obs"], "exp_minus_dh": res["exp_minus_dh"]}
+
+
+def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
+    from .ensemble import open_ensemble
+
+    ens = open_ensemble(target / "ensemble.h5" if target.is_dir() else target)
+    if ens.committed < 20:
+        raise ValueError(f"{ens.path}: only {ens.committed} measurements committed")
+    data = dict(ens.observables)
+    data.update(ens.diagnostics or {})
+    return parse_config(ens.config_toml), data
+
+
+# ---------------------------------------------------------------------- the checks
+def _schwinger_dyson(data) -> list[Check]:
+    out = [_z_check("Schwinger–Dyson <(1/V) Σ φ ∂S/∂φ> = 1", data["sd"], 1.0, "<φ ∂S/∂φ>")]
+    if "dsdphi" in data:
+        out.append(_z_check("Schwinger–Dyson <∂S/∂φ_x> = 0", data["dsdphi"], 0.0, "<∂S/∂φ>"))
+    if "G_sd" in data:
+        g = data["G_sd"]
+        zs = []
+        for t in range(g.shape[-1]):
+            v, e, _ = _est(g[..., t])
+            zs.append((v - float(t == 0)) / e if e > 0 else 0.0)
+        worst = int(np.argmax(np.abs(zs)))
+        out.append(
+            Check(
+                "Schwinger–Dyson <φ_y ∂S/∂φ_x> = δ_xy (G_sd(t) = δ_t0)",
+                float(abs(zs[worst])),
+                Z_TOL,
+                bool(np.max(np.abs(zs)) < Z_TOL),
+                f"max |z| over t = 0..{g.shape[-1] - 1} at t = {worst}: {zs[worst]:+.2f}σ",
+            )
+        )
+    return out
+
+
+def _exact_free(cfg: RunConfig, data) -> list[Check]:
+    from .exact import free_field_observables
+    from .jobs import build_theory
+    from .samplers.langevin import fourier_mass2_auto
+
+    theory = build_theory(cfg)
+    s = cfg.sampler
+    boltz = free_field_observables(theory)
+    out = []
+    for name in ("phi2", "chi"):
+        c = _z_check(f"free field: {name} vs e^-S", data[name], boltz[name], name)
+        if not c.passed:
+            c.detail += " — the stationary distribution differs from e^-S by more than the error"
+        out.append(c)
+    zs = []
+    for t in (0, 1, theory.shape[0] // 2):
+        v, e, _ = _est(data["G"][..., t])
+        zs.append(abs(v - boltz["G"][t]) / e)
+    out.append(
+        Check(
+            "free field: G(t) vs e^-S (t = 0, 1, L0/2)",
+            max(zs),
+            Z_TOL,
+            max(zs) < Z_TOL,
+            "max |z| = " + f"{max(zs):.2f}",
+        )
+    )
+    if s.kind == "langevin":
+        m2 = None
+        if s.fourier_acceleration:
+            m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
+        at_eps = free_field_observables(
+            theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2
+        )
+        c = _z_check(
+            f"free field: phi2 vs exact {s.scheme} value at eps = {s.step_size:g}",
+            data["phi2"],
+            at_eps["phi2"],
+            "phi2",
+        )
+        c.detail += f"; the exact bias at this eps is {at_eps['phi2'] - boltz['phi2']:+.3g}"
+        out.append(c)
+    return out
+
+
+def _exp_dh(data) -> list[Check]:
+    return [_z_check("<exp(-ΔH)> = 1", data["exp_minus_dh"], 1.0, "<exp(-ΔH)>")]
+
+
+def _extrapolation(cfg: RunConfig, data, samples, reporter: Reporter, report: CheckReport):
+    s, r = cfg.sampler, cfg.run
+    k = 1 if s.scheme == "euler" else 2
+    factors = (1.0, 0.5, 0.25)
+    runs = {1.0: data}
+    for f in factors[1:]:
+        reporter.log(f"check: Langevin at eps = {s.step_size * f:g}")
+        runs[f] = _simulate(
+            cfg,
+            step_size=s.step_size * f,
+            measure_every=max(1, round(r.measure_every / f)),
+            thermalization=round(r.thermalization / f),
+            samples=samples,
+            seed_offset=int(1 / f),
+        )
+    reporter.log("check: HMC reference run")
+    ref = _simulate(
+        cfg,
+        kind="hmc",
+        measure_every=1,
+        thermalization=max(100, r.thermalization // 10),
+        samples=samples,
+        seed_offset=100,
+    )
+    eps = np.array([s.step_size * f for f in factors])
+    out, plot = [], {"eps": eps.tolist(), "order": k, "observables": {}}
+    for name in EXTRAPOLATED:
+        est = [_est(runs[f][name])[:2] for f in factors]
+        y, e = np.array([a for a, _ in est]), np.array([b for _, b in est])
+        X = np.stack([np.ones_like(eps), eps**k], 1)
+        w = 1.0 / e**2
+        cov = np.linalg.inv(X.T @ (w[:, None] * X))
+        y0, b = cov @ X.T @ (w * y)
+        s0 = math.sqrt(cov[0, 0])
+        hv, he, _ = _est(ref[name])
+        z0 = (y0 - hv) / math.hypot(s0, he)
+        out.append(
+            Check(
+                f"eps -> 0 extrapolation ({'eps' if k == 1 else 'eps^2'} fit) of {name} vs HMC",
+                abs(z0),
+                Z_TOL,
+                abs(z0) < Z_TOL,
+                f"extrapolated {y0:.6g} ± {s0:.2g}, HMC {hv:.6g} ± {he:.2g} ({z0:+.2f}σ)",
+            )
+        )
+        bias = b * s.step_size**k
+        bias_err = math.sqrt(cov[1, 1]) * s.step_size**k
+        z1 = (y[0] - hv) / math.hypot(e[0], he)
+        out.append(
+            Check(
+                f"{name} at the run's eps = {s.step_size:g} vs HMC",
+                abs(z1),
+                Z_TOL,
+                abs(z1) < Z_TOL,
+                f"run {y[0]:.6g} ± {e[0]:.2g}, HMC {hv:.6g} ± {he:.2g} ({z1:+.2f}σ); fitted bias at "
+                f"this eps {bias:+.3g} ± {bias_err:.2g} = {bias / e[0]:+.1f} × the run's error"
+                + (
+                    " — the stationary distribution differs from e^-S by more than the error"
+                    if abs(z1) >= Z_TOL
+                    else ""
+                ),
+            )
+        )
+        plot["observables"][name] = {
+            "y": y.tolist(),
+            "e": e.tolist(),
+            "y0": float(y0),
+            "b": float(b),
+            "s0": s0,
+            "hmc": [hv, he],
+        }
+    report.data["extrapolation"] = plot
+    return out
+
+
+def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: CheckReport):
+    """Hot and ordered starts with no thermalization; the thermalization time is where their
+    chain-averaged action agrees for good (block averages within 4σ), compared with the
+    run's thermalization and with 5 τ_int of the slowest stored observable."""
+    r = cfg.run
+    n = samples or r.samples
+    reporter.log("check: hot and ordered starts")
+    hist = {
+        s: _simulate(cfg, start=s, thermalization=0, samples=n, seed_offset=200 + i)
+        for i, s in enumerate(("hot", "ordered"))
+    }
+    a, b = hist["hot"]["action"], hist["ordered"]["action"]
+    tau = max(_est(data[name])[2] for name in ("action", "abs_m"))
+    block = max(1, math.ceil(2 * tau))
+    nb = a.shape[1] // block
+    am = a[:, : nb * block].reshape(a.shape[0], nb, block).mean(2)
+    bm = b[:, : nb * block].reshape(b.shape[0], nb, block).mean(2)
+    diff = am.mean(0) - bm.mean(0)
+    err = np.sqrt(am.var(0, ddof=1) / a.shape[0] + bm.var(0, ddof=1) / b.shape[0]) + 1e-300
+    bad = np.nonzero(np.abs(diff) >= Z_TOL * err)[0]
+    agree_block = 0 if len(bad) == 0 else int(bad[-1]) + 1
+    measured = agree_block * block * r.measure_every
+    needed = max(measured, math.ceil(5 * tau * r.measure_every))
+    ok = agree_block < nb and r.thermalization >= needed
+    report.data["thermalization"] = {
+        "hot": a.mean(0).tolist(),
+        "ordered": b.mean(0).tolist(),
+        "measure_every": r.measure_every,
+        "thermalization": r.thermalization,
+        "needed": needed,
+    }
+    detail = (
+        f"hot and ordered starts agree after {measured} steps; 5 τ_int = "
+        f"{5 * tau * r.measure_every:.0f} steps; the run thermalizes {r.thermalization}"
+    )
+    if agree_block >= nb:
+        detail = f"hot and ordered starts did not agree within {n * r.measure_every} steps"
+    elif not ok:
+        detail += " — too short"
+    return [
+        Check(
+            "thermalization (hot vs ordered start), steps",
+            float(r.thermalization),
+            float(needed),
+            ok,
+            detail,
+            relation=">=",
+        )
+    ]
+
+
+def _fokker_planck(cfg: RunConfig, reporter: Reporter, report: CheckReport) -> list[Check]:
+    from . import fokker_planck as fp
+    from .jobs import build_theory
+
+    lam = build_theory(cfg).to_kappa().lam if cfg.action.form == "mass" else cfg.action.lam
+    reporter.log(f"check: single-site Fokker–Planck relaxation at lambda = {lam:g}")
+    res = fp.compare(lam)
+    report.data["fokker_planck"] = res
+    import scipy.stats
+
+    # Bonferroni over the times: the max KS of len(times) comparisons at family level 1e-3
+    n_t = len(res["ks"])
+    ks = float(np.max(res["ks"]))
+    crit = float(scipy.stats.kstwo.ppf(1.0 - 1e-3 / n_t, int(res["n_walkers"])))
+    return [
+        Check(
+            "Fokker–Planck (d = 0): walkers vs P(φ, τ), max KS over τ",
+            ks,
+            crit,
+            ks < crit,
+            f"{n_t} times up to τ = {float(np.max(res['times'])):g}; KS critical value "
+            f"{crit:.3g} (family-wise α = 1e-3); distance to e^-S/Z at the end: KS "
+            f"{float(res['equilibrium_ks']):.3g}",
+        ),
+        Check(
+            "Fokker–Planck (d = 0): relaxation rate vs lowest eigenvalue",
+            abs(float(res["rate_z"])),
+            Z_TOL,
+            abs(float(res["rate_z"])) < Z_TOL,
+            f"walkers {float(res['rate']):.4g} ± {float(res['rate_error']):.2g}, FP gap "
+            f"{float(res['gap']):.4g} ({float(res['rate_z']):+.2f}σ)",
+        ),
+    ]
+
+
+def run_checks(
+    target: str | Path,
+    *,
+    samples: int | None = None,
+    overrides: tuple[str, ...] = (),
+    extrapolate: bool = True,
+    thermalization: bool = True,
+    fokker_planck: bool = True,
+    reporter: Reporter | None = None,
+) -> CheckReport:
+    """Run every check that applies to a config (it is run first, in memory) or a run
+    directory (its ensemble is used); auxiliary runs use ``samples`` measurements per chain
+    (default: the config's)."""
+    import time
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from .config import load_config
+
+    reporter = reporter or QuietReporter()
+    t0 = time.perf_counter()
+    target = Path(target)
+    report = CheckReport(str(target))
+    if target.is_file() and target.suffix == ".toml":
+        cfg = load_config(target, overrides)
+        reporter.log(f"check: running {cfg.name} ({cfg.sampler.kind})")
+        data = _simulate(cfg, samples=samples)
+    else:
+        cfg, data = _load_run(target)
+    checks = _schwinger_dyson(data)
+    if cfg.action.lam == 0.0:
+        checks += _exact_free(cfg, data)
+    if cfg.sampler.kind in ("hmc", "mala"):
+        checks += _exp_dh(data)
+    if cfg.sampler.kind == "langevin" and extrapolate:
+        checks += _extrapolation(cfg, data, samples, reporter, report)
+    if thermalization:
+        checks += _thermalization(cfg, samples, data, reporter, report)
+    if fokker_planck:
+        checks += _fokker_planck(cfg, reporter, report)
+    report.checks = checks
+    report.data["data"] = {k: data[k] for k in ("G_sd",) if k in data}
+    report.seconds = time.perf_counter() - t0
+    return report
