@@ -131,7 +131,8 @@ def sample(
 
     Returns ``(states, obs, diag, saved)`` with ``obs[name]`` of shape
     ``[n_meas, chains, ...]``, ``diag`` = {"acceptance", "exp_minus_dh"} each
-    ``[n_meas, chains]`` (means over the steps since the previous measurement) and ``saved`` ``[n_saved, chains, *shape]``
+    ``[n_meas, chains]`` (means over the steps since the previous measurement) and
+    ``saved`` ``[n_saved, chains, *shape]``
     (None when save_every == 0).
     """
 

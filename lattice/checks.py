@@ -268,7 +268,8 @@ def _extrapolation(cfg: RunConfig, data, samples, reporter: Reporter, report: Ch
                 abs(z1),
                 Z_TOL,
                 abs(z1) < Z_TOL,
-                f"run {y[0]:.6g} ± {e[0]:.2g}, HMC {hv:.6g} ± {he:.2g} ({z1:+.2f}σ); fitted bias at "
+                f"run {y[0]:.6g} ± {e[0]:.2g}, HMC {hv:.6g} ± {he:.2g} ({z1:+.2f}σ); "
+                f"fitted bias at "
                 f"this eps {bias:+.3g} ± {bias_err:.2g} = {bias / e[0]:+.1f} × the run's error"
                 + (
                     " — the stationary distribution differs from e^-S by more than the error"
