@@ -74,7 +74,18 @@ class CheckReport:
             "seconds": self.seconds,
             "checks": [c.as_dict() for c in self.checks],
             "plots": self.plots,
+            "fokker_planck": _fp_summary(self.data.get("fokker_planck")),
         }
+
+
+def _fp_summary(res) -> dict[str, Any] | None:
+    """Per-time distances of the single-site check, as plain lists."""
+    if res is None:
+        return None
+    keys = ("times", "ks", "l1", "ks_eq_walkers", "ks_eq_fp")
+    out = {k: np.asarray(res[k]).tolist() for k in keys if k in res}
+    out.update({k: float(res[k]) for k in ("gap", "rate", "rate_error") if k in res})
+    return out
 
 
 def _est(series) -> tuple[float, float, float]:
@@ -199,14 +210,15 @@ def _exact_free(cfg: RunConfig, data) -> list[Check]:
         at_eps = free_field_observables(
             theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2
         )
-        c = _z_check(
-            f"free field: phi2 vs exact {s.scheme} value at eps = {s.step_size:g}",
-            data["phi2"],
-            at_eps["phi2"],
-            "phi2",
-        )
-        c.detail += f"; the exact bias at this eps is {at_eps['phi2'] - boltz['phi2']:+.3g}"
-        out.append(c)
+        for name in ("phi2", "chi"):
+            c = _z_check(
+                f"free field: {name} vs exact {s.scheme} value at eps = {s.step_size:g}",
+                data[name],
+                at_eps[name],
+                name,
+            )
+            c.detail += f"; the exact bias at this eps is {at_eps[name] - boltz[name]:+.3g}"
+            out.append(c)
     return out
 
 
