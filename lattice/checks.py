@@ -179,7 +179,6 @@ def _schwinger_dyson(data) -> list[Check]:
 def _exact_free(cfg: RunConfig, data) -> list[Check]:
     from .exact import free_field_observables
     from .jobs import build_theory
-    from .samplers.langevin import fourier_mass2_auto
 
     theory = build_theory(cfg)
     s = cfg.sampler
@@ -204,12 +203,9 @@ def _exact_free(cfg: RunConfig, data) -> list[Check]:
         )
     )
     if s.kind == "langevin":
-        m2 = None
-        if s.fourier_acceleration:
-            m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
-        at_eps = free_field_observables(
-            theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2
-        )
+        from .measure import free_field_reference
+
+        at_eps = free_field_reference(cfg)[0]
         for name in ("phi2", "chi"):
             c = _z_check(
                 f"free field: {name} vs exact {s.scheme} value at eps = {s.step_size:g}",

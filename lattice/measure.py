@@ -15,7 +15,13 @@ import numpy as np
 from .analysis import gamma_method, gamma_method_derived
 from .ensemble import Ensemble
 
-__all__ = ["OBSERVABLES", "measure_ensemble", "exact_reference", "to_pyerrors"]
+__all__ = [
+    "OBSERVABLES",
+    "measure_ensemble",
+    "exact_reference",
+    "free_field_reference",
+    "to_pyerrors",
+]
 
 # the order of DESIGN.md §1
 MIN_MEASUREMENTS = 20
@@ -91,24 +97,29 @@ def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
     Langevin (the exact finite-ε values), the exact e^{−S} values for exact samplers.
     Returns (values, description) or None."""
     from .config import parse_config
+
+    return free_field_reference(parse_config(ens.config_toml))
+
+
+def free_field_reference(cfg) -> tuple[dict[str, Any], str] | None:
+    """(exact values of what the config's sampler samples, description) for a free field;
+    None for λ ≠ 0. For Langevin these are the exact finite-ε values of its scheme (with
+    Fourier acceleration if used), for exact samplers the e^{−S} values."""
     from .exact import free_field_observables
     from .jobs import build_theory
     from .samplers.langevin import fourier_mass2_auto
 
-    cfg = parse_config(ens.config_toml)
     if cfg.action.lam != 0.0:
         return None
     theory = build_theory(cfg)
     s = cfg.sampler
-    if s.kind == "langevin":
-        m2 = None
-        if s.fourier_acceleration:
-            m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
-        vals = free_field_observables(
-            theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2
-        )
-        return vals, f"exact free field at the run's step size ({s.scheme}, eps = {s.step_size})"
-    return free_field_observables(theory), "exact free field"
+    if s.kind != "langevin":
+        return free_field_observables(theory), "exact free field"
+    m2 = None
+    if s.fourier_acceleration:
+        m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
+    vals = free_field_observables(theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2)
+    return vals, f"exact free field at the run's step size ({s.scheme}, eps = {s.step_size})"
 
 
 def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | None = None):
