@@ -3,8 +3,10 @@
 The Langevin benchmark case (2D L = 64, 64 chains, float32, Euler, measure_every = 10) is run
 (a) as the bare jitted loop — the same `sample` blocks back to back, nothing written — and
 as full jobs with (b) save_every = 0, (c) save_every = 10 (the default) and (d) every
-measured configuration saved (1 MB per measurement, ~140 MB/s at this speed). Each job runs
-once to compile and then ``--repeat`` times; the best time counts, as for the bare loop.
+measured configuration saved (1 MB per measurement, ~140 MB/s at this speed). Everything
+runs once to compile; then ``--repeat`` rounds each time all four variants in turn
+(interleaved, so that drifts of a shared machine hit them alike) and the best time of each
+variant counts.
 
     python benchmarks/jobs.py [--samples N] [--json]
 """
@@ -48,50 +50,56 @@ dtype = "float32"
 """
 
 
-def bare(cfg) -> float:
+def bare(cfg):
+    """A function timing the bare loop once (compiled on the first call)."""
     th, r = build_theory(cfg), cfg.run
     s = build_sampler(cfg, th)
     keys = chain_keys(r.seed, r.chains)
     st0 = init_states(s, initial_field(keys, th, "hot", jax.numpy.float32))
 
-    def go():
+    def go() -> float:
+        t = time.perf_counter()
         st = st0
         for b in range(r.samples // r.checkpoint_every):
             st, obs, acc, _ = sample(s, th, keys, st, b * 1000, r.checkpoint_every, 10, 0)
         jax.block_until_ready((st, obs, acc))
+        return time.perf_counter() - t
 
     go()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        go()
-        best = min(best, time.perf_counter() - t)
-    return r.samples * r.measure_every / best
+    return go
 
 
-def job(cfg, tmp: Path, repeat: int) -> float:
-    run_job(cfg, tmp / "warm", force=True)
-    best = float("inf")
-    for _ in range(repeat):
+def job(cfg, tmp: Path):
+    """A function timing one full job (compiled on the first call)."""
+
+    def go() -> float:
         t = time.perf_counter()
         run_job(cfg, tmp / "timed", force=True)
-        best = min(best, time.perf_counter() - t)
-    return cfg.run.samples * cfg.run.measure_every / best
+        return time.perf_counter() - t
+
+    go()
+    return go
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     res = {"machine": machine()}
     with tempfile.TemporaryDirectory() as d:
-        cfg0 = parse_config(CONFIG.format(samples=args.samples, save_every=0))
-        res["bare_steps_per_s"] = bare(cfg0)
-        for every in (0, 10, 1):
-            cfg = parse_config(CONFIG.format(samples=args.samples, save_every=every))
-            res[f"job_save{every}_steps_per_s"] = job(cfg, Path(d), args.repeat)
+        cfgs = {e: parse_config(CONFIG.format(samples=args.samples, save_every=e))
+                for e in (0, 10, 1)}
+        timers = {"bare_steps_per_s": bare(cfgs[0])}
+        for e, cfg in cfgs.items():
+            timers[f"job_save{e}_steps_per_s"] = job(cfg, Path(d))
+        best = {k: float("inf") for k in timers}
+        for _ in range(args.repeat):
+            for k, go in timers.items():
+                best[k] = min(best[k], go())
+        steps = args.samples * 10
+        res.update({k: steps / v for k, v in best.items()})
     sites = 64 * 64 * 64
     if args.json:
         print(json.dumps(res))

@@ -140,6 +140,20 @@ def _block_size(checkpoint_every: int, save_every: int) -> int:
     return -(-checkpoint_every // save_every) * save_every
 
 
+def _lower_thread_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: per-thread nice 19).
+
+    XLA splits each step over its worker threads and waits for the slowest; a writer that
+    preempts one of them stalls the whole step. At nice 19 the writer runs in the gaps XLA
+    leaves instead. Without per-thread priorities (non-Linux) this does nothing."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 class _Writer:
     """One background thread that runs the blocks' host work (HDF5 writes, fsyncs,
     checkpoints) in order while the main thread keeps the device busy. At most two blocks
@@ -155,6 +169,7 @@ class _Writer:
         self._thread = threading.Thread(target=self._work, daemon=True)
 
     def _work(self):
+        _lower_thread_priority()
         while True:
             item = self._q.get()
             if item is None:

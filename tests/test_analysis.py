@@ -42,7 +42,8 @@ def test_ar1_tau_int_value_and_error(phi, seed):
     n = 100_000
     r = gamma_method(ar1(seed, n, phi))
     tau = ar1_tau_int(phi)
-    assert abs(r.tau_int - tau) < Z * r.tau_int_error, (r.tau_int, r.tau_int_error, tau)
+    # the measurement issue asks for 3 tau_int_error here (stricter than the suite's 4σ)
+    assert abs(r.tau_int - tau) < 3 * r.tau_int_error, (r.tau_int, r.tau_int_error, tau)
     assert abs(r.value) < Z * r.error  # exact mean 0
     # exact error of the mean of a unit-variance AR(1) series, up to O(τ/N)
     exact_error = math.sqrt(2.0 * tau / n)
