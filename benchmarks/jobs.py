@@ -89,8 +89,9 @@ def main() -> None:
     args = ap.parse_args()
     res = {"machine": machine()}
     with tempfile.TemporaryDirectory() as d:
-        cfgs = {e: parse_config(CONFIG.format(samples=args.samples, save_every=e))
-                for e in (0, 10, 1)}
+        cfgs = {
+            e: parse_config(CONFIG.format(samples=args.samples, save_every=e)) for e in (0, 10, 1)
+        }
         timers = {"bare_steps_per_s": bare(cfgs[0])}
         for e, cfg in cfgs.items():
             timers[f"job_save{e}_steps_per_s"] = job(cfg, Path(d))

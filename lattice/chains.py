@@ -60,22 +60,54 @@ def init_states(sampler: Sampler, phi: jax.Array):
     return jax.vmap(sampler.init)(phi)
 
 
+def _step_all(sampler: Sampler, keys, states, t):
+    """Global step ``t`` of every chain: the sampler step with keys k(seed, c, t), then, if
+    the sampler carries a cluster update and (t + 1) % cluster_every == 0, that update
+    (``lax.cond`` on the unbatched step, so skipped steps cost nothing). Returns
+    ``(states, info, cluster)`` with ``cluster`` = (iterations, mean size, ran) or None."""
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+    states, info = jax.vmap(sampler.step)(step_keys, states)
+    if sampler.cluster is None:
+        return states, info, None
+    dtype = states.phi.dtype
+    zero = jnp.zeros(keys.shape[0], dtype)
+
+    def run(st):
+        st, ci = jax.vmap(sampler.cluster)(step_keys, st)
+        return st, (ci.iterations.astype(dtype), ci.mean_size.astype(dtype), zero + 1)
+
+    def skip(st):
+        return st, (zero, zero, zero)
+
+    states, cl = lax.cond((t + 1) % sampler.cluster_every == 0, run, skip, states)
+    return states, info, cl
+
+
 def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
     """n_steps of every chain starting at global step ``step0``; returns the states and the
     per-chain means over those steps of the acceptance and of e^{−ΔH} (1 without
-    accept/reject; its mean is exactly 1 in equilibrium for HMC and MALA)."""
-    vstep = jax.vmap(sampler.step)
+    accept/reject; its mean is exactly 1 in equilibrium for HMC and MALA). With a cluster
+    update, also the means over the updates in those steps of its labelling iterations
+    (``cluster_iterations``) and mean cluster size (``cluster_size``); NaN where none ran."""
+    clustered = sampler.cluster is not None
 
     def body(i, carry):
-        states, acc, edh = carry
-        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step0 + i)
-        states, info = vstep(step_keys, states)
-        return states, acc + info.acceptance, edh + jnp.exp(-info.delta_h)
+        states, acc, edh, cl = carry
+        states, info, c = _step_all(sampler, keys, states, step0 + i)
+        if clustered:
+            cl = tuple(a + b for a, b in zip(cl, c))
+        return states, acc + info.acceptance, edh + jnp.exp(-info.delta_h), cl
 
     zero = jnp.zeros(keys.shape[0], states.phi.dtype)
-    states, acc, edh = lax.fori_loop(0, n_steps, body, (states, zero, zero))
+    cl0 = (zero, zero, zero) if clustered else ()
+    states, acc, edh, cl = lax.fori_loop(0, n_steps, body, (states, zero, zero, cl0))
     n = max(n_steps, 1)
-    return states, {"acceptance": acc / n, "exp_minus_dh": edh / n}
+    diag = {"acceptance": acc / n, "exp_minus_dh": edh / n}
+    if clustered:
+        it, size, count = cl
+        diag["cluster_iterations"] = it / count  # 0/0 = NaN: no update in the interval
+        diag["cluster_size"] = size / count
+    return states, diag
 
 
 @partial(jax.jit, static_argnames=("sampler", "n_steps"))
@@ -92,11 +124,10 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
 def trace(sampler: Sampler, keys, states, step0, n_steps: int):
     """Advance all chains by ``n_steps`` steps and return every step's :class:`StepInfo`
     (fields of shape ``[n_steps, chains]``) — for ⟨e^{−ΔH}⟩ and acceptance diagnostics."""
-    vstep = jax.vmap(sampler.step)
 
     def body(states, i):
-        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step0 + i)
-        return vstep(step_keys, states)
+        states, info, _ = _step_all(sampler, keys, states, step0 + i)
+        return states, info
 
     return lax.scan(body, states, jnp.arange(n_steps))
 
@@ -131,7 +162,8 @@ def sample(
 
     Returns ``(states, obs, diag, saved)`` with ``obs[name]`` of shape
     ``[n_meas, chains, ...]``, ``diag`` = {"acceptance", "exp_minus_dh"} each
-    ``[n_meas, chains]`` (means over the steps since the previous measurement) and
+    ``[n_meas, chains]`` (means over the steps since the previous measurement; with a cluster
+    update also "cluster_iterations" and "cluster_size", see :func:`_advance`) and
     ``saved`` ``[n_saved, chains, *shape]``
     (None when save_every == 0).
     """
@@ -143,6 +175,14 @@ def sample(
     if save_every == 0:
         states, (obs, acc) = lax.scan(one, states, jnp.arange(n_meas))
         return states, obs, acc, None
+    if save_every == 1:  # every configuration: one scan, no regrouping copies
+
+        def one_saved(states, j):
+            states, ys = one(states, j)
+            return states, (ys, states.phi)
+
+        states, ((obs, acc), saved) = lax.scan(one_saved, states, jnp.arange(n_meas))
+        return states, obs, acc, saved
 
     def group(states, first, size):
         """``size`` measurements from local index ``first``; the first one is saved."""

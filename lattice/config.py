@@ -77,7 +77,7 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "hmc": {"trajectory_length": 1.0, "steps": 10, "scheme": "leapfrog"},
 }
 #: Values that are part of the contract but not implemented yet: key -> (value, allowed).
-_NOT_YET = {"kind": ("diffusion", KINDS), "cluster": ("sw", ("none",))}
+_NOT_YET = {"kind": ("diffusion", KINDS)}
 
 Float = Annotated[float, Strict()]  # strict float still accepts int (stored as float)
 PosFloat = Annotated[float, Strict(), Field(gt=0)]
@@ -155,7 +155,7 @@ class SamplerSection(_Section):
     fourier_mass2: float | Literal["auto"] = "auto"
     trajectory_length: PosFloat | None = None  # hmc only
     steps: PosInt | None = None  # hmc only
-    cluster: Literal["none"] = "none"
+    cluster: Literal["none", "sw"] = "none"
     cluster_every: PosInt = 1
 
     @model_validator(mode="before")

@@ -11,6 +11,8 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
     /observables/<name>    [chains, samples]          (G: [chains, samples, L0])
     /diagnostics/acceptance [chains, samples]         mean acceptance since the last measurement
     /diagnostics/exp_minus_dh [chains, samples]       mean e^{−ΔH} since the last measurement
+    /diagnostics/cluster_iterations, cluster_size     with cluster updates: their mean labelling
+                           [chains, samples]          iterations and V / N_clusters (NaN: none ran)
     /configs               [chains, saved, *shape]    one configuration per chunk
     /configs_index         [saved]                    measurement index of each saved config
     /timing                attrs: seconds, steps (sampler steps done in this file's runs)
@@ -23,11 +25,20 @@ at fixed offsets and never restructures HDF5 metadata; the only metadata that ch
 committed part is intact. ``checkpoint.h5`` holds the chain states, the keys
 (``jax.random.key_data``), the next step and the committed counts; it is written to a temporary
 file, fsynced and moved into place with ``os.replace``, so it is always the old or the new one.
+
+Writing configurations. Saving every measurement streams ~1 GB per 10⁹ site-updates to disk.
+Through the page cache that costs ~2 ms of CPU per MB on a small VM — CPU the sampler needs.
+The file is therefore laid out with 4 KiB-aligned allocations and large metadata blocks, so
+that each chain's configuration chunks are consecutive and aligned, and whole runs of chunks
+are written with ``O_DIRECT`` (no page cache; ~0.2 ms/MB), see :class:`_DirectChunks`. Where
+the file system or the chunk size does not allow it, the writes go through HDF5 as usual. The
+bytes on disk are the same either way.
 """
 
 from __future__ import annotations
 
 import datetime
+import mmap
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +62,8 @@ __all__ = [
 FORMAT = "lattice-ensemble"
 FORMAT_VERSION = 1
 DIAGNOSTICS = ("acceptance", "exp_minus_dh")
+_ALIGN = 4096  # O_DIRECT offset/size/buffer alignment, and the file's allocation alignment
+_FILE_LAYOUT = dict(alignment_threshold=_ALIGN, alignment_interval=_ALIGN, meta_block_size=1 << 20)
 
 
 class EnsembleError(Exception):
@@ -71,9 +84,11 @@ def _now() -> str:
 class EnsembleWriter:
     """Creates an ensemble file and appends committed blocks to it."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, direct: bool = True):
         self.path = Path(path)
         self._f: h5py.File | None = None
+        self._want_direct = direct
+        self._direct: _DirectChunks | None = None
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -90,11 +105,12 @@ class EnsembleWriter:
         dtype: np.dtype,
         observable_shapes: Mapping[str, tuple[int, ...]],
         block: int,
+        diagnostics: tuple[str, ...] = DIAGNOSTICS,
     ) -> EnsembleWriter:
         from . import __version__
 
         w = cls(path)
-        with h5py.File(path, "w") as f:
+        with h5py.File(path, "w", **_FILE_LAYOUT) as f:
             f.attrs.update(
                 {
                     "format": FORMAT,
@@ -123,7 +139,7 @@ class EnsembleWriter:
                     dcpl=_early_dcpl(),
                 )
             diag = f.create_group("diagnostics")
-            for name in DIAGNOSTICS:
+            for name in dict.fromkeys((*DIAGNOSTICS, *diagnostics)):
                 diag.create_dataset(
                     name,
                     (chains, samples),
@@ -159,9 +175,19 @@ class EnsembleWriter:
     # ------------------------------------------------------------------ appending
     def open(self) -> EnsembleWriter:
         self._f = h5py.File(self.path, "r+")
+        if self._want_direct and "configs" in self._f:
+            self._direct = _DirectChunks.try_open(self.path, self._f["configs"])
         return self
 
+    @property
+    def direct(self) -> bool:
+        """Whether configurations are written with ``O_DIRECT`` (see the module docstring)."""
+        return self._direct is not None
+
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -189,8 +215,15 @@ class EnsembleWriter:
         """Write saved configurations ``saved[k]`` (each ``[chains, *shape]``, as the sampler
         returns them: no transposed copy) to slots ``start + k``; not yet committed."""
         ds = self._f["configs"]
-        for k in range(saved.shape[0]):
-            ds[:, start + k] = saved[k]
+        if self._direct is not None:
+            try:
+                self._direct.write(saved, start)
+            except OSError:  # the file system refused after all: HDF5 from now on
+                self._direct.close()
+                self._direct = None
+        if self._direct is None:
+            for k in range(saved.shape[0]):
+                ds[:, start + k] = saved[k]
         self._f["configs_index"][start : start + len(index)] = index
 
     def commit(
@@ -213,6 +246,75 @@ class EnsembleWriter:
             f.attrs["complete"] = True
         f.flush()
         os.fsync(f.id.get_vfd_handle())
+
+
+class _DirectChunks:
+    """Chunk-aligned ``O_DIRECT`` writes of ``/configs``, bypassing HDF5 and the page cache.
+
+    Valid because every chunk is allocated at creation, unfiltered, at a fixed file offset
+    (read once here with ``H5Dchunk_iter``), and HDF5 itself never writes those chunks: it
+    neither fills them (``FILL_TIME_NEVER``) nor caches them (they are never read or written
+    through it by the writer). Consecutive chunks of one chain lie back to back, so a block's
+    configurations of one chain go out in one or a few large writes from an aligned buffer.
+    """
+
+    def __init__(self, fd: int, offsets: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]):
+        self._fd, self._offsets, self._dtype, self._shape = fd, offsets, dtype, shape
+        self._chunk = int(np.prod(shape)) * dtype.itemsize
+        self._buf: mmap.mmap | None = None
+
+    @classmethod
+    def try_open(cls, path: Path, ds: h5py.Dataset) -> _DirectChunks | None:
+        """The direct writer for ``ds``, or None where it cannot be used here."""
+        flag = getattr(os, "O_DIRECT", None)
+        shape = ds.shape[2:]
+        chunk = int(np.prod(shape)) * ds.dtype.itemsize
+        if flag is None or ds.chunks != (1, 1, *shape) or ds.compression or chunk % _ALIGN:
+            return None
+        offsets = np.full(ds.shape[:2], -1, dtype=np.int64)
+
+        def visit(info):
+            c, k = info.chunk_offset[:2]
+            offsets[c, k] = info.byte_offset if info.size == chunk else -1
+
+        try:
+            ds.id.chunk_iter(visit)
+            if (offsets < 0).any() or (offsets % _ALIGN).any():
+                return None
+            fd = os.open(path, os.O_WRONLY | flag)
+        except (OSError, AttributeError, RuntimeError):
+            return None
+        return cls(fd, offsets, ds.dtype, shape)
+
+    def write(self, saved: np.ndarray, start: int) -> None:
+        """Write ``saved[k, c]`` into chunk ``(c, start + k)`` for all k and chains c."""
+        n = saved.shape[0]
+        if self._buf is None or len(self._buf) < n * self._chunk:
+            if self._buf is not None:
+                self._buf.close()
+            self._buf = mmap.mmap(-1, n * self._chunk)  # page aligned
+        out = np.frombuffer(
+            self._buf, dtype=self._dtype, count=n * self._chunk // self._dtype.itemsize
+        )
+        out = out.reshape(n, *self._shape)
+        for c in range(saved.shape[1]):
+            offs = self._offsets[c, start : start + n]
+            # runs of chunks that lie back to back in the file
+            cuts = [0, *(np.flatnonzero(np.diff(offs) != self._chunk) + 1), n]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                out[: b - a] = saved[a:b, c]
+                self._pwrite_all(memoryview(self._buf)[: (b - a) * self._chunk], int(offs[a]))
+
+    def _pwrite_all(self, view: memoryview, offset: int) -> None:
+        while len(view):
+            k = os.pwrite(self._fd, view, offset)
+            view, offset = view[k:], offset + k
+
+    def close(self) -> None:
+        os.close(self._fd)
+        if self._buf is not None:
+            self._buf.close()
+            self._buf = None
 
 
 @dataclass(frozen=True)

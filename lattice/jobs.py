@@ -33,6 +33,9 @@ from .ensemble import (
 )
 from .progress import QuietReporter, Reporter
 
+#: the extra /diagnostics of a sampler with cluster updates (see lattice.chains._advance)
+CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
+
 __all__ = [
     "JobError",
     "RunPaths",
@@ -106,15 +109,19 @@ def build_sampler(cfg: RunConfig, theory):
 
 @functools.lru_cache(maxsize=32)
 def _cached_sampler(s, theory):
-    from .samplers import hmc, langevin, mala
+    from .samplers import hmc, langevin, mala, with_clusters
 
     if s.kind == "langevin":
-        return langevin(theory, s.step_size, s.scheme, s.fourier_acceleration, s.fourier_mass2)
-    if s.kind == "mala":
-        return mala(theory, s.step_size)
-    if s.kind == "hmc":
-        return hmc(theory, s.trajectory_length, s.steps, s.scheme)
-    raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
+        base = langevin(theory, s.step_size, s.scheme, s.fourier_acceleration, s.fourier_mass2)
+    elif s.kind == "mala":
+        base = mala(theory, s.step_size)
+    elif s.kind == "hmc":
+        base = hmc(theory, s.trajectory_length, s.steps, s.scheme)
+    else:
+        raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
+    if s.cluster == "sw":
+        return with_clusters(base, theory, s.cluster_every)
+    return base
 
 
 def _config_attrs(cfg: RunConfig, sampler) -> dict[str, Any]:
@@ -329,6 +336,7 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
             dtype=dtype,
             observable_shapes=observable_shapes(theory),
             block=r.checkpoint_every,
+            diagnostics=CLUSTER_DIAGNOSTICS if sampler.cluster is not None else (),
         )
         states = init_states(sampler, initial_field(keys, theory, r.start, dtype))
         step, committed, saved_committed, seconds = 0, 0, 0, 0.0

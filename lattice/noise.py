@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import jax.scipy.special
 import numpy as np
 
-__all__ = ["threefry2x32", "normal", "uniform"]
+__all__ = ["threefry2x32", "normal", "uniform", "uniforms", "bits"]
 
 _ROT = (13, 15, 26, 6, 17, 29, 16, 24)
 _PARITY = 0x1BD11BDA
@@ -106,3 +106,22 @@ def uniform(key, dtype=jnp.float32, stream: int = 1) -> jax.Array:
         return jax.random.uniform(jax.random.fold_in(key, stream), (), dtype)
     b0, _ = _bits_pairs(key, 1, stream)
     return _unit(b0[0], dtype)
+
+
+def uniforms(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
+    """Uniforms in (0, 1] of ``shape``, laid out like :func:`normal` (flat sites j and
+    j + ⌈n/2⌉ share one Threefry call), so each is a pure function of (key, stream, site)."""
+    dtype = jnp.dtype(dtype)
+    if not _is_threefry(key):
+        return jax.random.uniform(jax.random.fold_in(key, stream), shape, dtype, minval=0.0)
+    n = math.prod(shape)
+    b0, b1 = _bits_pairs(key, (n + 1) // 2, stream)
+    return _unit(jnp.concatenate([b0, b1]), dtype)[:n].reshape(shape)
+
+
+def bits(key, n: int, stream: int = 0) -> jax.Array:
+    """``n`` random 32-bit words; word j is the first output of Threefry at counter
+    (stream, j), a pure function of (key, stream, j) for any ``n`` > j."""
+    if not _is_threefry(key):
+        return jax.random.bits(jax.random.fold_in(key, stream), (n,), jnp.uint32)
+    return _bits_pairs(key, n, stream)[0]

@@ -232,10 +232,7 @@ def test_config_is_frozen_and_hashable():
             "sampler.kind: 'diffusion' is not available in this "
             "version (allowed: langevin, mala, hmc)",
         ),
-        (
-            ["sampler.cluster=sw"],
-            "sampler.cluster: 'sw' is not available in this version (allowed: none)",
-        ),
+        (["sampler.cluster=wolff"], "sampler.cluster: must be one of none, sw (got 'wolff')"),
         (["sampler.cluster_every=0"], "sampler.cluster_every: must be >= 1"),
         (
             ["sampler.kind=hmc", "sampler.step_size=0.1"],
