@@ -95,7 +95,7 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
         states, acc, edh, cl = carry
         states, info, c = _step_all(sampler, keys, states, step0 + i)
         if clustered:
-            cl = tuple(a + b for a, b in zip(cl, c))
+            cl = tuple(a + b for a, b in zip(cl, c, strict=True))
         return states, acc + info.acceptance, edh + jnp.exp(-info.delta_h), cl
 
     zero = jnp.zeros(keys.shape[0], states.phi.dtype)

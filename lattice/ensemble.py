@@ -301,7 +301,7 @@ class _DirectChunks:
             offs = self._offsets[c, start : start + n]
             # runs of chunks that lie back to back in the file
             cuts = [0, *(np.flatnonzero(np.diff(offs) != self._chunk) + 1), n]
-            for a, b in zip(cuts[:-1], cuts[1:]):
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True):
                 out[: b - a] = saved[a:b, c]
                 self._pwrite_all(memoryview(self._buf)[: (b - a) * self._chunk], int(offs[a]))
 
