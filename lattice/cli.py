@@ -106,8 +106,28 @@ def info(file: Annotated[Path, typer.Argument(help="ensemble.h5 or a run directo
         ("created", f"{ens.created} by lattice {ens.version}"),
         ("wall time", f"{ens.seconds:.1f} s for {ens.steps} sampler steps"),
     ]
+    cl = _cluster_summary(ens)
+    if cl:
+        rows.append(("clusters", cl))
     for k, v in rows:
         out.print(f"[bold]{k:>14}[/]  {v}")
+
+
+def _cluster_summary(ens) -> str | None:
+    """One line on the cluster updates of an ensemble, or None without them."""
+    import numpy as np
+
+    d = ens.diagnostics or {}
+    if "cluster_size" not in d or not d["cluster_size"].size:
+        return None
+    a = ens.config_attrs
+    size, iters = d["cluster_size"], d["cluster_iterations"]
+    if np.isnan(size).all():
+        return f"{a.get('sampler.cluster')} every {a.get('sampler.cluster_every')} steps"
+    return (
+        f"{a.get('sampler.cluster')} every {a.get('sampler.cluster_every')} steps, mean cluster "
+        f"size {np.nanmean(size):.3g} sites, {np.nanmean(iters):.3g} labelling iterations"
+    )
 
 
 @app.command()
@@ -175,6 +195,9 @@ def measure(
     out.print("G(t): " + ", ".join(f"{v:.4g} ± {e:.2g}" for v, e in pairs))
     if exact_cols:
         out.print(f"exact: {res['exact_kind']}")
+    cl = _cluster_summary(ens)
+    if cl:
+        out.print(f"clusters: {cl}")
     if not ens.complete:
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
 

@@ -1,0 +1,158 @@
+"""Swendsen–Wang at the critical point: cost of an update, τ_int(|m|) against L, and the cost
+per independent sample of |m| against HMC alone.
+
+Theory: 2D, κ = 0.2709 ≈ κ_c, λ = 0.022 (REFERENCES.md), float32, 64 chains, hot start.
+(Not ordered: from φ = 1 HMC's energy error grows ∝ V, ΔH ≈ 10 at L = 64, and the chains
+never accept.)
+Samplers: HMC (trajectory length 1, 10 leapfrog steps) alone, and HMC + one SW update per
+trajectory (a "step" = one trajectory + one SW update). τ_int(|m|) is in steps, from the
+Γ-method over the chains as replica (S = 1.5), measured every step after ``--therm`` steps.
+
+Cost per independent sample = 2 τ_int × (wall seconds per step of one chain, i.e. the time
+of one vectorized step over all chains / chains), and in force evaluations 2 τ_int × 10 (+1
+per SW update, the state rebuild) — the SW labelling itself is not a force evaluation, which
+is why the wall-clock figure is the one that counts.
+
+    python benchmarks/cluster.py [--sizes 16 32 64] [--steps N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import machine
+
+from lattice.analysis import gamma_method
+from lattice.chains import chain_keys, evolve, init_states, initial_field, sample
+from lattice.phi4 import Phi4
+from lattice.samplers import hmc, langevin, with_clusters
+from lattice.samplers.cluster import swendsen_wang
+
+KAPPA, LAM, CHAINS = 0.2709, 0.022, 64
+
+
+def sw_cost(L: int) -> dict:
+    """Seconds of one vectorized SW update and of one Euler-Langevin step (64 chains, f32)."""
+    th = Phi4.kappa_form((L, L), KAPPA, LAM)
+    keys = chain_keys(1, CHAINS)
+    s = hmc(th, 1.0, 10)
+    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+    st, _ = evolve(s, keys, st, 0, 300)  # a critical configuration, not a trivial one
+    f = jax.jit(jax.vmap(lambda k, p: swendsen_wang(th, k, p)))
+    ks = jax.vmap(jax.random.fold_in, (0, None))(keys, 7)
+    jax.block_until_ready(f(ks, st.phi))
+    n = 20
+    t = time.perf_counter()
+    for _ in range(n):
+        out = f(ks, st.phi)
+    jax.block_until_ready(out)
+    t_sw = (time.perf_counter() - t) / n
+    lg = langevin(th, 0.01)
+    sl = init_states(lg, st.phi)
+    jax.block_until_ready(evolve(lg, keys, sl, 0, 1000))
+    t = time.perf_counter()
+    jax.block_until_ready(evolve(lg, keys, sl, 0, 1000))
+    t_l = (time.perf_counter() - t) / 1000
+    return {"sw_seconds": t_sw, "langevin_seconds": t_l, "ratio": t_sw / t_l}
+
+
+def tau_run(L: int, clustered: bool, steps: int, therm: int) -> dict:
+    th = Phi4.kappa_form((L, L), KAPPA, LAM)
+    s = hmc(th, 1.0, 10)
+    if clustered:
+        s = with_clusters(s, th, 1)
+    keys = chain_keys(2, CHAINS)
+    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+    st, _ = evolve(s, keys, st, 0, therm)
+    jax.block_until_ready(st)
+    block = 500
+    series, acc = [], []
+    t = time.perf_counter()
+    for b in range(0, steps, block):
+        n = min(block, steps - b)
+        st, obs, diag, _ = sample(s, th, keys, st, therm + b, n, 1)
+        series.append(np.asarray(obs["abs_m"]).T)
+        acc.append(np.asarray(diag["acceptance"]))
+    secs = time.perf_counter() - t
+    g = gamma_method(np.concatenate(series, axis=1))
+    per_step = secs / steps / CHAINS
+    forces = 10 + (1 if clustered else 0)
+    return {
+        "L": L,
+        "sampler": s.name,
+        "abs_m": g.value,
+        "abs_m_error": g.error,
+        "tau_int": g.tau_int,
+        "tau_int_error": g.tau_int_error,
+        "acceptance": float(np.mean(np.concatenate(acc))),
+        "seconds_per_step_per_chain": per_step,
+        "cost_seconds": 2 * g.tau_int * per_step,
+        "cost_forces": 2 * g.tau_int * forces,
+    }
+
+
+def fit_z(rows: list[dict]) -> tuple[float, float]:
+    """Weighted least squares of log τ = z log L + c; returns (z, error)."""
+    x = np.log([r["L"] for r in rows])
+    y = np.log([r["tau_int"] for r in rows])
+    w = 1.0 / np.square([r["tau_int_error"] / r["tau_int"] for r in rows])
+    A = np.stack([x, np.ones_like(x)], axis=1)
+    cov = np.linalg.inv(A.T @ (A * w[:, None]))
+    z, _ = cov @ (A.T @ (w * y))
+    return float(z), float(np.sqrt(cov[0, 0]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--steps", type=int, default=4000, help="measured steps per chain")
+    ap.add_argument("--therm", type=int, default=1000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    res = {"machine": machine(), "kappa": KAPPA, "lambda": LAM, "chains": CHAINS}
+    res["cost"] = {L: sw_cost(L) for L in args.sizes}
+    runs = []
+    for clustered in (True, False):
+        for L in args.sizes:
+            r = tau_run(L, clustered, args.steps, args.therm)
+            runs.append(r)
+            if not args.json:
+                print(
+                    f"L={L:3d} {r['sampler']:8s} |m|={r['abs_m']:.4f}±{r['abs_m_error']:.4f} "
+                    f"tau={r['tau_int']:.1f}±{r['tau_int_error']:.1f} acc={r['acceptance']:.3f} "
+                    f"cost={r['cost_seconds'] * 1e3:.2f} ms {r['cost_forces']:.0f} forces",
+                    flush=True,
+                )
+    res["runs"] = runs
+    if len(args.sizes) > 1:
+        res["z"] = {
+            name: fit_z([r for r in runs if r["sampler"] == name])
+            for name in dict.fromkeys(r["sampler"] for r in runs)
+        }
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(res["machine"])
+    for L, c in res["cost"].items():
+        print(
+            f"L={L:3d}: SW {c['sw_seconds'] * 1e3:.2f} ms, Langevin step "
+            f"{c['langevin_seconds'] * 1e3:.3f} ms, ratio {c['ratio']:.1f}"
+        )
+    for name, (z, dz) in res.get("z", {}).items():
+        print(f"z({name}) = {z:.2f} ± {dz:.2f}")
+    big = max(args.sizes)
+    a = next(r for r in runs if r["L"] == big and r["sampler"].endswith("+sw"))
+    b = next(r for r in runs if r["L"] == big and not r["sampler"].endswith("+sw"))
+    print(
+        f"L={big}: HMC/HMC+SW cost per independent |m|: {b['cost_seconds'] / a['cost_seconds']:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
