@@ -25,7 +25,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from common import machine
 
 from lattice.analysis import gamma_method
@@ -149,9 +148,8 @@ def main() -> None:
     big = max(args.sizes)
     a = next(r for r in runs if r["L"] == big and r["sampler"].endswith("+sw"))
     b = next(r for r in runs if r["L"] == big and not r["sampler"].endswith("+sw"))
-    print(
-        f"L={big}: HMC/HMC+SW cost per independent |m|: {b['cost_seconds'] / a['cost_seconds']:.1f}x"
-    )
+    ratio = b["cost_seconds"] / a["cost_seconds"]
+    print(f"L={big}: HMC / HMC+SW cost per independent |m|: {ratio:.1f}x")
 
 
 if __name__ == "__main__":

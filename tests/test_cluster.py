@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from stats import Z_MAX as Z
 
 from lattice import exact
 from lattice.analysis import gamma_method
@@ -17,8 +18,6 @@ from lattice.chains import chain_keys, evolve, init_states, initial_field, run_c
 from lattice.phi4 import Phi4
 from lattice.samplers import hmc, langevin, mala, with_clusters
 from lattice.samplers.cluster import bond_probabilities, label_clusters, swendsen_wang
-
-from stats import Z_MAX as Z
 
 
 def _scipy_labels(bonds: np.ndarray) -> np.ndarray:
