@@ -241,3 +241,61 @@ def test_symmetry_restored_at_kappa_c_from_an_ordered_start(seed):
     g = gamma_method(out["obs"]["m"])
     assert abs(g.value) < Z * g.error, (g.value, g.error)
     assert np.mean(out["obs"]["abs_m"]) > 5 * g.error  # |m| is not small: the check has teeth
+
+
+CLUSTER_RUN = """
+name = "sw"
+[lattice]
+shape = [8, 6]
+[action]
+kappa = 0.27
+lambda = 0.022
+[sampler]
+kind = "hmc"
+cluster = "sw"
+cluster_every = 3
+[run]
+chains = 2
+thermalization = 9
+samples = 20
+measure_every = 2
+save_every = 0
+checkpoint_every = 8
+"""
+
+
+def test_cli_run_info_and_measure_with_clusters(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import h5py
+
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text(CLUSTER_RUN)
+
+    def cli(*args):
+        p = subprocess.run(
+            [sys.executable, "-m", "lattice.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        return p.stdout
+
+    cli("run", cfg)
+    run = tmp_path / "sw"
+    with h5py.File(run / "ensemble.h5") as f:
+        assert f["config"].attrs["sampler.name"] == "hmc-leapfrog+sw"
+        assert f["config"].attrs["sampler.exactness"] == "exact"
+        it = f["diagnostics/cluster_iterations"][:]
+        size = f["diagnostics/cluster_size"][:]
+    assert it.shape == (2, 20)
+    # steps 9 + 2j + 1, 9 + 2j + 2 follow measurement j - 1: an update ran (t + 1) % 3 == 0
+    ran = np.array([any((t + 1) % 3 == 0 for t in (9 + 2 * j, 10 + 2 * j)) for j in range(20)])
+    assert np.isfinite(it[:, ran]).all() and np.isnan(it[:, ~ran]).all()
+    assert (size[:, ran] >= 1).all()
+    assert "clusters" in cli("info", run) and "sw every 3 steps" in cli("info", run)
+    out = json.loads(cli("measure", run, "--json"))
+    assert out["exactness"] == "exact" and out["config"]["sampler"]["cluster"] == "sw"
