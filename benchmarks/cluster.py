@@ -31,7 +31,7 @@ from lattice.analysis import gamma_method
 from lattice.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.phi4 import Phi4
 from lattice.samplers import hmc, langevin, with_clusters
-from lattice.samplers.cluster import swendsen_wang
+from lattice.samplers.cluster import swendsen_wang_batch
 
 KAPPA, LAM, CHAINS = 0.2709, 0.022, 64
 
@@ -43,7 +43,7 @@ def sw_cost(L: int) -> dict:
     s = hmc(th, 1.0, 10)
     st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
     st, _ = evolve(s, keys, st, 0, 300)  # a critical configuration, not a trivial one
-    f = jax.jit(jax.vmap(lambda k, p: swendsen_wang(th, k, p)))
+    f = jax.jit(lambda k, p: swendsen_wang_batch(th, k, p))
     ks = jax.vmap(jax.random.fold_in, (0, None))(keys, 7)
     jax.block_until_ready(f(ks, st.phi))
     n = 20

@@ -73,7 +73,7 @@ def _step_all(sampler: Sampler, keys, states, t):
     zero = jnp.zeros(keys.shape[0], dtype)
 
     def run(st):
-        st, ci = jax.vmap(sampler.cluster)(step_keys, st)
+        st, ci = sampler.cluster(step_keys, st)  # batched over chains
         return st, (ci.iterations.astype(dtype), ci.mean_size.astype(dtype), zero + 1)
 
     def skip(st):

@@ -17,7 +17,12 @@ from lattice.analysis import gamma_method
 from lattice.chains import chain_keys, evolve, init_states, initial_field, run_chains, sample
 from lattice.phi4 import Phi4
 from lattice.samplers import hmc, langevin, mala, with_clusters
-from lattice.samplers.cluster import bond_probabilities, label_clusters, swendsen_wang
+from lattice.samplers.cluster import (
+    bond_probabilities,
+    label_clusters,
+    swendsen_wang,
+    swendsen_wang_batch,
+)
 
 
 def _scipy_labels(bonds: np.ndarray) -> np.ndarray:
@@ -47,6 +52,14 @@ def test_labelling_matches_scipy(shape, seed):
         lab, it = label(jnp.asarray(bonds))
         np.testing.assert_array_equal(np.asarray(lab), _scipy_labels(bonds))
         assert 1 <= int(it) <= math.prod(shape) + 1
+    # a batch of independent lattices, labelled in one loop
+    bonds = rng.random((5, len(shape), *shape)) < rng.uniform(
+        0.2, 0.8, (5,) + (1,) * (1 + len(shape))
+    )
+    lab, it = jax.jit(lambda b: label_clusters(b, batch_dims=1))(jnp.asarray(bonds))
+    for c in range(5):
+        np.testing.assert_array_equal(np.asarray(lab[c]), _scipy_labels(bonds[c]))
+        assert int(it[c]) == int(label(jnp.asarray(bonds[c]))[1])  # per-lattice counts
 
 
 def test_labelling_of_a_lattice_spanning_cluster():
@@ -100,6 +113,18 @@ def test_length_two_axis_joins_the_pair_with_its_total_coupling(seed):
     sigma = math.sqrt(want * (1 - want) / n)
     assert abs(aligned - want) < Z * sigma, (aligned, want)
     assert abs(p_single + (1 - p_single) / 2 - want) > 10 * sigma  # the test can tell them apart
+
+
+def test_batched_update_equals_the_single_chain_update(seed):
+    th = Phi4.kappa_form((12, 10), 0.2709, 0.022)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(6))
+    phi = jax.random.normal(jax.random.key(seed + 1), (6, 12, 10)) + 0.4
+    one, info1 = jax.vmap(lambda k, p: swendsen_wang(th, k, p))(keys, phi)
+    many, info = swendsen_wang_batch(th, keys, phi)
+    np.testing.assert_array_equal(np.asarray(one), np.asarray(many))
+    np.testing.assert_array_equal(np.asarray(info1.iterations), np.asarray(info.iterations))
+    np.testing.assert_array_equal(np.asarray(info1.mean_size), np.asarray(info.mean_size))
+    assert not np.array_equal(np.asarray(one), np.asarray(phi))
 
 
 def test_streams_do_not_depend_on_batching_or_blocks(seed):

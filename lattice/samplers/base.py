@@ -45,8 +45,9 @@ class Sampler(NamedTuple):
     exactness: str  # "exact" | "asymptotic" (DESIGN.md §5)
     order: int | None = None  # order of the equilibrium bias in the step size, if asymptotic
     forces_per_step: float = 1  # force (gradient) evaluations per step, for cost accounting
-    #: an extra e^{−S}-invariant update ``(key, state) -> (state, info)`` run after every
-    #: ``cluster_every``-th step (Swendsen–Wang, :mod:`lattice.samplers.cluster`), or None
+    #: an extra e^{−S}-invariant update run after every ``cluster_every``-th step
+    #: (Swendsen–Wang, :mod:`lattice.samplers.cluster`), or None. Unlike ``step`` it is
+    #: batched: ``(step keys [chains], states [chains]) -> (states, info)``.
     cluster: Callable[[jax.Array, Any], tuple[Any, Any]] | None = None
     cluster_every: int = 1
 

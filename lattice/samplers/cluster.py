@@ -48,7 +48,14 @@ from .. import noise
 from ..phi4 import Phi4
 from .base import Sampler
 
-__all__ = ["ClusterInfo", "bond_probabilities", "label_clusters", "swendsen_wang", "with_clusters"]
+__all__ = [
+    "ClusterInfo",
+    "bond_probabilities",
+    "label_clusters",
+    "swendsen_wang",
+    "swendsen_wang_batch",
+    "with_clusters",
+]
 
 #: fold_in tag deriving the cluster update's key from the step key (distinct from the
 #: sampler's own streams, which use the step key's counters directly)
@@ -71,30 +78,38 @@ def bond_probabilities(theory: Phi4, phi: jax.Array) -> jax.Array:
     return jnp.where(prod > 0, -jnp.expm1(-2.0 * h * prod), 0.0)
 
 
-def label_clusters(bonds: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Connected components of a periodic bond graph.
+def label_clusters(bonds: jax.Array, batch_dims: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Connected components of periodic bond graphs.
 
-    ``bonds[μ, x]`` says whether x and x + μ̂ (periodic) are joined; the lattice shape is
-    ``bonds.shape[1:]``. Returns ``(labels, iterations)``: ``labels[x]`` is the smallest flat
-    (row-major) site index in the cluster of x.
+    ``bonds[..., μ, x]`` says whether x and x + μ̂ (periodic) are joined; the leading
+    ``batch_dims`` axes are independent lattices (chains) and the lattice shape is
+    ``bonds.shape[batch_dims + 1:]``. Returns ``(labels, iterations)``: ``labels[..., x]`` is
+    the smallest flat (row-major) site index in the cluster of x, and ``iterations`` (one
+    per lattice) counts the iterations until that lattice's labels stopped changing, plus the
+    final one that confirmed it.
 
-    Algorithm: labels start as the site indices; each iteration (i) takes the minimum over
+    Algorithm: labels start as the site indices (over all lattices of the batch, so one
+    1-D gather and scatter serve every chain); each iteration (i) takes the minimum over
     bonded neighbours, (ii) hooks: the site a label points to adopts that minimum too
-    (scatter-min), (iii) two pointer-jumping passes l ← l[l]. Labels only decrease and
-    always name a site of the same cluster, so the fixed point (checked in a
-    ``lax.while_loop``) is the cluster minimum. Pointer jumping makes the number of
-    iterations grow like log of the cluster diameter rather than the diameter.
+    (scatter-min), (iii) one pointer-jumping pass l ← l[l]. Labels only decrease and always
+    name a site of the same cluster, so the fixed point (checked in a ``lax.while_loop``) is
+    the cluster minimum. Hooking and pointer jumping make the number of iterations grow like
+    the logarithm of the cluster diameter rather than the diameter.
     """
-    shape = bonds.shape[1:]
-    d, n = len(shape), math.prod(shape)
+    batch = bonds.shape[:batch_dims]
+    shape = bonds.shape[batch_dims + 1 :]
+    d, n, nb = len(shape), math.prod(shape), math.prod(batch)
+    bonds = bonds.reshape(nb, d, *shape)
     big = jnp.iinfo(jnp.int32).max
-    back = [jnp.roll(bonds[mu], 1, axis=mu) for mu in range(d)]  # bond (x − μ̂, x)
+    fwd = [bonds[:, mu] for mu in range(d)]
+    back = [jnp.roll(bonds[:, mu], 1, axis=1 + mu) for mu in range(d)]  # bond (x − μ̂, x)
+    sites = tuple(range(1, 1 + d))
 
     def neighbour_min(lab):
         m = lab
         for mu in range(d):
-            m = jnp.minimum(m, jnp.where(bonds[mu], jnp.roll(lab, -1, axis=mu), big))
-            m = jnp.minimum(m, jnp.where(back[mu], jnp.roll(lab, 1, axis=mu), big))
+            m = jnp.minimum(m, jnp.where(fwd[mu], jnp.roll(lab, -1, axis=1 + mu), big))
+            m = jnp.minimum(m, jnp.where(back[mu], jnp.roll(lab, 1, axis=1 + mu), big))
         return m
 
     def body(carry):
@@ -102,30 +117,50 @@ def label_clusters(bonds: jax.Array) -> tuple[jax.Array, jax.Array]:
         m = neighbour_min(lab).ravel()
         flat = lab.ravel()
         new = jnp.minimum(flat.at[flat].min(m), m)
-        new = new[new]
-        new = new[new]
-        new = new.reshape(shape)
-        return new, jnp.any(new != lab), it + 1
+        new = new[new].reshape(lab.shape)
+        changed = jnp.any(new != lab, axis=sites)
+        return new, jnp.any(changed), it + changed.astype(jnp.int32)
 
-    lab0 = jnp.arange(n, dtype=jnp.int32).reshape(shape)
-    lab, _, it = lax.while_loop(lambda c: c[1], body, (lab0, jnp.array(True), jnp.int32(0)))
-    return lab, it
+    lab0 = jnp.arange(nb * n, dtype=jnp.int32).reshape(nb, *shape)
+    it0 = jnp.ones(nb, jnp.int32)
+    lab, _, it = lax.while_loop(lambda c: c[1], body, (lab0, jnp.array(True), it0))
+    lab = lab - (jnp.arange(nb, dtype=jnp.int32) * n).reshape(nb, *([1] * d))
+    return lab.reshape(*batch, *shape), it.reshape(batch)
+
+
+def _bonds(theory: Phi4, key: jax.Array, phi: jax.Array) -> jax.Array:
+    """Bonds of one field: stream 0 of ``key`` against eq. (2)."""
+    p = bond_probabilities(theory, phi)
+    return noise.uniforms(key, p.shape, phi.dtype, stream=0) < p
+
+
+def _flip(theory: Phi4, key: jax.Array, phi: jax.Array, labels: jax.Array, it: jax.Array):
+    """Flip every cluster of one field whose label's bit (stream 1 of ``key``) is set."""
+    n = theory.volume
+    flip = (noise.bits(key, n, stream=1) >> 31).astype(bool)[labels]
+    n_clusters = jnp.sum(labels.ravel() == jnp.arange(n, dtype=labels.dtype))
+    info = ClusterInfo(it, jnp.asarray(n, phi.dtype) / n_clusters.astype(phi.dtype))
+    return jnp.where(flip, -phi, phi), info
 
 
 def swendsen_wang(theory: Phi4, key: jax.Array, phi: jax.Array) -> tuple[jax.Array, ClusterInfo]:
     """One SW update of the signs of one field (eqs. 1–2); returns the new field and info.
 
     Streams of ``key``: 0 for the bond uniforms, 1 for the cluster flip bits (word = label).
+    :func:`swendsen_wang_batch` gives bitwise the same result for each chain of a batch.
     """
-    n = theory.volume
-    p = bond_probabilities(theory, phi)
-    u = noise.uniforms(key, p.shape, phi.dtype, stream=0)
-    bonds = u < p
-    labels, it = label_clusters(bonds)
-    flip = (noise.bits(key, n, stream=1) >> 31).astype(bool)[labels]
-    n_clusters = jnp.sum(labels.ravel() == jnp.arange(n, dtype=labels.dtype))
-    info = ClusterInfo(it, jnp.asarray(n, phi.dtype) / n_clusters.astype(phi.dtype))
-    return jnp.where(flip, -phi, phi), info
+    labels, it = label_clusters(_bonds(theory, key, phi))
+    return _flip(theory, key, phi, labels, it)
+
+
+def swendsen_wang_batch(
+    theory: Phi4, keys: jax.Array, phi: jax.Array
+) -> tuple[jax.Array, ClusterInfo]:
+    """:func:`swendsen_wang` on every chain of ``phi`` [chains, *shape] with ``keys``
+    [chains], labelling all chains in one loop (faster than ``vmap``, same result)."""
+    bonds = jax.vmap(lambda k, p: _bonds(theory, k, p))(keys, phi)
+    labels, it = label_clusters(bonds, batch_dims=1)
+    return jax.vmap(lambda k, p, lab, i: _flip(theory, k, p, lab, i))(keys, phi, labels, it)
 
 
 def cluster_key(step_key: jax.Array) -> jax.Array:
@@ -143,9 +178,11 @@ def with_clusters(sampler: Sampler, theory: Phi4, every: int = 1) -> Sampler:
     if every < 1:
         raise ValueError("cluster_every must be >= 1")
 
-    def update(key, state):
-        phi, info = swendsen_wang(theory, cluster_key(key), state.phi)
-        return sampler.init(phi), info
+    def update(keys, states):
+        """Batched: step keys [chains] and states [chains] -> (states, ClusterInfo)."""
+        ckeys = jax.vmap(cluster_key)(keys)
+        phi, info = swendsen_wang_batch(theory, ckeys, states.phi)
+        return jax.vmap(sampler.init)(phi), info
 
     return sampler._replace(
         name=f"{sampler.name}+sw",
