@@ -391,3 +391,17 @@ fourier_acceleration = true
     # without a kind change nothing is dropped
     with pytest.raises(ConfigError, match="sampler.steps"):
         parse_config(text, ["sampler.steps=4"])
+
+
+def test_every_shipped_run_config_is_valid():
+    """The configs in runs/ (the README's commands use them) load without error."""
+    from pathlib import Path
+
+    from lattice.config import load_config
+
+    paths = sorted((Path(__file__).parent.parent / "runs").glob("*.toml"))
+    assert {p.name for p in paths} >= {"quickstart.toml", "critical_sw.toml"}
+    for p in paths:
+        cfg = load_config(p)
+        assert cfg.lattice.shape
+    assert load_config(paths[0].parent / "critical_sw.toml").sampler.cluster == "sw"
