@@ -122,11 +122,12 @@ def _cluster_summary(ens) -> str | None:
         return None
     a = ens.config_attrs
     size, iters = d["cluster_size"], d["cluster_iterations"]
+    head = f"{a.get('sampler.cluster')}, cluster_every = {a.get('sampler.cluster_every')}"
     if np.isnan(size).all():
-        return f"{a.get('sampler.cluster')} every {a.get('sampler.cluster_every')} steps"
+        return head
     return (
-        f"{a.get('sampler.cluster')} every {a.get('sampler.cluster_every')} steps, mean cluster "
-        f"size {np.nanmean(size):.3g} sites, {np.nanmean(iters):.3g} labelling iterations"
+        f"{head}; mean cluster size {np.nanmean(size):.3g} sites, "
+        f"{np.nanmean(iters):.3g} labelling iterations"
     )
 
 

@@ -321,6 +321,6 @@ def test_cli_run_info_and_measure_with_clusters(tmp_path):
     ran = np.array([any((t + 1) % 3 == 0 for t in (9 + 2 * j, 10 + 2 * j)) for j in range(20)])
     assert np.isfinite(it[:, ran]).all() and np.isnan(it[:, ~ran]).all()
     assert (size[:, ran] >= 1).all()
-    assert "clusters" in cli("info", run) and "sw every 3 steps" in cli("info", run)
+    assert "clusters" in cli("info", run) and "sw, cluster_every = 3" in cli("info", run)
     out = json.loads(cli("measure", run, "--json"))
     assert out["exactness"] == "exact" and out["config"]["sampler"]["cluster"] == "sw"
