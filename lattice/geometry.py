@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "lattice_axes",
+    "site_sum",
     "neighbour_sum",
     "forward_product_sum",
     "momenta",
@@ -30,6 +31,28 @@ __all__ = [
 def lattice_axes(ndim: int) -> tuple[int, ...]:
     """The last ``ndim`` axes of an array, as negative indices."""
     return tuple(range(-ndim, 0))
+
+
+def site_sum(x: jnp.ndarray, ndim: int) -> jnp.ndarray:
+    """Σ over the last ``ndim`` axes by a fixed pairwise tree of elementwise additions.
+
+    XLA compiles ``jnp.sum`` over sites differently for different batch shapes (how many
+    chains run together, how they are sharded), so its rounding — the last bit of an
+    observable — would depend on the batch. Here the sites are flattened, zero-padded to a
+    power of two and halved repeatedly (x[:h] + x[h:]): the same additions in the same order
+    for every chain whatever the batch, so a chain's observables are bitwise those of the
+    chain run alone. Pairwise summation also bounds the rounding error by O(ε log V).
+    """
+    batch = x.shape[: x.ndim - ndim]
+    n = int(np.prod(x.shape[x.ndim - ndim :], dtype=np.int64))
+    y = x.reshape(*batch, n)
+    p = 1 << max(n - 1, 0).bit_length()
+    if p != n:
+        y = jnp.concatenate([y, jnp.zeros((*batch, p - n), x.dtype)], axis=-1)
+    while y.shape[-1] > 1:
+        h = y.shape[-1] // 2
+        y = y[..., :h] + y[..., h:]
+    return y[..., 0]
 
 
 def neighbour_sum(phi: jnp.ndarray, ndim: int) -> jnp.ndarray:

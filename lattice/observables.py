@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .geometry import lattice_axes
+from .geometry import site_sum
 from .phi4 import Phi4
 
 __all__ = ["measure", "SCALAR_OBSERVABLES", "observable_shapes"]
@@ -51,30 +51,33 @@ def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict
     ``grad`` (∂S/∂φ at ``phi``) is reused when a sampler carries it.
     """
     d, V = theory.ndim, theory.volume
-    axes = lattice_axes(d)
     if grad is None:
         grad = theory.grad(phi)
     phi2 = phi * phi
-    m = jnp.mean(phi, axis=axes)
+
+    def mean(x):  # batch-independent rounding (see geometry.site_sum)
+        return site_sum(x, d) / V
+
+    m = mean(phi)
     m2 = m * m
     # time-slice sums Φ(x0), then the periodic autocorrelation by FFT along axis 0
     L0 = theory.shape[0]
-    slices = jnp.sum(phi, axis=axes[1:]) if d > 1 else phi
-    gslices = jnp.sum(grad, axis=axes[1:]) if d > 1 else grad
+    slices = site_sum(phi, d - 1) if d > 1 else phi  # sum over the axes after axis 0
+    gslices = site_sum(grad, d - 1) if d > 1 else grad
     ft, gt = jnp.fft.rfft(slices, axis=-1), jnp.fft.rfft(gslices, axis=-1)
     G = jnp.fft.irfft(ft * jnp.conj(ft), n=L0, axis=-1).astype(phi.dtype) / V
     G_sd = jnp.fft.irfft(ft * jnp.conj(gt), n=L0, axis=-1).astype(phi.dtype) / V
     return {
         "action": theory.action(phi) / V,
-        "phi2": jnp.mean(phi2, axis=axes),
-        "phi4": jnp.mean(phi2 * phi2, axis=axes),
+        "phi2": mean(phi2),
+        "phi4": mean(phi2 * phi2),
         "m": m,
         "abs_m": jnp.abs(m),
         "m2": m2,
         "m4": m2 * m2,
         "chi": V * m2,
-        "sd": jnp.mean(phi * grad, axis=axes),
-        "dsdphi": jnp.mean(grad, axis=axes),
+        "sd": mean(phi * grad),
+        "dsdphi": mean(grad),
         "G": G,
         "G_sd": G_sd,
     }

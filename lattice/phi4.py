@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .geometry import cos_sum, forward_product_sum, lattice_axes, neighbour_sum
+from .geometry import cos_sum, forward_product_sum, neighbour_sum, site_sum
 
 __all__ = ["Phi4"]
 
@@ -94,7 +94,7 @@ class Phi4:
         h, a, g = self.coefficients
         phi2 = phi * phi
         dens = -h * forward_product_sum(phi, self.ndim) + a * phi2 + g * phi2 * phi2
-        return jnp.sum(dens, axis=lattice_axes(self.ndim))
+        return site_sum(dens, self.ndim)
 
     def grad(self, phi: jnp.ndarray) -> jnp.ndarray:
         """∂S/∂φ_x by the hand-written stencil of eq. (2)."""

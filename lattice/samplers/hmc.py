@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import noise
+from ..geometry import site_sum
 from ..phi4 import Phi4
 from .base import Sampler, StepInfo, metropolis
 from .integrators import INTEGRATORS
@@ -51,7 +52,8 @@ def hmc(
         pi = noise.normal(key, phi.shape, phi.dtype, stream=0)
         phi1, pi1, g1 = hmc_trajectory(theory, phi, pi, g0, eps, steps, integrator)
         s1 = theory.action(phi1)
-        delta_h = 0.5 * (jnp.sum(pi1 * pi1) - jnp.sum(pi * pi)) + (s1 - s0)
+        nd = theory.ndim  # site sums with batch-independent rounding (geometry.site_sum)
+        delta_h = 0.5 * (site_sum(pi1 * pi1, nd) - site_sum(pi * pi, nd)) + (s1 - s0)
         accepted, acceptance = metropolis(key, -delta_h)
         new = jax.tree_util.tree_map(
             lambda a, b: jnp.where(accepted, a, b), HMCState(phi1, s1, g1), state

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import noise
+from ..geometry import site_sum
 from ..phi4 import Phi4
 from .base import Sampler, StepInfo, metropolis
 
@@ -43,7 +44,10 @@ def mala(theory: Phi4, step_size: float) -> Sampler:
         s1, f1 = theory.action(prop), theory.force(prop)
         # log q(φ'|φ) = −|√(2ε)ξ|²/(4ε) = −|ξ|²/2 ; log q(φ|φ') = −|φ − φ' − εF(φ')|²/(4ε)
         back = phi - prop - eps * f1
-        log_ratio = (s0 - s1) - jnp.sum(back * back) / (4.0 * eps) + 0.5 * jnp.sum(xi * xi)
+        nd = theory.ndim  # site sums with batch-independent rounding (geometry.site_sum)
+        log_ratio = (
+            (s0 - s1) - site_sum(back * back, nd) / (4.0 * eps) + 0.5 * site_sum(xi * xi, nd)
+        )
         accepted, acceptance = metropolis(key, log_ratio)
         new = jax.tree_util.tree_map(
             lambda a, b: jnp.where(accepted, a, b), MALAState(prop, s1, f1), state
