@@ -230,6 +230,7 @@ class RunSection(_Section):
     start: Literal["hot", "cold", "ordered"] = "hot"
     checkpoint_every: PosInt = 100
     prng: Literal["threefry", "rbg", "unsafe_rbg"] = "threefry"
+    devices: PosInt | None = None  # None: all local devices (see lattice.jobs.chain_sharding)
 
 
 class RunConfig(_Section):

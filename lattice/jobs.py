@@ -124,6 +124,39 @@ def _cached_sampler(s, theory):
     return base
 
 
+def chain_sharding(chains: int, devices: int | None):
+    """The sharding of the chain axis over local devices, and the device count.
+
+    ``devices = None`` uses every local device, or the largest count that divides
+    ``chains``. The chain axis (axis 0 of keys, states and fields) is split with a
+    ``NamedSharding`` over a one-axis mesh ``("chains",)``; every kernel is per chain, so
+    the jitted loops run without communication and, since a chain's stream depends only on
+    (seed, chain, step), the results are bitwise those of one device. Returns
+    ``(None, 1)`` for one device. Raises :class:`JobError` (exit 2) for an impossible request.
+    """
+    import math
+
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    local = jax.local_devices()
+    if devices is None:
+        n = math.gcd(chains, len(local))
+    elif devices > len(local):
+        raise JobError(
+            f"run.devices: {devices} requested but only {len(local)} local device(s) "
+            f"({local[0].platform}); allowed: 1 to {len(local)}"
+        )
+    elif chains % devices:
+        raise JobError(f"run.devices: {devices} must divide run.chains = {chains}")
+    else:
+        n = devices
+    if n == 1:
+        return None, 1
+    mesh = Mesh(np.array(local[:n]), ("chains",))
+    return NamedSharding(mesh, PartitionSpec("chains")), n
+
+
 def _config_attrs(cfg: RunConfig, sampler) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, values in cfg.to_dict().items():
@@ -242,6 +275,7 @@ def run_job(
     """Start a new run in ``run_dir``. Refuses (JobError, exit 2) to touch an existing run
     unless ``force``; with ``force`` the previous run's files are removed first."""
     paths = RunPaths(Path(run_dir))
+    chain_sharding(cfg.run.chains, cfg.run.devices)  # refuse an impossible request first
     if paths.config.exists() or paths.ensemble.exists() or paths.checkpoint.exists():
         if not force:
             state = _describe_existing(paths)
@@ -311,6 +345,9 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
     sampler = build_sampler(cfg, theory)
     keys = chain_keys(r.seed, r.chains, r.prng)
     key_data = np.asarray(jax.random.key_data(keys))
+    sharding, n_dev = chain_sharding(r.chains, r.devices)
+    if sharding is not None:
+        keys = jax.device_put(keys, sharding)
     log = _Log(paths.log, reporter)
     n_saved_total = _n_saved(r.samples, r.save_every)
 
@@ -342,12 +379,14 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
         step, committed, saved_committed, seconds = 0, 0, 0, 0.0
         log(
             f"start {cfg.name}: {theory.describe()}, sampler {sampler.name}, "
-            f"{r.chains} chains x {r.samples} measurements",
+            f"{r.chains} chains x {r.samples} measurements on {n_dev} device(s)",
             show=False,
         )
     else:
         arrays, attrs = ckpt
         states = type(template)(*(jnp.asarray(arrays[f"state/{f}"]) for f in template._fields))
+        if sharding is not None:
+            states = jax.device_put(states, sharding)
         step, committed = int(attrs["next_step"]), int(attrs["committed"])
         saved_committed, seconds = int(attrs["saved_committed"]), float(attrs["seconds"])
         log(f"resume {cfg.name} at step {step} ({committed}/{r.samples} measurements)")
