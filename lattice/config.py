@@ -233,7 +233,30 @@ class RunSection(_Section):
     devices: PosInt | None = None  # None: all local devices (see lattice.jobs.chain_sharding)
 
 
-class RunConfig(_Section):
+class _Document(_Section):
+    """A whole TOML document (run or train config): output as dict and TOML, and diffs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict with TOML key names (``lambda``); keys that do not apply omitted."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_toml(self) -> str:
+        """The resolved config as TOML text; parsing it again gives an equal config."""
+        data = self.to_dict()
+        lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+        for section, table in data.items():
+            if isinstance(table, dict):
+                lines += ["", f"[{section}]"]
+                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        return "\n".join(lines) + "\n"
+
+    def diff(self, other: _Document) -> list[str]:
+        """Dotted key paths (``run.chains``, ``action.lambda``) whose resolved values differ."""
+        a, b = (_flatten(c.model_dump(mode="json", by_alias=True)) for c in (self, other))
+        return [k for k in a if a.get(k) != b.get(k)]
+
+
+class RunConfig(_Document):
     """The fully resolved run config. Build it with :func:`load_config` or :func:`parse_config`."""
 
     name: StrictStr = "run"
@@ -275,26 +298,6 @@ class RunConfig(_Section):
             )
         return self
 
-    # ------------------------------------------------------------------- output
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict with TOML key names (``lambda``); keys that do not apply omitted."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-    def to_toml(self) -> str:
-        """The resolved config as TOML text; ``parse_config(cfg.to_toml()) == cfg``."""
-        data = self.to_dict()
-        lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-        for section, table in data.items():
-            if isinstance(table, dict):
-                lines += ["", f"[{section}]"]
-                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        return "\n".join(lines) + "\n"
-
-    def diff(self, other: RunConfig) -> list[str]:
-        """Dotted key paths (``run.chains``, ``action.lambda``) whose resolved values differ."""
-        a, b = (_flatten(c.model_dump(mode="json", by_alias=True)) for c in (self, other))
-        return [k for k in a if a[k] != b[k]]
-
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "lattice": LatticeSection,
@@ -307,6 +310,23 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 # --------------------------------------------------------------------------- public functions
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a TOML file, apply ``--set`` overrides and validate."""
+    return load_document(path, overrides, RunConfig, _SECTIONS)
+
+
+def parse_config(
+    source: str | Mapping[str, Any], overrides: Sequence[str] = (), *, origin: str = "<string>"
+) -> RunConfig:
+    """Validate TOML text or an already parsed dict; ``origin`` names the text in errors."""
+    return parse_document(source, overrides, RunConfig, _SECTIONS, origin=origin)
+
+
+def load_document(
+    path: str | Path,
+    overrides: Sequence[str],
+    root: type[BaseModel],
+    sections: Mapping[str, type[BaseModel]],
+) -> Any:
+    """Read a TOML file and validate it as ``root`` (with ``--set`` overrides applied)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -314,13 +334,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: malformed TOML: the file is not UTF-8 text") from None
-    return parse_config(text, overrides, origin=str(path))
+    return parse_document(text, overrides, root, sections, origin=str(path))
 
 
-def parse_config(
-    source: str | Mapping[str, Any], overrides: Sequence[str] = (), *, origin: str = "<string>"
-) -> RunConfig:
-    """Validate TOML text or an already parsed dict; ``origin`` names the text in errors."""
+def parse_document(
+    source: str | Mapping[str, Any],
+    overrides: Sequence[str],
+    root: type[BaseModel],
+    sections: Mapping[str, type[BaseModel]],
+    *,
+    origin: str = "<string>",
+) -> Any:
+    """TOML text or a parsed dict, overrides applied, validated as ``root``; or ConfigError."""
     if isinstance(source, str):
         try:
             source = tomllib.loads(source)
@@ -328,9 +353,9 @@ def parse_config(
             raise ConfigError(f"{origin}: malformed TOML: {exc}") from None
     raw = apply_overrides(source, overrides)
     try:
-        return RunConfig.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(describe_errors(exc, root, sections)) from None
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -477,8 +502,12 @@ _EXPECTED = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
-    """One line for all errors of a validation, each starting with its dotted key path."""
+def describe_errors(
+    exc: ValidationError, root: type[BaseModel], sections: Mapping[str, type[BaseModel]]
+) -> str:
+    """One line for all errors of a validation, each starting with its dotted key path.
+
+    ``root`` is the document model and ``sections`` its tables (to list the allowed keys)."""
     errors = exc.errors(include_url=False)
     locs = [tuple(e["loc"]) for e in errors]
     lines = []
@@ -488,20 +517,25 @@ def _describe(exc: ValidationError) -> str:
             len(o) > len(loc) and o[: len(loc)] == loc for o in locs
         ):
             continue
-        lines.append(_describe_one(e, loc))
+        lines.append(_describe_one(e, loc, root, sections))
     return "; ".join(dict.fromkeys(lines))
 
 
-def _describe_one(e: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
+def _describe_one(
+    e: Mapping[str, Any],
+    loc: tuple[str | int, ...],
+    root: type[BaseModel],
+    sections: Mapping[str, type[BaseModel]],
+) -> str:
     kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
     if kind == "config_rule":
         loc += tuple(k for k in ctx["key"].split(".") if k)
         return f"{_path(loc)}: {ctx['reason']}"
     if kind == "missing":
-        what = "section" if len(loc) == 1 and loc[0] in _SECTIONS else "key"
+        what = "section" if len(loc) == 1 and loc[0] in sections else "key"
         return f"{_path(loc)}: required {what} is missing"
     if kind == "extra_forbidden":
-        model = _SECTIONS.get(loc[0]) if len(loc) > 1 else RunConfig
+        model = sections.get(loc[0]) if len(loc) > 1 else root
         allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
         what = "section" if len(loc) == 1 and isinstance(value, Mapping) else "key"
         return f"{_path(loc)}: unknown {what} (allowed: {allowed})"
@@ -511,6 +545,10 @@ def _describe_one(e: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
         text = f"must be > {ctx['gt']:g}"
     elif kind == "greater_than_equal":
         text = f"must be >= {ctx['ge']:g}"
+    elif kind == "less_than":
+        text = f"must be < {ctx['lt']:g}"
+    elif kind == "less_than_equal":
+        text = f"must be <= {ctx['le']:g}"
     elif kind == "too_short":
         n = ctx["min_length"]
         text = f"must have at least {n} entr{'y' if n == 1 else 'ies'}"

@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime
 import mmap
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,7 @@ class EnsembleWriter:
                     "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "created": _now(),
+                    "uuid": str(uuid.uuid4()),
                     "lattice_version": __version__,
                     "committed": 0,
                     "saved_committed": 0,
@@ -337,6 +339,7 @@ class Ensemble:
     steps: int
     weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
     diagnostics: dict[str, np.ndarray] | None = None  # /diagnostics/<name> [chains, committed]
+    uuid: str | None = None  # random id given at creation (None in files older than 0.1.0)
 
     def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Saved configurations ``[chains, saved, *shape]`` and their measurement indices."""
@@ -389,6 +392,7 @@ def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
                 seconds=float(f["timing"].attrs["seconds"]),
                 steps=int(f["timing"].attrs["steps"]),
                 weights=weights,
+                uuid=str(f.attrs["uuid"]) if "uuid" in f.attrs else None,
             )
     except EnsembleError:
         raise

@@ -1,0 +1,151 @@
+"""Training config (``lattice train CONFIG.toml``): TOML in, a validated, frozen :class:`TrainConfig`.
+
+>>> cfg = parse_train_config('''
+... [train]
+... ensemble = "runs/hmc_8x8"
+... ''', ["train.steps=100"])
+>>> cfg.train.steps, cfg.train.sde, cfg.network.physics
+(100, 've', True)
+
+Only ``train.ensemble`` is required; every other key has a default (``docs/config.md``).
+Errors are :class:`lattice.config.ConfigError` with the dotted key path first, exactly as for
+run configs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
+
+from ..config import (
+    ConfigError,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    _Document,
+    _rule,
+    _Section,
+    _show,
+    load_document,
+    parse_document,
+)
+
+__all__ = ["TrainConfig", "TrainSection", "NetworkSection", "load_train_config", "parse_train_config"]
+
+NonNegFloat = Annotated[float, Field(ge=0, strict=True)]
+
+
+class TrainSection(_Section):
+    """``[train]``: data, noise schedule, optimizer and cadence."""
+
+    ensemble: StrictStr
+    discard: NonNegInt = 0
+    validation: Annotated[float, Field(gt=0, le=0.5, strict=True)] = 0.1
+    sde: Literal["ve", "vp"] = "ve"
+    sigma_min: float | Literal["auto"] = "auto"
+    sigma_max: float | Literal["auto"] = "auto"
+    beta_min: NonNegFloat = 0.1
+    beta_max: PosFloat = 20.0
+    steps: PosInt = 2000
+    batch_size: PosInt = 64
+    learning_rate: PosFloat = 2e-3
+    warmup: NonNegInt = 100
+    weight_decay: NonNegFloat = 1e-4
+    grad_clip: PosFloat = 1.0
+    ema: Annotated[float, Field(ge=0, lt=1, strict=True)] = 0.999
+    augment: StrictBool = True
+    seed: NonNegInt = 0
+    log_every: PosInt = 50
+    checkpoint_every: PosInt = 500
+
+    @field_validator("ensemble")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise _rule("", "must name a run directory or an ensemble.h5 file (got '')")
+        return v
+
+    @field_validator("sigma_min", "sigma_max", mode="plain")
+    @classmethod
+    def _positive_or_auto(cls, v: Any) -> float | str:
+        if isinstance(v, str) and v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _rule("", f'expected a number > 0 or "auto" (got {_show(v)})')
+        if not (math.isfinite(v) and v > 0):
+            raise _rule("", f'must be > 0 or "auto" (got {_show(v)})')
+        return float(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSection:
+        if self.checkpoint_every % self.log_every:
+            raise _rule(
+                "checkpoint_every",
+                f"must be a multiple of log_every = {self.log_every}"
+                f" (got {self.checkpoint_every})",
+            )
+        if self.sde == "ve":
+            lo, hi = self.sigma_min, self.sigma_max
+            if lo != "auto" and hi != "auto" and not lo < hi:
+                raise _rule("sigma_max", f"must be > sigma_min = {_show(lo)} (got {_show(hi)})")
+        else:
+            if self.sigma_max != "auto":
+                raise _rule("sigma_max", 'not used by sde = "vp" (its range is set by beta_max)')
+            if not self.beta_min < self.beta_max:
+                raise _rule(
+                    "beta_max",
+                    f"must be > beta_min = {_show(self.beta_min)} (got {_show(self.beta_max)})",
+                )
+        if self.warmup >= self.steps:
+            raise _rule("warmup", f"must be < steps = {self.steps} (got {self.warmup})")
+        return self
+
+
+class NetworkSection(_Section):
+    """``[network]``: the score network of ``lattice.score.network``."""
+
+    channels: PosInt = 32
+    blocks: PosInt = 4
+    kernel: PosInt = 3
+    dilations: tuple[PosInt, ...] = Field(default=(1, 2), min_length=1)
+    fourier_features: PosInt = 8
+    embedding: PosInt = 64
+    physics: StrictBool = True
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise _rule("", f"must be odd, so that the kernel is centred on the site (got {v})")
+        return v
+
+
+class TrainConfig(_Document):
+    """The fully resolved training config."""
+
+    name: StrictStr = "model"
+    description: StrictStr = ""
+    train: TrainSection
+    network: NetworkSection = Field(default_factory=NetworkSection)
+
+
+_SECTIONS = {"train": TrainSection, "network": NetworkSection}
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a training config, apply ``--set`` overrides, validate (:class:`ConfigError`)."""
+    return load_document(path, overrides, TrainConfig, _SECTIONS)
+
+
+def parse_train_config(
+    source: str | Mapping[str, Any], overrides: Sequence[str] = (), *, origin: str = "<string>"
+) -> TrainConfig:
+    """Validate TOML text or a parsed dict as a :class:`TrainConfig`."""
+    return parse_document(source, overrides, TrainConfig, _SECTIONS, origin=origin)
+
+
+__all__ += ["ConfigError"]
