@@ -59,16 +59,54 @@ def run(
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (TOML) with [train] ensemble.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Model directory.")] = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a score model by denoising score matching on an ensemble's saved configurations."""
+    from .config import ConfigError
+    from .jobs import default_run_dir
+    from .progress import make_reporter
+    from .score.config import load_train_config
+    from .score.train import TrainError, train_model
+
+    try:
+        cfg = load_train_config(config, set_ or [])
+        model_dir = output or default_run_dir(config)
+        path = train_model(
+            cfg, model_dir, force=force, reporter=make_reporter(quiet), config_dir=config.parent
+        )
+    except (ConfigError, TrainError) as e:
+        _fail(str(e), getattr(e, "exit_code", 2))
+    if not quiet:
+        err.print(f"model written to {path}")
+
+
+@app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of an interrupted run.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory of an interrupted run, or a model directory.")
+    ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
+    """Continue an interrupted run or training from its last checkpoint (bitwise identical)."""
     from .config import ConfigError
     from .ensemble import EnsembleError
     from .jobs import JobError, resume_job
     from .progress import make_reporter
+    from .score.train import TrainError, is_training_dir, resume_training
 
+    if is_training_dir(run_dir):
+        try:
+            path = resume_training(run_dir, reporter=make_reporter(quiet))
+        except (ConfigError, TrainError) as e:
+            _fail(str(e), getattr(e, "exit_code", 2))
+        if not quiet:
+            err.print(f"model complete: {path}")
+        return
     try:
         path = resume_job(run_dir, reporter=make_reporter(quiet))
     except (ConfigError, JobError, EnsembleError) as e:
@@ -81,11 +119,53 @@ def _ensemble_path(target: Path) -> Path:
     return target / "ensemble.h5" if target.is_dir() else target
 
 
-@app.command()
-def info(file: Annotated[Path, typer.Argument(help="ensemble.h5 or a run directory.")]) -> None:
-    """Shape, action, sampler, chains, samples, and whether the run is complete."""
-    from .ensemble import EnsembleError, open_ensemble
+def _model_info(directory: Path) -> None:
+    from .score.model import ModelError, load_model
 
+    try:
+        m = load_model(directory)
+    except ModelError as e:
+        _fail(str(e))
+    meta, sde = m.meta, m.sde
+    tr, data, cs = meta["training"], meta["data"], meta["diagnostics"]["cosine_similarity"]
+    spec = m.net.spec
+    rows = [
+        ("score model", str(directory)),
+        ("theory", m.theory.describe()),
+        ("SDE", f"{sde.name.upper()}, sigma {sde.sigma_min:.4g} .. {sde.sigma_max:.4g}"),
+        (
+            "network",
+            f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels x "
+            f"{spec.blocks} blocks, {meta['parameters']:,} parameters",
+        ),
+        (
+            "data",
+            f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
+            f"{data['validation_configs']} held out",
+        ),
+        ("training", f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s"),
+        ("loss", f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"),
+        ("cos(s, -dS/dphi)", f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}"),
+        ("created", f"{meta['created']} by lattice {meta['lattice_version']}"),
+    ]
+    for k, v in rows:
+        out.print(f"[bold]{k:>16}[/]  {v}")
+
+
+@app.command()
+def info(
+    file: Annotated[
+        Path, typer.Argument(help="ensemble.h5, a run directory, or a model directory.")
+    ],
+) -> None:
+    """Shape, action, sampler, chains, samples, and whether the run is complete (or, for a
+    model directory, what the score model was trained on and how well)."""
+    from .ensemble import EnsembleError, open_ensemble
+    from .score.train import is_training_dir
+
+    if file.is_dir() and ((file / "model.json").exists() or is_training_dir(file)):
+        _model_info(file)
+        return
     try:
         ens = open_ensemble(_ensemble_path(file), load_observables=False)
     except EnsembleError as e:

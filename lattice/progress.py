@@ -11,7 +11,10 @@ __all__ = ["Reporter", "PlainReporter", "RichReporter", "QuietReporter", "make_r
 
 class Reporter(Protocol):
     def start(self, phase: str, total: int, done: int) -> None: ...
-    def advance(self, done: int, acceptance: float | None = None) -> None: ...
+    def advance(self, done: int, acceptance: float | None = None, note: str | None = None) -> None:
+        """``note`` is a short status (e.g. the loss) shown next to the bar."""
+        ...
+
     def log(self, message: str) -> None: ...
     def finish(self) -> None: ...
 
@@ -20,7 +23,7 @@ class QuietReporter:
     def start(self, phase: str, total: int, done: int) -> None:
         pass
 
-    def advance(self, done: int, acceptance: float | None = None) -> None:
+    def advance(self, done: int, acceptance: float | None = None, note: str | None = None) -> None:
         pass
 
     def log(self, message: str) -> None:
@@ -46,7 +49,7 @@ class PlainReporter:
         self._last = self.t0
         self._emit(f"{phase}: {done}/{total} steps")
 
-    def advance(self, done: int, acceptance: float | None = None) -> None:
+    def advance(self, done: int, acceptance: float | None = None, note: str | None = None) -> None:
         now = time.perf_counter()
         if now - self._last < self.interval and done < self.total:
             return
@@ -54,6 +57,7 @@ class PlainReporter:
         rate = (done - self.done0) / max(now - self.t0, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         acc = f", acceptance {acceptance:.3f}" if acceptance is not None else ""
+        acc += f", {note}" if note else ""
         self._emit(
             f"{self.phase}: {done}/{self.total} steps, {rate:.1f} steps/s, ETA {eta:.0f} s{acc}"
         )
@@ -99,9 +103,10 @@ class RichReporter:
         self.t0, self.done0 = time.perf_counter(), done
         self.task = self.progress.add_task(phase, total=total, completed=done, rate="-", acc="")
 
-    def advance(self, done: int, acceptance: float | None = None) -> None:
+    def advance(self, done: int, acceptance: float | None = None, note: str | None = None) -> None:
         rate = (done - self.done0) / max(time.perf_counter() - self.t0, 1e-9)
         acc = f"acc {acceptance:.3f}" if acceptance is not None else ""
+        acc = f"{acc}  {note}".strip() if note else acc
         self.progress.update(self.task, completed=done, rate=f"{rate:,.0f}", acc=acc)
 
     def log(self, message: str) -> None:

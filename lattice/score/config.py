@@ -1,4 +1,4 @@
-"""Training config (``lattice train CONFIG.toml``): TOML in, a validated, frozen :class:`TrainConfig`.
+"""Training config (``lattice train CONFIG.toml``): TOML in, a frozen :class:`TrainConfig` out.
 
 >>> cfg = parse_train_config('''
 ... [train]
@@ -34,7 +34,13 @@ from ..config import (
     parse_document,
 )
 
-__all__ = ["TrainConfig", "TrainSection", "NetworkSection", "load_train_config", "parse_train_config"]
+__all__ = [
+    "TrainConfig",
+    "TrainSection",
+    "NetworkSection",
+    "load_train_config",
+    "parse_train_config",
+]
 
 NonNegFloat = Annotated[float, Field(ge=0, strict=True)]
 
@@ -85,8 +91,7 @@ class TrainSection(_Section):
         if self.checkpoint_every % self.log_every:
             raise _rule(
                 "checkpoint_every",
-                f"must be a multiple of log_every = {self.log_every}"
-                f" (got {self.checkpoint_every})",
+                f"must be a multiple of log_every = {self.log_every} (got {self.checkpoint_every})",
             )
         if self.sde == "ve":
             lo, hi = self.sigma_min, self.sigma_max

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..phi4 import Phi4
 
-__all__ = ["GaussianScore", "exact_dsm_loss"]
+__all__ = ["GaussianScore", "exact_dsm_loss", "free_field_samples"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,10 @@ class GaussianScore:
     def __call__(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
         axes = tuple(range(-self.theory.ndim, 0))
         A = jnp.asarray(self.theory.kernel(), dtype=y.dtype)
+        A = A.reshape((1,) * (y.ndim - A.ndim) + A.shape)
         sigma = jnp.asarray(sigma, y.dtype)
+        if sigma.ndim:
+            sigma = sigma.reshape(sigma.shape + (1,) * (y.ndim - sigma.ndim))
         yt = jnp.fft.fftn(y, axes=axes)
         return jnp.real(jnp.fft.ifftn(-A / (1.0 + sigma * sigma * A) * yt, axes=axes)).astype(
             y.dtype
@@ -59,3 +62,17 @@ def exact_dsm_loss(theory: Phi4, sigma) -> np.ndarray:
     A = theory.kernel().ravel()
     s2 = np.asarray(sigma, dtype=float)[..., None] ** 2
     return np.mean(1.0 / (1.0 + s2 * A), axis=-1)
+
+
+def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndarray:
+    """``n`` independent exact draws of the free field: φ = F⁻¹[A(p)^{−1/2} F[η]], η white
+    noise, so that ⟨φ φᵀ⟩ = A⁻¹ (eq. (1) at σ = 0). Needs A(p) > 0 for every p."""
+    import jax
+
+    A = theory.kernel()
+    if theory.lam != 0 or not np.all(A > 0):
+        raise ValueError("exact samples need a free field with A(p) > 0 (a massive free field)")
+    axes = tuple(range(-theory.ndim, 0))
+    eta = jax.random.normal(key, (n,) + theory.shape, dtype)
+    amp = jnp.asarray(A**-0.5, dtype)[None]
+    return jnp.real(jnp.fft.ifftn(amp * jnp.fft.fftn(eta, axes=axes), axes=axes)).astype(dtype)

@@ -11,13 +11,15 @@ Symmetries, by construction:
 Parametrization, with σ_d² = ⟨φ²⟩ of the training data and c_in = 1/√(σ_d² + σ²)::
 
     plain:    ŝ = −y/(σ_d² + σ²) + σ_d/(σ √(σ_d² + σ²)) · N_θ(c_in y; σ)                   (1)
-    physics:  ŝ = [σ_d² F(y) + σ N_θ(c_in y, asinh(σ_d G); σ)] / (σ_d² + σ²),  G = σ_d² F/(σ_d² + σ²)   (2)
+    physics:  ŝ = c_F F(y) − (1 − c_F) y/(σ_d² + σ²) + σ/(σ_d² + σ²) · N_θ(u; σ),
+              u = (c_in y, asinh(σ_d c_F F(y))),  c_F = (σ_d²/(σ_d² + σ²))²                   (2)
 
 with F = −∂S/∂φ the Langevin force. (1) is the exact score of white Gaussian data of variance
 σ_d² plus a learned correction (the output scaling of Karras et al., arXiv:2206.00364, Table 1);
 σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly*
-as σ → 0, whatever θ, because the network's factor σ/(σ_d² + σ²) vanishes; at large σ it is
-a learned correction to a Gaussian-like decay. N_θ is a residual network of periodic
+as σ → 0, whatever θ, because c_F → 1 and the network's factor σ/(σ_d² + σ²) vanishes. At
+large σ it tends to the Gaussian −y/σ²: c_F ∝ σ⁻⁴ switches the force off faster than its cubic
+term (F ~ λ y³ ~ λ σ³) grows, so σ ŝ stays O(1). N_θ is a residual network of periodic
 convolutions conditioned on Fourier features of log σ, with a global (site-averaged) channel
 in every block so that the magnetization is seen at once.
 """
@@ -62,27 +64,48 @@ class NetworkSpec:
         return cls(**d)
 
 
-def _wrap_pad(h: jnp.ndarray, pad: int) -> jnp.ndarray:
-    """Periodic padding of every spatial axis of a (C, *spatial) array."""
-    return jnp.pad(h, [(0, 0)] + [(pad, pad)] * (h.ndim - 1), mode="wrap")
+#: lax.conv dimension numbers, channels last (the layout XLA:CPU convolves fastest)
+_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _bcast(v: jnp.ndarray, nd: int) -> jnp.ndarray:
+    """[B, C] → [B, 1, …, 1, C] against a [B, *spatial, C] activation."""
+    return v.reshape(v.shape[:1] + (1,) * nd + v.shape[1:])
 
 
 class PeriodicConv(eqx.Module):
-    """A convolution on the torus: wrap-pad by dilation·(k//2), then a VALID convolution."""
+    """A convolution on the torus for a batch [B, *spatial, C_in]: wrap-pad every spatial axis
+    by dilation·(k//2), then a VALID convolution (so translations commute with it)."""
 
-    conv: eqx.nn.Conv
-    pad: int = eqx.field(static=True)
+    weight: jnp.ndarray  # [k, …, k, C_in, C_out]
+    bias: jnp.ndarray  # [C_out]
+    dilation: int = eqx.field(static=True)
 
     def __init__(self, ndim, cin, cout, kernel, dilation, *, key):
-        self.conv = eqx.nn.Conv(ndim, cin, cout, kernel, dilation=dilation, padding=0, key=key)
-        self.pad = dilation * (kernel // 2)
+        kw, kb = jax.random.split(key)
+        lim = 1.0 / math.sqrt(cin * kernel**ndim)  # the usual fan-in uniform initialization
+        shape = (kernel,) * ndim + (cin, cout)
+        self.weight = jax.random.uniform(kw, shape, jnp.float32, minval=-lim, maxval=lim)
+        self.bias = jax.random.uniform(kb, (cout,), jnp.float32, minval=-lim, maxval=lim)
+        self.dilation = int(dilation)
 
     def __call__(self, h):
-        return self.conv(_wrap_pad(h, self.pad))
+        nd = h.ndim - 2
+        pad = self.dilation * (self.weight.shape[0] // 2)
+        hp = jnp.pad(h, [(0, 0)] + [(pad, pad)] * nd + [(0, 0)], mode="wrap")
+        out = jax.lax.conv_general_dilated(
+            hp,
+            self.weight,
+            (1,) * nd,
+            "VALID",
+            rhs_dilation=(self.dilation,) * nd,
+            dimension_numbers=_DIMS[nd],
+        )
+        return out + self.bias.reshape((1,) * (nd + 1) + self.bias.shape)
 
 
 class Block(eqx.Module):
-    """h + conv₂(act(conv₁(act(h)) + FiLM(emb) + W mean_x h)) / √2."""
+    """h + conv₂(act(conv₁(act(h)) ⊙ (1 + γ) + β + W mean_x h)) / √2, with (γ, β) = FiLM(emb)."""
 
     conv1: PeriodicConv
     conv2: PeriodicConv
@@ -93,24 +116,24 @@ class Block(eqx.Module):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.conv1 = PeriodicConv(ndim, channels, channels, kernel, dilation, key=k1)
         self.conv2 = PeriodicConv(ndim, channels, channels, kernel, 1, key=k2)
-        self.film = eqx.nn.Linear(embedding, 2 * channels, key=k3)
-        self.glob = eqx.nn.Linear(channels, channels, key=k4)
+        self.film = eqx.nn.Linear(embedding, 2 * channels, key=k3, dtype=jnp.float32)
+        self.glob = eqx.nn.Linear(channels, channels, key=k4, dtype=jnp.float32)
 
     def __call__(self, h, emb):
-        nd = h.ndim - 1
-        expand = (slice(None),) + (None,) * nd
-        scale, shift = jnp.split(self.film(emb), 2)
-        g = self.glob(jnp.mean(h, axis=tuple(range(1, h.ndim))))
+        nd = h.ndim - 2
+        scale, shift = jnp.split(jax.vmap(self.film)(emb), 2, axis=-1)
+        g = jax.vmap(self.glob)(jnp.mean(h, axis=tuple(range(1, nd + 1))))
         u = self.conv1(jax.nn.silu(h))
-        u = u * (1.0 + scale[expand]) + shift[expand] + g[expand]
+        u = u * (1.0 + _bcast(scale, nd)) + _bcast(shift, nd) + _bcast(g, nd)
         return (h + self.conv2(jax.nn.silu(u))) * (1.0 / math.sqrt(2.0))
 
 
 class ScoreNet(eqx.Module):
-    """ŝ_θ(y, σ) of eqs. (1)–(2) for one field ``y`` (shape = the lattice shape), scalar σ.
+    """ŝ_θ(y, σ) of eqs. (1)–(2): :meth:`batch` for y [B, *shape] and σ [B] (or a scalar),
+    ``net(y, sigma)`` for one field.
 
-    Batch it with ``jax.vmap`` (or :meth:`batch`). ``theory`` supplies F = −∂S/∂φ for the
-    physics-informed form; ``sigma_data`` is σ_d.
+    ``theory`` supplies F = −∂S/∂φ for the physics-informed form; ``sigma_data`` is σ_d. The
+    network computes in float32; F and the skip term are evaluated in the dtype of ``y``.
     """
 
     lift: PeriodicConv
@@ -136,10 +159,12 @@ class ScoreNet(eqx.Module):
         ]
         head = PeriodicConv(nd, spec.channels, 1, spec.kernel, 1, key=kh)
         # start near the parametrization's skip term: a small output layer
-        self.head = eqx.tree_at(lambda c: c.conv.weight, head, head.conv.weight * 0.1)
+        self.head = eqx.tree_at(lambda c: c.weight, head, head.weight * 0.1)
         nf = spec.fourier_features
         self.freqs = tuple(float(w) for w in np.pi * np.logspace(-2, 2, nf, base=2.0) / 4.0)
-        self.embed = eqx.nn.MLP(2 * nf + 1, spec.embedding, spec.embedding, 2, jax.nn.silu, key=ke)
+        self.embed = eqx.nn.MLP(
+            2 * nf + 1, spec.embedding, spec.embedding, 2, jax.nn.silu, key=ke, dtype=jnp.float32
+        )
         self.spec, self.theory, self.sigma_data = spec, theory, float(sigma_data)
 
     # ------------------------------------------------------------------ pieces
@@ -150,35 +175,42 @@ class ScoreNet(eqx.Module):
         return self.embed(jnp.concatenate([jnp.sin(w), jnp.cos(w), ls[None] / 4.0]))
 
     def trunk(self, u: jnp.ndarray, emb: jnp.ndarray) -> jnp.ndarray:
+        """T_θ: [B, *shape, C_in] → [B, *shape]."""
         h = self.lift(u)
         for b in self.blocks:
             h = b(h, emb)
-        return self.head(jax.nn.silu(h))[0]
+        return self.head(jax.nn.silu(h))[..., 0]
 
     def _antisym(self, u, emb):
-        """½ [T(u) − T(−u)]: odd in u exactly."""
-        both = jax.vmap(self.trunk, in_axes=(0, None))(jnp.stack([u, -u]), emb)
-        return 0.5 * (both[0] - both[1])
+        """½ [T(u) − T(−u)]: odd in u exactly (both halves in one batch)."""
+        n = u.shape[0]
+        both = self.trunk(jnp.concatenate([u, -u]), jnp.concatenate([emb, emb]))
+        return 0.5 * (both[:n] - both[n:])
 
     # ------------------------------------------------------------------ the score
-    def __call__(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
-        sigma = jnp.asarray(sigma, y.dtype)
-        sd2 = self.sigma_data**2
-        den = sd2 + sigma * sigma
-        c_in = jax.lax.rsqrt(den)
-        emb = self.embedding(sigma)
-        if self.spec.physics:
-            skip = sd2 * self.theory.force(y) / den
-            u = jnp.stack([c_in * y, jnp.arcsinh(self.sigma_data * skip)])
-            return skip + (sigma / den) * self._antisym(u, emb)
-        u = (c_in * y)[None]
-        c_out = self.sigma_data / (sigma * jnp.sqrt(den))
-        return -y / den + c_out * self._antisym(u, emb)
-
     def batch(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
         """ŝ for a batch ``y`` [B, *shape] and σ scalar or [B]."""
+        nd = self.theory.ndim
         sigma = jnp.broadcast_to(jnp.asarray(sigma, y.dtype), y.shape[:1])
-        return jax.vmap(self.__call__)(y, sigma)
+        s = sigma.reshape((-1,) + (1,) * nd)
+        sd2 = self.sigma_data**2
+        den = sd2 + s * s
+        c_in = jax.lax.rsqrt(den)
+        emb = jax.vmap(self.embedding)(sigma.astype(jnp.float32))
+        if self.spec.physics:
+            c_f = (sd2 / den) ** 2
+            force = self.theory.force(y)
+            skip = c_f * force - (1.0 - c_f) * y / den
+            u = jnp.stack([c_in * y, jnp.arcsinh(self.sigma_data * c_f * force)], axis=-1)
+            net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
+            return skip + (s / den) * net
+        u = (c_in * y)[..., None]
+        net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
+        return -y / den + self.sigma_data / (s * jnp.sqrt(den)) * net
+
+    def __call__(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
+        """ŝ for one field ``y`` (shape = the lattice shape) and a scalar σ."""
+        return self.batch(y[None], jnp.reshape(jnp.asarray(sigma), (1,)))[0]
 
 
 def build_network(

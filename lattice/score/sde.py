@@ -75,7 +75,9 @@ class SDE:
         s = self.prior_std()
         axes = tuple(range(-ndim, 0))
         n = math.prod(x.shape[-ndim:])
-        return -0.5 * jnp.sum(x * x, axis=axes) / s**2 - n * (math.log(s) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * jnp.sum(x * x, axis=axes) / s**2 - n * (
+            math.log(s) + 0.5 * math.log(2 * math.pi)
+        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ class VESDE(SDE):
 
     def __post_init__(self):
         if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})")
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})"
+            )
 
     def sigma(self, t):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -118,7 +122,9 @@ class VPSDE(SDE):
 
     def __post_init__(self):
         if not 0 <= self.beta_min < self.beta_max:
-            raise ValueError(f"need 0 <= beta_min < beta_max (got {self.beta_min}, {self.beta_max})")
+            raise ValueError(
+                f"need 0 <= beta_min < beta_max (got {self.beta_min}, {self.beta_max})"
+            )
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(
                 f"need 0 < sigma_min < sigma(1) = {self.sigma_max:.4g} (got {self.sigma_min})"
