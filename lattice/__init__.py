@@ -4,6 +4,7 @@ The public API, in one place (see README.md and DESIGN.md for the conventions):
 """
 
 from . import exact as exact
+from . import score as score
 from .analysis import GammaResult as GammaResult
 from .analysis import gamma_method as gamma_method
 from .analysis import gamma_method_derived as gamma_method_derived

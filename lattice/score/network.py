@@ -11,15 +11,16 @@ Symmetries, by construction:
 Parametrization, with σ_d² = ⟨φ²⟩ of the training data and c_in = 1/√(σ_d² + σ²)::
 
     plain:    ŝ = −y/(σ_d² + σ²) + σ_d/(σ √(σ_d² + σ²)) · N_θ(c_in y; σ)                   (1)
-    physics:  ŝ = c_F F(y) − (1 − c_F) y/(σ_d² + σ²) + σ/(σ_d² + σ²) · N_θ(u; σ),
-              u = (c_in y, asinh(σ_d c_F F(y))),  c_F = (σ_d²/(σ_d² + σ²))²                   (2)
+    physics:  ŝ = c_F F(y) − (1 − c_F) y/(σ_d² + σ²) + σ σ_d²/(σ_d² + σ²)^{3/2} · N_θ(u; σ),
+              u = (c_in y, asinh(σ_d c_F F(y))),  c_F = (σ_d²/(σ_d² + σ²))³                   (2)
 
 with F = −∂S/∂φ the Langevin force. (1) is the exact score of white Gaussian data of variance
 σ_d² plus a learned correction (the output scaling of Karras et al., arXiv:2206.00364, Table 1);
 σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly*
-as σ → 0, whatever θ, because c_F → 1 and the network's factor σ/(σ_d² + σ²) vanishes. At
-large σ it tends to the Gaussian −y/σ²: c_F ∝ σ⁻⁴ switches the force off faster than its cubic
-term (F ~ λ y³ ~ λ σ³) grows, so σ ŝ stays O(1). N_θ is a residual network of periodic
+as σ → 0, whatever θ, because c_F → 1 and the network's factor vanishes (∝ σ). At large σ it
+tends to the Gaussian −y/σ²: c_F ∝ σ⁻⁶ switches the force off faster than its cubic term
+(F ~ λ y³ ~ λ σ³) grows, so that σ c_F F → 0 (with c_F ∝ σ⁻⁴ it would leave an O(λ σ_d⁴ z³)
+term for the network to cancel, which measurably hurt the large-σ loss), and the network's share of σ ŝ decays like σ_d²/σ, as in (1). N_θ is a residual network of periodic
 convolutions conditioned on Fourier features of log σ, with a global (site-averaged) channel
 in every block so that the magnetization is seen at once.
 """
@@ -198,12 +199,12 @@ class ScoreNet(eqx.Module):
         c_in = jax.lax.rsqrt(den)
         emb = jax.vmap(self.embedding)(sigma.astype(jnp.float32))
         if self.spec.physics:
-            c_f = (sd2 / den) ** 2
+            c_f = (sd2 / den) ** 3
             force = self.theory.force(y)
             skip = c_f * force - (1.0 - c_f) * y / den
             u = jnp.stack([c_in * y, jnp.arcsinh(self.sigma_data * c_f * force)], axis=-1)
             net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
-            return skip + (s / den) * net
+            return skip + (s * sd2 / (den * jnp.sqrt(den))) * net
         u = (c_in * y)[..., None]
         net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
         return -y / den + self.sigma_data / (s * jnp.sqrt(den)) * net
