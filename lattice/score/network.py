@@ -16,13 +16,14 @@ Parametrization, with σ_d² = ⟨φ²⟩ of the training data and c_in = 1/√(
 
 with F = −∂S/∂φ the Langevin force. (1) is the exact score of white Gaussian data of variance
 σ_d² plus a learned correction (the output scaling of Karras et al., arXiv:2206.00364, Table 1);
-σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly*
-as σ → 0, whatever θ, because c_F → 1 and the network's factor vanishes (∝ σ). At large σ it
-tends to the Gaussian −y/σ²: c_F ∝ σ⁻⁶ switches the force off faster than its cubic term
-(F ~ λ y³ ~ λ σ³) grows, so that σ c_F F → 0 (with c_F ∝ σ⁻⁴ it would leave an O(λ σ_d⁴ z³)
-term for the network to cancel, which measurably hurt the large-σ loss), and the network's
-share of σ ŝ decays like σ_d²/σ, as in (1). N_θ is a residual network of periodic convolutions conditioned on Fourier features of log σ, with a global (site-averaged) channel
-in every block so that the magnetization is seen at once.
+σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly* as
+σ → 0, whatever θ, because c_F → 1 and the network's factor vanishes (∝ σ). At large σ it tends
+to the Gaussian −y/σ²: c_F ∝ σ⁻⁶ switches the force off faster than its cubic term (F ~ λ y³ ~ λ
+σ³) grows, so that σ c_F F → 0 (with c_F ∝ σ⁻⁴ it would leave an O(λ σ_d⁴ z³) term for the
+network to cancel, which measurably hurt the large-σ loss), and the network's share of σ ŝ
+decays like σ_d²/σ, as in (1). N_θ is a residual network of periodic convolutions conditioned on
+Fourier features of log σ, with a global (site-averaged) channel in every block so that the
+magnetization is seen at once.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ arXiv:2011.13456, eq. 7 with λ(t) = σ²), per site::
     L(θ) = E_{t ~ U(t_min, 1)} E_{φ ~ data} E_{z ~ N(0,1)} ‖σ ŝ_θ(φ + σ z, σ) + z‖² / V   (1)
 
 with σ = σ(t), in the VE picture y = φ + σ z that every SDE shares (``sde.py`` eq. (1)); its
-minimizer over all functions is the exact score of q_σ and its minimum ℓ*(σ) is known for the free field
-(``gaussian.py`` eq. (2)). For VE, t ~ U(0, 1) is log σ uniform on [log σ_min, log σ_max].
+minimizer over all functions is the exact score of q_σ and its minimum ℓ*(σ) is known for the
+free field (``gaussian.py`` eq. (2)). For VE, t ~ U(0, 1) is log σ uniform on [log σ_min, log
+σ_max].
 
 Optimizer: AdamW (Loshchilov–Hutter) with global-norm clipping, a linear warm-up to
 ``learning_rate`` over ``warmup`` steps and a cosine decay to 1% of it at ``steps``. The model
