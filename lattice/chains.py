@@ -107,6 +107,10 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
         it, size, count = cl
         diag["cluster_iterations"] = it / count  # 0/0 = NaN: no update in the interval
         diag["cluster_size"] = size / count
+    for name in sampler.diagnostics:  # the state's value at the measurement
+        diag[name] = getattr(states, name).astype(states.phi.dtype)
+    if sampler.weighted:
+        diag["log_w"] = states.log_w.astype(states.phi.dtype)
     return states, diag
 
 

@@ -67,17 +67,37 @@ __all__ = [
     "apply_overrides",
 ]
 
-KINDS = ("langevin", "mala", "hmc")
+KINDS = ("langevin", "mala", "hmc", "diffusion")
 #: Allowed integrators per sampler kind; the first one is the default.
-SCHEMES = {"langevin": ("euler", "rk2"), "mala": ("euler",), "hmc": ("leapfrog", "omelyan")}
+SCHEMES = {
+    "langevin": ("euler", "rk2"),
+    "mala": ("euler",),
+    "hmc": ("leapfrog", "omelyan"),
+    "diffusion": ("none",),
+}
 #: Kind-dependent defaults filled in before validation.
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "langevin": {"step_size": 0.01, "scheme": "euler"},
     "mala": {"step_size": 0.01, "scheme": "euler"},
     "hmc": {"trajectory_length": 1.0, "steps": 10, "scheme": "leapfrog"},
+    "diffusion": {"scheme": "none", "steps": 100},
 }
 #: Values that are part of the contract but not implemented yet: key -> (value, allowed).
-_NOT_YET = {"kind": ("diffusion", KINDS)}
+_NOT_YET: dict[str, tuple[Any, tuple[str, ...]]] = {}
+#: diffusion keys and the methods that use them (None: every method)
+_DIFFUSION_KEYS: dict[str, tuple[str, ...] | None] = {
+    "model": None,
+    "method": None,
+    "metropolis": None,
+    "rtol": ("ode",),
+    "atol": ("ode",),
+    "max_steps": ("ode",),
+    "divergence": ("ode",),
+    "snr": ("pc",),
+    "corrector_steps": ("pc",),
+    "steps_per_level": ("annealed",),
+    "step_scale": ("annealed",),
+}
 
 Float = Annotated[float, Strict()]  # strict float still accepts int (stored as float)
 PosFloat = Annotated[float, Strict(), Field(gt=0)]
@@ -145,18 +165,64 @@ class ActionSection(_Section):
         return self
 
 
+_DIFFUSION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
+    "sde": {},
+    "pc": {"snr": 0.16, "corrector_steps": 1},
+    "annealed": {"steps_per_level": 5, "step_scale": 0.1},
+}
+
+
+def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill the diffusion defaults of the chosen method; refuse keys of other methods and
+    Metropolis without a density."""
+    for key in ("step_size", "trajectory_length"):
+        if key in data:
+            raise _rule(key, "not used by diffusion")
+    if data.get("fourier_acceleration") is True:
+        raise _rule("fourier_acceleration", "only available for langevin (kind = 'diffusion')")
+    if "model" not in data:
+        raise _rule("model", "required key is missing (kind = 'diffusion': a model directory)")
+    method = data.get("method", "ode")
+    if method not in _DIFFUSION_DEFAULTS:
+        return {**data, "method": method}  # reported by the field validation
+    for key, users in _DIFFUSION_KEYS.items():
+        if users is not None and method not in users and key in data:
+            raise _rule(key, f"only used by method = {users[0]!r} (method = {method!r})")
+    if data.get("metropolis", method == "ode") is True and method != "ode":
+        raise _rule(
+            "metropolis",
+            f"needs method = 'ode', the only one with a density (method = {method!r});"
+            " set metropolis = false for raw, approximate samples",
+        )
+    out = {**_KIND_DEFAULTS["diffusion"], "method": method, "metropolis": method == "ode"}
+    return {**out, **_DIFFUSION_DEFAULTS[method], **data}
+
+
 class SamplerSection(_Section):
     """``[sampler]``: the update algorithm; kind-dependent keys are resolved on validation."""
 
-    kind: Literal["langevin", "mala", "hmc"]
+    kind: Literal["langevin", "mala", "hmc", "diffusion"]
     step_size: PosFloat | None = None  # langevin, mala
     scheme: StrictStr | None = None  # resolved per kind, see SCHEMES
     fourier_acceleration: StrictBool = False  # langevin only
     fourier_mass2: float | Literal["auto"] = "auto"
     trajectory_length: PosFloat | None = None  # hmc only
-    steps: PosInt | None = None  # hmc only
+    steps: PosInt | None = None  # hmc: leapfrog steps; diffusion: time steps (sde, pc, annealed)
     cluster: Literal["none", "sw"] = "none"
     cluster_every: PosInt = 1
+    # diffusion only (docs/diffusion.md)
+    model: StrictStr | None = None
+    method: Literal["ode", "sde", "pc", "annealed"] | None = None
+    metropolis: StrictBool | None = None
+    rtol: PosFloat | None = None
+    atol: PosFloat | None = None
+    max_steps: PosInt | None = None
+    divergence: Literal["exact", "hutchinson"] | None = None
+    snr: PosFloat | None = None
+    corrector_steps: PosInt | None = None
+    steps_per_level: PosInt | None = None
+    step_scale: PosFloat | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +239,12 @@ class SamplerSection(_Section):
         kind = data.get("kind")
         if kind not in KINDS:
             return data  # reported by the field validation
+        if kind != "diffusion":
+            for key in _DIFFUSION_KEYS:
+                if key in data:
+                    raise _rule(key, f"only used by diffusion (kind = {kind!r})")
+        else:
+            return _resolve_diffusion(data)
         if kind == "hmc":
             if "step_size" in data:
                 raise _rule("step_size", "not used by hmc (its step is trajectory_length / steps)")
@@ -186,6 +258,13 @@ class SamplerSection(_Section):
                 f"only available for langevin (got true with kind = {kind!r})",
             )
         return {**_KIND_DEFAULTS[kind], **data}
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise _rule("", "must name a trained model directory (got '')")
+        return v
 
     @field_validator("fourier_mass2", mode="plain")
     @classmethod
@@ -393,9 +472,10 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 _KIND_KEYS = {
     "step_size": ("langevin", "mala"),
     "trajectory_length": ("hmc",),
-    "steps": ("hmc",),
+    "steps": ("hmc", "diffusion"),
     "fourier_acceleration": ("langevin",),
     "fourier_mass2": ("langevin",),
+    **{k: ("diffusion",) for k in _DIFFUSION_KEYS},
 }
 
 

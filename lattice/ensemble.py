@@ -13,6 +13,10 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
     /diagnostics/exp_minus_dh [chains, samples]       mean e^{−ΔH} since the last measurement
     /diagnostics/cluster_iterations, cluster_size     with cluster updates: their mean labelling
                            [chains, samples]          iterations and V / N_clusters (NaN: none ran)
+    /diagnostics/proposal_log_w, score_evaluations   diffusion sampler: log(e^{−S}/q) of the
+                           [chains, samples]          last proposal and its score evaluations
+    /weights/log_w         [chains, samples]          importance weights log(e^{−S}/q) of the
+                                                      measured fields (diffusion, reweighting)
     /configs               [chains, saved, *shape]    one configuration per chunk
     /configs_index         [saved]                    measurement index of each saved config
     /timing                attrs: seconds, steps (sampler steps done in this file's runs)
@@ -107,6 +111,7 @@ class EnsembleWriter:
         observable_shapes: Mapping[str, tuple[int, ...]],
         block: int,
         diagnostics: tuple[str, ...] = DIAGNOSTICS,
+        weights: bool = False,
     ) -> EnsembleWriter:
         from . import __version__
 
@@ -144,6 +149,15 @@ class EnsembleWriter:
             for name in dict.fromkeys((*DIAGNOSTICS, *diagnostics)):
                 diag.create_dataset(
                     name,
+                    (chains, samples),
+                    dtype=dtype,
+                    chunks=(chains, blk),
+                    maxshape=(chains, None),
+                    dcpl=_early_dcpl(),
+                )
+            if weights:
+                f.create_group("weights").create_dataset(
+                    "log_w",
                     (chains, samples),
                     dtype=dtype,
                     chunks=(chains, blk),
@@ -211,7 +225,8 @@ class EnsembleWriter:
         for name, arr in obs.items():
             f["observables"][name][:, start : start + n] = arr
         for name, arr in diag.items():
-            f["diagnostics"][name][:, start : start + n] = arr
+            group = "weights" if name == "log_w" and "weights" in f else "diagnostics"
+            f[group][name][:, start : start + n] = arr
 
     def write_configs(self, saved: np.ndarray, start: int, index: np.ndarray) -> None:
         """Write saved configurations ``saved[k]`` (each ``[chains, *shape]``, as the sampler

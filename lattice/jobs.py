@@ -117,6 +117,25 @@ def _cached_sampler(s, theory):
         base = mala(theory, s.step_size)
     elif s.kind == "hmc":
         base = hmc(theory, s.trajectory_length, s.steps, s.scheme)
+    elif s.kind == "diffusion":
+        from .samplers.diffusion import diffusion
+        from .score.model import load_model
+
+        base = diffusion(
+            theory,
+            load_model(s.model),
+            method=s.method,
+            metropolis_step=s.metropolis,
+            steps=s.steps,
+            rtol=s.rtol or 1e-5,
+            atol=s.atol or 1e-5,
+            max_steps=s.max_steps or 4096,
+            divergence=s.divergence or "exact",
+            snr=s.snr or 0.16,
+            corrector_steps=s.corrector_steps or 1,
+            steps_per_level=s.steps_per_level or 5,
+            step_scale=s.step_scale or 0.1,
+        )
     else:
         raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
     if s.cluster == "sw":
@@ -276,6 +295,7 @@ def run_job(
     unless ``force``; with ``force`` the previous run's files are removed first."""
     paths = RunPaths(Path(run_dir))
     chain_sharding(cfg.run.chains, cfg.run.devices)  # refuse an impossible request first
+    _check_model(cfg)
     if paths.config.exists() or paths.ensemble.exists() or paths.checkpoint.exists():
         if not force:
             state = _describe_existing(paths)
@@ -301,6 +321,7 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
     if not paths.config.exists():
         raise JobError(f"{paths.root}: not a run directory (no config.toml)")
     cfg = load_config(paths.config)
+    _check_model(cfg)
     if paths.ensemble.exists():
         try:
             ens = open_ensemble(paths.ensemble, load_observables=False)
@@ -318,6 +339,18 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
                 (reporter or QuietReporter()).log(f"{paths.root}: already complete")
                 return paths.ensemble
     return _execute(cfg, paths, reporter or QuietReporter(), resume=True)
+
+
+def _check_model(cfg: RunConfig) -> None:
+    """A diffusion sampler's model must load and fit the run's theory before any work."""
+    if cfg.sampler.kind != "diffusion":
+        return
+    from .score.model import ModelError
+
+    try:
+        build_sampler(cfg, build_theory(cfg))
+    except (ModelError, ValueError) as e:
+        raise JobError(f"sampler.model: {e}") from None
 
 
 def _describe_existing(paths: RunPaths) -> str:
@@ -373,7 +406,9 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
             dtype=dtype,
             observable_shapes=observable_shapes(theory),
             block=r.checkpoint_every,
-            diagnostics=CLUSTER_DIAGNOSTICS if sampler.cluster is not None else (),
+            diagnostics=(CLUSTER_DIAGNOSTICS if sampler.cluster is not None else ())
+            + sampler.diagnostics,
+            weights=sampler.weighted,
         )
         states = init_states(sampler, initial_field(keys, theory, r.start, dtype))
         step, committed, saved_committed, seconds = 0, 0, 0, 0.0

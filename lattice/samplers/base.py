@@ -50,6 +50,10 @@ class Sampler(NamedTuple):
     #: batched: ``(step keys [chains], states [chains]) -> (states, info)``.
     cluster: Callable[[jax.Array, Any], tuple[Any, Any]] | None = None
     cluster_every: int = 1
+    #: state fields recorded per chain at every measurement under /diagnostics/<name>
+    diagnostics: tuple[str, ...] = ()
+    #: the state's ``log_w`` is an importance weight, stored as /weights/log_w (DESIGN.md §5)
+    weighted: bool = False
 
 
 def exact_step_info(dtype) -> StepInfo:

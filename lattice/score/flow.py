@@ -82,10 +82,12 @@ def sample_with_density(
     divergence: str = "exact",
     key: jax.Array | None = None,
     solver: Any = None,
+    initial_steps: int = 16,
 ) -> FlowResult:
     """Integrate eq. (1) with its log-density, eq. (2), from x(1) = ``x1`` down to ``t0``
     (default: the SDE's t_min), adaptively (diffrax, Dopri5 unless ``solver`` is given, with a
-    PID controller at the stated ``rtol``/``atol``). One field; ``vmap`` it over chains."""
+    PID controller at the stated ``rtol``/``atol``, first step (1 − t0)/``initial_steps``).
+    One field; ``vmap`` it over chains."""
     import diffrax
 
     t0 = sde.t_min if t0 is None else t0
@@ -116,7 +118,7 @@ def sample_with_density(
         solver or diffrax.Dopri5(),
         1.0,
         t0,
-        -(1.0 - t0) / 16,
+        -(1.0 - t0) / initial_steps,
         y0,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,

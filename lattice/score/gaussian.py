@@ -18,13 +18,14 @@ follows mode by mode from (1)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from ..phi4 import Phi4
 
-__all__ = ["GaussianScore", "exact_dsm_loss", "free_field_samples"]
+__all__ = ["GaussianScore", "GaussianModel", "exact_dsm_loss", "free_field_samples"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,24 @@ def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndar
     eta = jax.random.normal(key, (n,) + theory.shape, dtype)
     amp = jnp.asarray(A**-0.5, dtype)[None]
     return jnp.real(jnp.fft.ifftn(amp * jnp.fft.fftn(eta, axes=axes), axes=axes)).astype(dtype)
+
+
+@dataclass(frozen=True)
+class GaussianModel:
+    """The exact score of the noised free field behind the :class:`~lattice.score.ScoreModel`
+    interface (``theory``, ``sde``, ``score(x, t)``): a model without a network, for tests and
+    for measuring the samplers' cost with a perfect score."""
+
+    theory: Phi4
+    sde: Any
+    path: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.theory.shape
+
+    def score(self, x: jnp.ndarray, t) -> jnp.ndarray:
+        """∇_x log p_t(x) = s*(x/α, σ(t))/α for x [B, *shape] (eq. (1))."""
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
+        a = self.sde.alpha(t).astype(x.dtype).reshape((-1,) + (1,) * self.theory.ndim)
+        return GaussianScore(self.theory).batch(x / a, self.sde.sigma(t).astype(x.dtype)) / a

@@ -1,0 +1,140 @@
+"""The diffusion model as a sampler: independent proposals from a trained score model, made
+exact by an independence Metropolis–Hastings step, or weighted for reweighting.
+
+Every step draws x(1) from the SDE's prior (stream 0 of the step key) and generates a field φ'
+with one of the methods of ``lattice.score.reverse`` / ``lattice.score.flow``. With the
+probability-flow ODE the density q(φ') of the proposal is known (exact divergence, ``flow.py``
+eq. (2)), and the chain is an independence sampler (Tierney 1994) with target e^{−S}::
+
+    log w(φ) = −S(φ) − log q(φ),    accept with min(1, e^{log w(φ') − log w(φ)})      (1)
+
+which leaves e^{−S} invariant whatever the quality of the model (up to the ODE tolerance,
+which is recorded). Without Metropolis every step's output is a fresh, independent draw from q:
+``method = "ode"`` still records log w (eq. (1)), so observables can be reweighted with the
+self-normalized weights w/Σw; the other methods have no density and are approximate.
+
+The chain starts with log w = −∞, so the first proposal is always accepted.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .. import noise
+from ..phi4 import Phi4
+from .base import Sampler, StepInfo, metropolis
+
+__all__ = ["DiffusionState", "diffusion", "METHODS"]
+
+METHODS = ("ode", "sde", "pc", "annealed")
+#: per-chain values recorded at every measurement under /diagnostics (see lattice.chains)
+DIAGNOSTICS = ("proposal_log_w", "score_evaluations")
+
+
+class DiffusionState(NamedTuple):
+    phi: jax.Array
+    action: jax.Array
+    log_w: jax.Array  # −S − log q of the current field (NaN without a density)
+    proposal_log_w: jax.Array  # of the last proposal
+    score_evaluations: jax.Array  # score evaluations of the last proposal
+
+
+def diffusion(
+    theory: Phi4,
+    model,
+    *,
+    method: str = "ode",
+    metropolis_step: bool = True,
+    steps: int = 100,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 4096,
+    divergence: str = "exact",
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+    steps_per_level: int = 5,
+    step_scale: float = 0.1,
+) -> Sampler:
+    """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
+
+    ``metropolis_step`` needs ``method = "ode"`` (the only route with a density).
+    """
+    from ..score.flow import sample_with_density
+    from ..score.model import check_compatible
+    from ..score.reverse import annealed_langevin, predictor_corrector, reverse_sde
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
+    if metropolis_step and method != "ode":
+        raise ValueError("Metropolis needs method = 'ode' (the only one with a density)")
+    check_compatible(model, theory)
+    sde = model.sde
+    V = theory.volume
+
+    def score(x, t):
+        return model.score(x[None], t)[0]
+
+    def propose(key, x1):
+        """(φ', log q(φ') or NaN, score evaluations)."""
+        k = jax.random.fold_in(key, 3)
+        nan = jnp.full((), jnp.nan, x1.dtype)
+        if method == "ode":
+            r = sample_with_density(
+                score,
+                sde,
+                x1,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                divergence=divergence,
+                key=k,
+                initial_steps=steps,
+            )
+            per_eval = (1 + V) if divergence == "exact" else 2
+            return r.x, r.log_q, (r.evaluations * per_eval).astype(x1.dtype)
+        if method == "sde":
+            return reverse_sde(score, sde, x1, k, steps), nan, jnp.asarray(steps, x1.dtype)
+        if method == "pc":
+            x = predictor_corrector(score, sde, x1, k, steps, snr, corrector_steps)
+            return x, nan, jnp.asarray(steps * (1 + corrector_steps), x1.dtype)
+        x = annealed_langevin(score, sde, x1, k, steps, steps_per_level, step_scale)
+        return x, nan, jnp.asarray(steps * steps_per_level, x1.dtype)
+
+    def init(phi):
+        z = jnp.zeros((), phi.dtype)
+        return DiffusionState(phi, theory.action(phi), z - jnp.inf, z + jnp.nan, z)
+
+    def step(key, state):
+        dtype = state.phi.dtype
+        x1 = sde.prior_std() * noise.normal(key, theory.shape, dtype, stream=0)
+        prop, log_q, evals = propose(key, x1)
+        prop = prop.astype(dtype)
+        s1 = theory.action(prop)
+        lw = -s1 - log_q
+        new = DiffusionState(prop, s1, lw, lw, evals)
+        if not metropolis_step:
+            one = jnp.ones((), dtype)
+            return new, StepInfo(one, jnp.ones((), bool), jnp.zeros((), dtype))
+        log_ratio = lw - state.log_w
+        accepted, acceptance = metropolis(key, log_ratio)
+        kept = state._replace(proposal_log_w=lw, score_evaluations=evals)
+        out = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), new, kept)
+        return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
+
+    weighted = method == "ode" and not metropolis_step
+    # exact: MH, or self-normalized reweighting, on the exact ODE density (up to its tolerance)
+    exact = (metropolis_step or weighted) and divergence == "exact"
+    name = f"diffusion-{method}" + ("-mh" if metropolis_step else "")
+    return Sampler(
+        init,
+        step,
+        name,
+        "exact" if exact else "approximate",
+        None,
+        0,
+        diagnostics=DIAGNOSTICS,
+        weighted=weighted,
+    )
