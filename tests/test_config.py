@@ -191,7 +191,8 @@ def test_config_is_frozen_and_hashable():
         (["foo.bar=1"], "foo: unknown section (allowed: name, description, lattice,"),
         (["foo=1"], "foo: unknown key"),
         (["run.foo=1"], "run.foo: unknown key (allowed: chains, seed,"),
-        (["sampler.model=x"], "sampler.model: unknown key"),
+        (["sampler.model=x"], "sampler.model: only used by diffusion (kind = 'langevin')"),
+        (["sampler.modle=x"], "sampler.modle: unknown key"),
         (["action.lam=0.1"], "action.lam: unknown key (allowed: form, kappa, m2, lambda)"),
         # wrong types
         (['run.chains="8"'], "run.chains: expected an integer (got '8')"),
@@ -226,11 +227,34 @@ def test_config_is_frozen_and_hashable():
         (["action.form=mass", "action.m2=1"], 'action.kappa: not used by form = "mass"'),
         (["action.form=mass"], "action.kappa: not used"),
         # sampler
-        (["sampler.kind=foo"], "sampler.kind: must be one of langevin, mala, hmc (got 'foo')"),
+        (
+            ["sampler.kind=foo"],
+            "sampler.kind: must be one of langevin, mala, hmc, diffusion (got 'foo')",
+        ),
         (
             ["sampler.kind=diffusion"],
-            "sampler.kind: 'diffusion' is not available in this "
-            "version (allowed: langevin, mala, hmc)",
+            "sampler.model: required key is missing (kind = 'diffusion': a model directory)",
+        ),
+        (
+            ["sampler.kind=diffusion", "sampler.step_size=0.1"],
+            "sampler.step_size: not used by diffusion",
+        ),
+        (
+            ["sampler.kind=hmc", "sampler.model='m'"],
+            "sampler.model: only used by diffusion (kind = 'hmc')",
+        ),
+        (
+            [
+                "sampler.kind=diffusion",
+                "sampler.method=sde",
+                "sampler.metropolis=true",
+                "sampler.model='m'",
+            ],
+            "sampler.metropolis: needs method = 'ode', the only one with a density",
+        ),
+        (
+            ["sampler.kind=diffusion", "sampler.snr=0.1", "sampler.model='m'"],
+            "sampler.snr: only used by method = 'pc' (method = 'ode')",
         ),
         (["sampler.cluster=wolff"], "sampler.cluster: must be one of none, sw (got 'wolff')"),
         (["sampler.cluster_every=0"], "sampler.cluster_every: must be >= 1"),
@@ -399,9 +423,14 @@ def test_every_shipped_run_config_is_valid():
 
     from lattice.config import load_config
 
+    from lattice.score.config import load_train_config
+
     paths = sorted((Path(__file__).parent.parent / "runs").glob("*.toml"))
-    assert {p.name for p in paths} >= {"quickstart.toml", "critical_sw.toml"}
+    assert {p.name for p in paths} >= {"quickstart.toml", "critical_sw.toml", "score_8x8.toml"}
     for p in paths:
+        if p.name.startswith("score_"):
+            assert load_train_config(p).train.ensemble
+            continue
         cfg = load_config(p)
         assert cfg.lattice.shape
     assert load_config(paths[0].parent / "critical_sw.toml").sampler.cluster == "sw"
