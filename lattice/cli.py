@@ -193,6 +193,30 @@ def info(
         out.print(f"[bold]{k:>14}[/]  {v}")
 
 
+def _diffusion_summary(ens) -> dict | None:
+    """Acceptance, the distribution of log(e^{−S}/q) over the recorded proposals, the
+    importance-sampling ESS per proposal, and the cost per proposal; None for other samplers."""
+    import numpy as np
+
+    d = ens.diagnostics or {}
+    if "proposal_log_w" not in d:
+        return None
+    lw = np.asarray(d["proposal_log_w"], np.float64)
+    ok = np.isfinite(lw)
+    w = np.exp(lw[ok] - lw[ok].max()) if ok.any() else np.zeros(1)
+    steps = max(ens.steps * ens.chains, 1)
+    return {
+        "acceptance": float(np.mean(d["acceptance"])),
+        "proposals": int(lw.size),
+        "failed": int(lw.size - ok.sum()),
+        "log_w_mean": float(lw[ok].mean()) if ok.any() else float("nan"),
+        "log_w_std": float(lw[ok].std()) if ok.any() else float("nan"),
+        "ess_fraction": float(w.sum() ** 2 / np.sum(w * w) / max(w.size, 1)),
+        "score_evaluations": float(np.mean(d["score_evaluations"])),
+        "seconds": ens.seconds / steps,
+    }
+
+
 def _cluster_summary(ens) -> str | None:
     """One line on the cluster updates of an ensemble, or None without them."""
     import numpy as np
@@ -242,6 +266,11 @@ def measure(
             "config": parse_config(ens.config_toml).to_dict(),
             "exactness": res["exactness"],
         }
+        if res["reweighting"] is not None:
+            payload["reweighting"] = res["reweighting"]
+        diff = _diffusion_summary(ens)
+        if diff is not None:
+            payload["diffusion"] = diff
         sys.stdout.write(json.dumps(payload) + "\n")
         return
     from rich.table import Table
@@ -279,6 +308,21 @@ def measure(
     cl = _cluster_summary(ens)
     if cl:
         out.print(f"clusters: {cl}")
+    rw = res["reweighting"]
+    if rw is not None:
+        out.print(
+            f"reweighted with the importance weights /weights/log_w (self-normalized): "
+            f"ESS {rw['ess']:.1f} of {rw['samples']} samples ({rw['ess'] / rw['samples']:.1%})"
+            + (f", {rw['dropped']} failed solves dropped" if rw["dropped"] else "")
+        )
+    diff = _diffusion_summary(ens)
+    if diff is not None:
+        out.print(
+            f"diffusion proposals: acceptance {diff['acceptance']:.3f}, log(e^-S/q) "
+            f"mean {diff['log_w_mean']:.3g}, std {diff['log_w_std']:.3g}; importance ESS "
+            f"{diff['ess_fraction']:.1%} per proposal; {diff['score_evaluations']:.3g} score "
+            f"evaluations and {diff['seconds']:.3g} s per proposal"
+        )
     if not ens.complete:
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
 

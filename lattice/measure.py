@@ -62,26 +62,39 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
     obs = {k: np.asarray(v[:, discard:], np.float64) for k, v in ens.observables.items()}
     shape = ens.config_attrs["lattice.shape"]
     V = math.prod(shape if isinstance(shape, list) else [shape])
+    weights = None
+    if ens.weights is not None:
+        weights = _normalized_weights(np.asarray(ens.weights[:, discard:], np.float64))
+    est = _Estimator(weights, S)
     results = {}
     for name in OBSERVABLES:
         if name == "chi_conn":
-            results[name] = gamma_method_derived(
-                lambda m2, am: V * (m2 - am * am), [obs["m2"], obs["abs_m"]], S=S
+            results[name] = est.derived(
+                lambda m2, am: V * (m2 - am * am), [obs["m2"], obs["abs_m"]]
             )
         elif name == "binder":
-            results[name] = gamma_method_derived(
-                lambda m4, m2: 1.0 - m4 / (3.0 * m2 * m2), [obs["m4"], obs["m2"]], S=S
+            results[name] = est.derived(
+                lambda m4, m2: 1.0 - m4 / (3.0 * m2 * m2), [obs["m4"], obs["m2"]]
             )
         else:
-            results[name] = gamma_method(obs[name], S=S)
+            results[name] = est.primary(obs[name])
     out = {name: _entry(r) for name, r in results.items()}
-    g = [gamma_method(obs["G"][..., t], S=S) for t in range(obs["G"].shape[-1])]
+    g = [est.primary(obs["G"][..., t]) for t in range(obs["G"].shape[-1])]
     out["G"] = {"value": [float(r.value) for r in g], "error": [float(r.error) for r in g]}
     exact = exact_reference(ens)
     if exact is not None:
         for name, val in exact[0].items():
             out[name]["exact"] = val
+    reweighting = None
+    if weights is not None:
+        w = weights[np.isfinite(weights)]
+        reweighting = {
+            "ess": float(w.sum() ** 2 / np.sum(w * w)),
+            "samples": int(w.size),
+            "dropped": int(weights.size - w.size),
+        }
     return {
+        "reweighting": reweighting,
         "exact_kind": None if exact is None else exact[1],
         "observables": out,
         "chains": ens.chains,
@@ -90,6 +103,40 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
         "results": results,
         "G_results": g,
     }
+
+
+def _normalized_weights(log_w: np.ndarray) -> np.ndarray:
+    """w = e^{log w − max log w}: the constant cancels in every self-normalized average.
+    Non-finite log w (a failed ODE solve) gets weight 0."""
+    finite = np.isfinite(log_w)
+    if not finite.any():
+        raise ValueError("every importance weight is non-finite; nothing to reweight")
+    top = log_w[finite].max()
+    return np.where(finite, np.exp(np.where(finite, log_w, top) - top), 0.0)
+
+
+class _Estimator:
+    """Plain Γ-method averages, or, with importance weights w, the self-normalized
+    ⟨O⟩ = ⟨w O⟩/⟨w⟩ as a derived quantity of the primaries w O and w (its error by linear
+    propagation through the Γ-method, like any ratio)."""
+
+    def __init__(self, weights: np.ndarray | None, S: float):
+        self.w, self.S = weights, S
+
+    def primary(self, a: np.ndarray):
+        if self.w is None:
+            return gamma_method(a, S=self.S)
+        return gamma_method_derived(lambda wa, w: wa / w, [self.w * a, self.w], S=self.S)
+
+    def derived(self, f, data: list[np.ndarray]):
+        if self.w is None:
+            return gamma_method_derived(f, data, S=self.S)
+        n = len(data)
+
+        def g(*m):
+            return f(*(x / m[n] for x in m[:n]))
+
+        return gamma_method_derived(g, [self.w * a for a in data] + [self.w], S=self.S)
 
 
 def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:

@@ -422,7 +422,6 @@ def test_every_shipped_run_config_is_valid():
     from pathlib import Path
 
     from lattice.config import load_config
-
     from lattice.score.config import load_train_config
 
     paths = sorted((Path(__file__).parent.parent / "runs").glob("*.toml"))
