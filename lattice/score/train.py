@@ -294,7 +294,7 @@ class _Trainer:
             kf = k.astype(jnp.float32)
             d = jnp.minimum(t.ema, (1.0 + kf) / (10.0 + kf))
             ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
-            return (params, opt_state, ema, k + 1), (loss, optax.global_norm(grads))
+            return (params, opt_state, ema, k + 1), (loss, optax.tree.norm(grads))
 
         return step
 
