@@ -248,7 +248,7 @@ def test_killed_diffusion_run_resumes_bitwise(tmp_path):
     save_model(tmp_path / "m", net, SDE, {"name": "m"})
     text = RUN.format(model=tmp_path / "m").replace("save_every = 0", "save_every = 2")
     cfg = tmp_path / "d.toml"
-    cfg.write_text(text.replace("samples = 20", "samples = 40").replace("= 10\n", "= 5\n"))
+    cfg.write_text(text.replace("checkpoint_every = 10", "checkpoint_every = 4"))
     cli("run", cfg, "-o", tmp_path / "ref", "-q", check=0)
     ref = datasets(tmp_path / "ref" / "ensemble.h5")
     d = tmp_path / "killed"
@@ -258,7 +258,7 @@ def test_killed_diffusion_run_resumes_bitwise(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
-    while _progress(d) <= 6:
+    while _progress(d) <= 5:
         assert proc.poll() is None, "the run finished before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint"
         time.sleep(0.02)
