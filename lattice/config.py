@@ -199,6 +199,17 @@ def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
     return {**out, **_DIFFUSION_DEFAULTS[method], **data}
 
 
+def positive_or_auto(v: Any) -> float | str:
+    """Validate a key that takes a number > 0 or the string "auto" (a plain validator)."""
+    if isinstance(v, str) and v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _rule("", f'expected a number > 0 or "auto" (got {_show(v)})')
+    if not (math.isfinite(v) and v > 0):
+        raise _rule("", f'must be > 0 or "auto" (got {_show(v)})')
+    return float(v)
+
+
 class SamplerSection(_Section):
     """``[sampler]``: the update algorithm; kind-dependent keys are resolved on validation."""
 
@@ -269,13 +280,7 @@ class SamplerSection(_Section):
     @field_validator("fourier_mass2", mode="plain")
     @classmethod
     def _check_fourier_mass2(cls, v: Any) -> float | str:
-        if isinstance(v, str) and v == "auto":
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _rule("", f'expected a number > 0 or "auto" (got {_show(v)})')
-        if not (math.isfinite(v) and v > 0):
-            raise _rule("", f'must be > 0 or "auto" (got {_show(v)})')
-        return float(v)
+        return positive_or_auto(v)
 
     @model_validator(mode="after")
     def _scheme_fits_kind(self) -> SamplerSection:

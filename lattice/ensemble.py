@@ -430,6 +430,17 @@ def _plain(v):
 
 
 # ---------------------------------------------------------------------- checkpoint
+def write_file_atomic(path: str | Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` atomically: temporary file, fsync, ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_checkpoint(
     path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
 ) -> None:

@@ -30,6 +30,7 @@ from .ensemble import (
     open_ensemble,
     read_checkpoint,
     write_checkpoint,
+    write_file_atomic,
 )
 from .progress import QuietReporter, Reporter
 
@@ -121,20 +122,13 @@ def _cached_sampler(s, theory):
         from .samplers.diffusion import diffusion
         from .score.model import load_model
 
+        # the resolved config holds exactly the keys of its method (config._DIFFUSION_KEYS)
+        keys = ("rtol", "atol", "max_steps", "divergence", "snr", "corrector_steps")
+        keys += ("steps_per_level", "step_scale")
+        opts = {k: getattr(s, k) for k in keys if getattr(s, k) is not None}
+        model = load_model(s.model)
         base = diffusion(
-            theory,
-            load_model(s.model),
-            method=s.method,
-            metropolis_step=s.metropolis,
-            steps=s.steps,
-            rtol=s.rtol or 1e-5,
-            atol=s.atol or 1e-5,
-            max_steps=s.max_steps or 4096,
-            divergence=s.divergence or "exact",
-            snr=s.snr or 0.16,
-            corrector_steps=s.corrector_steps or 1,
-            steps_per_level=s.steps_per_level or 5,
-            step_scale=s.step_scale or 0.1,
+            theory, model, method=s.method, metropolis_step=s.metropolis, steps=s.steps, **opts
         )
     else:
         raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
@@ -278,15 +272,6 @@ class _Log:
             self.reporter.log(msg)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------- public entry points
 def run_job(
     cfg: RunConfig, run_dir: str | Path, *, force: bool = False, reporter: Reporter | None = None
@@ -311,7 +296,7 @@ def run_job(
             if p.exists():
                 p.unlink()
     paths.root.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(paths.config, cfg.to_toml())
+    write_file_atomic(paths.config, cfg.to_toml())
     return _execute(cfg, paths, reporter or QuietReporter(), resume=False)
 
 

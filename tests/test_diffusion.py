@@ -10,27 +10,16 @@ import sys
 import numpy as np
 import pytest
 from stats import assert_consistent, zscore
+from test_jobs import cli
 
 from lattice import Phi4, exact, run_chains
 from lattice.samplers.diffusion import diffusion
-from lattice.score.gaussian import GaussianModel
+from lattice.score.gaussian import exact_gaussian_model
 from lattice.score.network import NetworkSpec, build_network
 from lattice.score.sde import VESDE
 
 THEORY = Phi4.kappa_form([4, 4], 0.2, 0.0)
 SDE = VESDE(0.01, 20.0)
-
-
-def cli(*args, check=None):
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    return p
 
 
 def _run(sampler, n, seed, chains=8):
@@ -40,7 +29,7 @@ def _run(sampler, n, seed, chains=8):
 
 
 def test_exact_score_ode_mh_accepts_almost_always_and_is_exact(seed):
-    s = diffusion(THEORY, GaussianModel(THEORY, SDE), rtol=1e-7, atol=1e-7)
+    s = diffusion(THEORY, exact_gaussian_model(THEORY, SDE), rtol=1e-7, atol=1e-7)
     assert s.exactness == "exact"
     res = _run(s, 150, seed)
     assert res["acceptance"].mean() >= 0.99, res["acceptance"].mean()
@@ -113,7 +102,9 @@ def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
 
 
 def test_reweighting_with_the_exact_ode_density(seed):
-    s = diffusion(THEORY, GaussianModel(THEORY, SDE), metropolis_step=False, rtol=1e-7, atol=1e-7)
+    s = diffusion(
+        THEORY, exact_gaussian_model(THEORY, SDE), metropolis_step=False, rtol=1e-7, atol=1e-7
+    )
     assert s.weighted and s.exactness == "exact"
     res = _run(s, 100, seed)
     assert float(res["acceptance"].mean()) == 1.0
@@ -123,7 +114,9 @@ def test_raw_reverse_sde_samples_are_labelled_approximate_and_their_bias_is_visi
     """With 4 Euler–Maruyama steps the reverse SDE is visibly biased even with the exact
     score: ⟨φ²⟩ misses the exact value by far more than 4σ. The sampler says it is
     approximate, and the test shows the bias is measurable, not hidden."""
-    s = diffusion(THEORY, GaussianModel(THEORY, SDE), method="sde", metropolis_step=False, steps=4)
+    s = diffusion(
+        THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=4
+    )
     assert s.exactness == "approximate" and not s.weighted
     res = _run(s, 200, seed)
     z = zscore(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"])
@@ -131,7 +124,7 @@ def test_raw_reverse_sde_samples_are_labelled_approximate_and_their_bias_is_visi
     assert abs(z) > 4
     # with many steps the bias shrinks below the noise of this sample
     s = diffusion(
-        THEORY, GaussianModel(THEORY, SDE), method="sde", metropolis_step=False, steps=400
+        THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=400
     )
     res = _run(s, 200, seed)
     assert_consistent(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"], "phi2")
@@ -140,7 +133,7 @@ def test_raw_reverse_sde_samples_are_labelled_approximate_and_their_bias_is_visi
 @pytest.mark.parametrize("method", ["pc", "annealed"])
 def test_other_raw_methods_run_and_are_approximate(method, seed):
     s = diffusion(
-        THEORY, GaussianModel(THEORY, SDE), method=method, metropolis_step=False, steps=50
+        THEORY, exact_gaussian_model(THEORY, SDE), method=method, metropolis_step=False, steps=50
     )
     assert s.exactness == "approximate"
     res = _run(s, 20, seed, chains=4)
@@ -150,7 +143,7 @@ def test_other_raw_methods_run_and_are_approximate(method, seed):
 
 def test_metropolis_needs_the_ode():
     with pytest.raises(ValueError, match="ode"):
-        diffusion(THEORY, GaussianModel(THEORY, SDE), method="sde", metropolis_step=True)
+        diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=True)
 
 
 RUN = """

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_jobs import cli
 
 from lattice.phi4 import Phi4
 from lattice.score.gaussian import GaussianScore, exact_dsm_loss, free_field_samples
@@ -29,18 +30,6 @@ from lattice.score.train import _augment_one, _symmetries, dsm_loss
 TINY_NET = NetworkSpec(channels=8, blocks=2, fourier_features=4, embedding=16)
 
 SHAPES = {1: [12], 2: [6, 8], 3: [4, 4, 6]}
-
-
-def cli(*args, check=None, timeout=300):
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    return p
 
 
 # ---------------------------------------------------------------------- symmetries

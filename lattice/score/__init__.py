@@ -2,7 +2,7 @@
 and trained models on disk (docs/score.md)."""
 
 from .config import TrainConfig, load_train_config, parse_train_config
-from .gaussian import GaussianScore, exact_dsm_loss, free_field_samples
+from .gaussian import GaussianScore, exact_dsm_loss, exact_gaussian_model, free_field_samples
 from .model import ModelError, ScoreModel, check_compatible, load_model, save_model
 from .network import NetworkSpec, ScoreNet, build_network, count_parameters
 from .sde import SDE, VESDE, VPSDE, make_sde
@@ -19,6 +19,7 @@ __all__ = [
     "count_parameters",
     "GaussianScore",
     "exact_dsm_loss",
+    "exact_gaussian_model",
     "free_field_samples",
     "TrainConfig",
     "load_train_config",

@@ -14,7 +14,6 @@ run configs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +31,7 @@ from ..config import (
     _show,
     load_document,
     parse_document,
+    positive_or_auto,
 )
 
 __all__ = [
@@ -78,13 +78,7 @@ class TrainSection(_Section):
     @field_validator("sigma_min", "sigma_max", mode="plain")
     @classmethod
     def _positive_or_auto(cls, v: Any) -> float | str:
-        if isinstance(v, str) and v == "auto":
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _rule("", f'expected a number > 0 or "auto" (got {_show(v)})')
-        if not (math.isfinite(v) and v > 0):
-            raise _rule("", f'must be > 0 or "auto" (got {_show(v)})')
-        return float(v)
+        return positive_or_auto(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSection:

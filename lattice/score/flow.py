@@ -102,7 +102,9 @@ def sample_with_density(
             raise ValueError("the Hutchinson divergence needs a key")
 
         def div(fn, x, t):
-            return hutchinson_divergence(fn, x, jax.random.fold_in(key, jnp.round(t * 1e6)))
+            return hutchinson_divergence(
+                fn, x, jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32))
+            )
     else:
         raise ValueError(f"unknown divergence {divergence!r} (allowed: exact, hutchinson)")
 

@@ -18,14 +18,13 @@ follows mode by mode from (1)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from ..phi4 import Phi4
 
-__all__ = ["GaussianScore", "GaussianModel", "exact_dsm_loss", "free_field_samples"]
+__all__ = ["GaussianScore", "exact_gaussian_model", "exact_dsm_loss", "free_field_samples"]
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,9 @@ def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndar
     return jnp.real(jnp.fft.ifftn(amp * jnp.fft.fftn(eta, axes=axes), axes=axes)).astype(dtype)
 
 
-@dataclass(frozen=True)
-class GaussianModel:
-    """The exact score of the noised free field behind the :class:`~lattice.score.ScoreModel`
-    interface (``theory``, ``sde``, ``score(x, t)``): a model without a network, for tests and
-    for measuring the samplers' cost with a perfect score."""
+def exact_gaussian_model(theory: Phi4, sde):
+    """A :class:`~lattice.score.ScoreModel` whose "network" is the exact score of eq. (1): a
+    model without training, for tests and for measuring the samplers with a perfect score."""
+    from .model import ScoreModel
 
-    theory: Phi4
-    sde: Any
-    path: Any = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.theory.shape
-
-    def score(self, x: jnp.ndarray, t) -> jnp.ndarray:
-        """∇_x log p_t(x) = s*(x/α, σ(t))/α for x [B, *shape] (eq. (1))."""
-        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
-        a = self.sde.alpha(t).astype(x.dtype).reshape((-1,) + (1,) * self.theory.ndim)
-        return GaussianScore(self.theory).batch(x / a, self.sde.sigma(t).astype(x.dtype)) / a
+    return ScoreModel(net=GaussianScore(theory), sde=sde)

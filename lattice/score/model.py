@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from ..ensemble import write_file_atomic
 from ..phi4 import Phi4
 from .network import NetworkSpec, ScoreNet, build_network
 from .sde import SDE, make_sde
@@ -109,15 +109,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def sde_to_dict(sde: SDE) -> dict[str, Any]:
     d = {"kind": sde.name, "sigma_min": float(sde.sigma_min), "sigma_max": float(sde.sigma_max)}
     if sde.name == "vp":
@@ -142,7 +133,7 @@ def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, A
     directory.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, net)
-    _atomic_write(directory / WEIGHTS, buf.getvalue())
+    write_file_atomic(directory / WEIGHTS, buf.getvalue())
     from .. import __version__
 
     doc = {
@@ -157,7 +148,7 @@ def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, A
         **meta,
         "weights": {"file": WEIGHTS, "sha256": _sha256(directory / WEIGHTS)},
     }
-    _atomic_write(directory / META, (json.dumps(doc, indent=2, allow_nan=True) + "\n").encode())
+    write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
     return directory
 
 

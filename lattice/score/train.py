@@ -30,7 +30,6 @@ import functools
 import itertools
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, parse_config
-from ..ensemble import EnsembleError, open_ensemble, read_checkpoint, write_checkpoint
+from ..ensemble import (
+    EnsembleError,
+    open_ensemble,
+    read_checkpoint,
+    write_checkpoint,
+    write_file_atomic,
+)
 from ..phi4 import Phi4
 from ..progress import QuietReporter, Reporter
 from .config import TrainConfig, load_train_config
@@ -375,7 +380,7 @@ def train_model(
             p.unlink(missing_ok=True)
     data = load_training_data(cfg, config_dir)  # bad data fails before anything is written
     d.mkdir(parents=True, exist_ok=True)
-    _write_text(d / CONFIG, cfg.to_toml())
+    write_file_atomic(d / CONFIG, cfg.to_toml())
     return _execute(cfg, d, data, reporter or QuietReporter(), resume=False)
 
 
@@ -400,12 +405,6 @@ def resume_training(model_dir: str | Path, *, reporter: Reporter | None = None) 
             raise TrainError(f"{d / CHECKPOINT}: damaged checkpoint ({e})") from None
     data = load_training_data(cfg, config_dir=d.parent, path=ensemble)
     return _execute(cfg, d, data, rep, resume=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from .model import _atomic_write
-
-    _atomic_write(path, text.encode())
 
 
 def _log(d: Path, reporter: Reporter, msg: str, show: bool = True) -> None:
@@ -584,15 +583,6 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> di
             "configs": m,
         },
     }
-
-
-def remove_model(model_dir: str | Path) -> None:
-    """Delete a model directory's own files (and the directory if it is then empty)."""
-    d = Path(model_dir)
-    for p in _owned(d):
-        p.unlink(missing_ok=True)
-    if d.is_dir() and not any(d.iterdir()):
-        shutil.rmtree(d)
 
 
 __all__ += ["ModelError"]
