@@ -228,8 +228,9 @@ def run_chains(
     """Convenience driver for the Python API and tests: thermalize, then measure.
 
     Returns ``{"obs": {name: [chains, n_meas, ...] numpy}, "acceptance": [chains, n_meas],
-    "exp_minus_dh": [chains, n_meas],
-    "states": final states}``.
+    "exp_minus_dh": [chains, n_meas], "diagnostics": {name: [chains, n_meas]},
+    "states": final states}``; ``diagnostics`` holds the sampler's own per-measurement values
+    (e.g. a diffusion sampler's ``proposal_log_w``, and ``log_w`` for a weighted sampler).
     """
     import numpy as np
 
@@ -245,5 +246,8 @@ def run_chains(
         "obs": {k: swap(v) for k, v in obs.items()},
         "acceptance": swap(acc["acceptance"]),
         "exp_minus_dh": swap(acc["exp_minus_dh"]),
+        "diagnostics": {
+            k: swap(v) for k, v in acc.items() if k not in ("acceptance", "exp_minus_dh")
+        },
         "states": states,
     }

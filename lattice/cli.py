@@ -189,6 +189,15 @@ def info(
     cl = _cluster_summary(ens)
     if cl:
         rows.append(("clusters", cl))
+    if "sampler.model_sha256" in a:
+        rows.append(
+            (
+                "model",
+                f"{a.get('sampler.model_path')} (sha256 {str(a['sampler.model_sha256'])[:12]}…,"
+                f" trained {float(a.get('sampler.model_training_seconds', 'nan')):.0f} s on"
+                f" {a.get('sampler.model_data_ensemble')})",
+            )
+        )
     for k, v in rows:
         out.print(f"[bold]{k:>14}[/]  {v}")
 

@@ -93,6 +93,7 @@ _DIFFUSION_KEYS: dict[str, tuple[str, ...] | None] = {
     "atol": ("ode",),
     "max_steps": ("ode",),
     "divergence": ("ode",),
+    "kernel": ("sde",),
     "snr": ("pc",),
     "corrector_steps": ("pc",),
     "steps_per_level": ("annealed",),
@@ -167,7 +168,7 @@ class ActionSection(_Section):
 
 _DIFFUSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
-    "sde": {},
+    "sde": {"kernel": "analytic"},
     "pc": {"snr": 0.16, "corrector_steps": 1},
     "annealed": {"steps_per_level": 5, "step_scale": 0.1},
 }
@@ -189,14 +190,19 @@ def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
     for key, users in _DIFFUSION_KEYS.items():
         if users is not None and method not in users and key in data:
             raise _rule(key, f"only used by method = {users[0]!r} (method = {method!r})")
-    if data.get("metropolis", method == "ode") is True and method != "ode":
+    exact = method in ("ode", "sde")  # the methods with a weight (docs/diffusion.md)
+    if data.get("metropolis", exact) is True and not exact:
         raise _rule(
             "metropolis",
-            f"needs method = 'ode', the only one with a density (method = {method!r});"
+            f"needs method = 'sde' or 'ode', the ones with a density (method = {method!r});"
             " set metropolis = false for raw, approximate samples",
         )
-    out = {**_KIND_DEFAULTS["diffusion"], "method": method, "metropolis": method == "ode"}
-    return {**out, **_DIFFUSION_DEFAULTS[method], **data}
+    out = {**_KIND_DEFAULTS["diffusion"], "method": method, "metropolis": exact}
+    out = {**out, **_DIFFUSION_DEFAULTS[method], **data}
+    steps = out.get("steps")
+    if method == "sde" and isinstance(steps, int) and not isinstance(steps, bool) and steps < 2:
+        raise _rule("steps", f"must be >= 2 for method = 'sde' (got {steps})")
+    return out
 
 
 def positive_or_auto(v: Any) -> float | str:
@@ -230,6 +236,7 @@ class SamplerSection(_Section):
     atol: PosFloat | None = None
     max_steps: PosInt | None = None
     divergence: Literal["exact", "hutchinson"] | None = None
+    kernel: Literal["analytic", "em"] | None = None
     snr: PosFloat | None = None
     corrector_steps: PosInt | None = None
     steps_per_level: PosInt | None = None

@@ -124,7 +124,7 @@ def _cached_sampler(s, theory):
 
         # the resolved config holds exactly the keys of its method (config._DIFFUSION_KEYS)
         keys = ("rtol", "atol", "max_steps", "divergence", "snr", "corrector_steps")
-        keys += ("steps_per_level", "step_scale")
+        keys += ("steps_per_level", "step_scale", "kernel")
         opts = {k: getattr(s, k) for k in keys if getattr(s, k) is not None}
         model = load_model(s.model)
         base = diffusion(
@@ -182,6 +182,8 @@ def _config_attrs(cfg: RunConfig, sampler) -> dict[str, Any]:
     out["sampler.exactness"] = sampler.exactness
     out["sampler.order"] = -1 if sampler.order is None else sampler.order
     out["sampler.forces_per_step"] = sampler.forces_per_step
+    for k, v in sampler.metadata:
+        out[f"sampler.{k}"] = v
     return out
 
 

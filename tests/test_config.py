@@ -246,11 +246,33 @@ def test_config_is_frozen_and_hashable():
         (
             [
                 "sampler.kind=diffusion",
-                "sampler.method=sde",
+                "sampler.method=pc",
                 "sampler.metropolis=true",
                 "sampler.model='m'",
             ],
-            "sampler.metropolis: needs method = 'ode', the only one with a density",
+            "sampler.metropolis: needs method = 'sde' or 'ode', the ones with a density",
+        ),
+        (
+            ["sampler.kind=diffusion", "sampler.kernel='em'", "sampler.model='m'"],
+            "sampler.kernel: only used by method = 'sde' (method = 'ode')",
+        ),
+        (
+            [
+                "sampler.kind=diffusion",
+                "sampler.method=sde",
+                "sampler.kernel='gauss'",
+                "sampler.model='m'",
+            ],
+            "sampler.kernel: must be one of analytic, em",
+        ),
+        (
+            [
+                "sampler.kind=diffusion",
+                "sampler.method=sde",
+                "sampler.steps=1",
+                "sampler.model='m'",
+            ],
+            "sampler.steps: must be >= 2 for method = 'sde' (got 1)",
         ),
         (
             ["sampler.kind=diffusion", "sampler.snr=0.1", "sampler.model='m'"],

@@ -110,19 +110,19 @@ def test_reweighting_with_the_exact_ode_density(seed):
     assert float(res["acceptance"].mean()) == 1.0
 
 
-def test_raw_reverse_sde_samples_are_labelled_approximate_and_their_bias_is_visible(seed):
-    """With 4 Euler–Maruyama steps the reverse SDE is visibly biased even with the exact
-    score: ⟨φ²⟩ misses the exact value by far more than 4σ. The sampler says it is
-    approximate, and the test shows the bias is measurable, not hidden."""
+def test_raw_reverse_path_samples_are_visibly_biased_and_their_weights_say_so(seed):
+    """With 4 steps the reverse path is visibly biased even with the exact score: the raw
+    ⟨φ²⟩ misses the exact value by far more than 4σ. The sampler records every draw's path
+    weight (it is "weighted"), so measure reweights instead of hiding the bias; with many
+    steps the raw bias shrinks below the noise of this sample."""
     s = diffusion(
         THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=4
     )
-    assert s.exactness == "approximate" and not s.weighted
+    assert s.exactness == "exact" and s.weighted
     res = _run(s, 200, seed)
     z = zscore(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"])
-    print(f"phi2 z-score of 4-step reverse-SDE samples: {z:+.1f}")
+    print(f"phi2 z-score of raw 4-step reverse-path samples: {z:+.1f}")
     assert abs(z) > 4
-    # with many steps the bias shrinks below the noise of this sample
     s = diffusion(
         THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=400
     )
@@ -141,9 +141,9 @@ def test_other_raw_methods_run_and_are_approximate(method, seed):
     assert np.all(np.isfinite(phi2)) and 0.2 < phi2.mean() < 2.0
 
 
-def test_metropolis_needs_the_ode():
-    with pytest.raises(ValueError, match="ode"):
-        diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=True)
+def test_metropolis_needs_a_density():
+    with pytest.raises(ValueError, match="'ode' or 'sde'"):
+        diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="pc", metropolis_step=True)
 
 
 RUN = """
@@ -184,6 +184,8 @@ def test_missing_or_incompatible_model_exits_2_before_work(tmp_path):
 
 
 def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_path):
+    import json
+
     from lattice.ensemble import open_ensemble
     from lattice.score.model import save_model
 
@@ -195,12 +197,15 @@ def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_
     ens = open_ensemble(tmp_path / "d" / "ensemble.h5")
     assert ens.config_attrs["sampler.exactness"] == "exact"
     assert ens.config_attrs["sampler.name"] == "diffusion-ode-mh"
+    # the model's provenance: resolved path and the checksum of its weights
+    sha = json.loads((tmp_path / "m" / "model.json").read_text())["weights"]["sha256"]
+    assert ens.config_attrs["sampler.model_sha256"] == sha
+    assert ens.config_attrs["sampler.model_path"] == str((tmp_path / "m").resolve())
+    assert sha[:12] in cli("info", tmp_path / "d", check=0).stdout
     assert {"proposal_log_w", "score_evaluations"} <= set(ens.diagnostics)
     assert np.all(ens.diagnostics["score_evaluations"] > 16)  # V + 1 per field evaluation
     assert ens.weights is None
     out = cli("measure", tmp_path / "d", "--json", check=0).stdout
-    import json
-
     d = json.loads(out)["diffusion"]
     assert 0 <= d["acceptance"] <= 1 and d["proposals"] == 40
     # reweighting instead of Metropolis: /weights/log_w, and measure says it reweighted

@@ -54,6 +54,9 @@ class Sampler(NamedTuple):
     diagnostics: tuple[str, ...] = ()
     #: the state's ``log_w`` is an importance weight, stored as /weights/log_w (DESIGN.md §5)
     weighted: bool = False
+    #: (key, value) pairs recorded as ``sampler.<key>`` in the ensemble's /config attrs (e.g.
+    #: the provenance of a diffusion sampler's model); a tuple, so the sampler stays hashable
+    metadata: tuple[tuple[str, Any], ...] = ()
 
 
 def exact_step_info(dtype) -> StepInfo:

@@ -2,16 +2,23 @@
 exact by an independence Metropolis–Hastings step, or weighted for reweighting.
 
 Every step draws x(1) from the SDE's prior (stream 0 of the step key) and generates a field φ'
-with one of the methods of ``lattice.score.reverse`` / ``lattice.score.flow``. With the
-probability-flow ODE the density q(φ') of the proposal is known (exact divergence, ``flow.py``
-eq. (2)), and the chain is an independence sampler (Tierney 1994) with target e^{−S}::
+with one of the methods of ``lattice.score.path`` / ``flow`` / ``reverse``. Two methods come
+with an exact weight w(φ') = e^{−S(φ')}/q(φ'):
+
+- ``"sde"``: a reverse trajectory of K Gaussian steps down to σ = 0, with the *path* weight of
+  ``path.py`` eq. (2) in place of e^{−S}/q (exact for any score and any K; K score
+  evaluations per proposal);
+- ``"ode"``: the probability-flow ODE, with log q from the exact divergence (``flow.py``
+  eq. (2); K·(1 + V) score evaluations, exact up to the solver tolerance, which is recorded).
+
+The chain is then an independence sampler (Tierney 1994) with target e^{−S}::
 
     log w(φ) = −S(φ) − log q(φ),    accept with min(1, e^{log w(φ') − log w(φ)})      (1)
 
-which leaves e^{−S} invariant whatever the quality of the model (up to the ODE tolerance,
-which is recorded). Without Metropolis every step's output is a fresh, independent draw from q:
-``method = "ode"`` still records log w (eq. (1)), so observables can be reweighted with the
-self-normalized weights w/Σw; the other methods have no density and are approximate.
+which leaves e^{−S} invariant whatever the quality of the model. Without Metropolis every
+step's output is a fresh, independent draw, and these two methods still record log w, so
+observables can be reweighted with the self-normalized weights w/Σw; ``pc`` and ``annealed``
+have no density and are approximate.
 
 The chain starts with log w = −∞, so the first proposal is always accepted.
 """
@@ -30,6 +37,8 @@ from .base import Sampler, StepInfo, metropolis
 __all__ = ["DiffusionState", "diffusion", "METHODS"]
 
 METHODS = ("ode", "sde", "pc", "annealed")
+#: the methods whose proposals come with an exact weight (MH or reweighting)
+DENSITY_METHODS = ("ode", "sde")
 #: per-chain values recorded at every measurement under /diagnostics (see lattice.chains)
 DIAGNOSTICS = ("proposal_log_w", "score_evaluations")
 
@@ -57,25 +66,36 @@ def diffusion(
     corrector_steps: int = 1,
     steps_per_level: int = 5,
     step_scale: float = 0.1,
+    kernel: str = "analytic",
 ) -> Sampler:
     """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
 
     ``metropolis_step`` needs ``method = "ode"`` (the only route with a density).
     """
     from ..score.flow import sample_with_density
-    from ..score.model import check_compatible
-    from ..score.reverse import annealed_langevin, predictor_corrector, reverse_sde
+    from ..score.model import check_compatible, provenance
+    from ..score.path import kernel_variances, model_norm_function, noise_levels, sample_path
+    from ..score.reverse import annealed_langevin, predictor_corrector
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
-    if metropolis_step and method != "ode":
-        raise ValueError("Metropolis needs method = 'ode' (the only one with a density)")
+    if metropolis_step and method not in DENSITY_METHODS:
+        raise ValueError("Metropolis needs method = 'ode' or 'sde' (the ones with a density)")
     check_compatible(model, theory)
     sde = model.sde
     V = theory.volume
 
     def score(x, t):
         return model.score(x[None], t)[0]
+
+    if method == "sde":  # path space (lattice.score.path): VE variable, levels σ_0 = 0 … σ_K
+        levels = noise_levels(sde, steps)
+        norm = model_norm_function(model) if kernel == "analytic" else None
+        variances = kernel_variances(levels, kernel, norm)
+        y_prior = float(sde.prior_std() / sde.alpha(1.0))
+
+        def ve_score(y, s):
+            return model.net.batch(y[None], s)[0]
 
     def propose(key, x1):
         """(φ', log q(φ') or NaN, score evaluations)."""
@@ -96,7 +116,8 @@ def diffusion(
             per_eval = (1 + V) if divergence == "exact" else 2
             return r.x, r.log_q, (r.evaluations * per_eval).astype(x1.dtype)
         if method == "sde":
-            return reverse_sde(score, sde, x1, k, steps), nan, jnp.asarray(steps, x1.dtype)
+            r = sample_path(ve_score, levels, variances, y_prior, k, x1 / sde.alpha(1.0))
+            return r.y, -r.log_ratio, jnp.asarray(steps, x1.dtype)
         if method == "pc":
             x = predictor_corrector(score, sde, x1, k, steps, snr, corrector_steps)
             return x, nan, jnp.asarray(steps * (1 + corrector_steps), x1.dtype)
@@ -124,9 +145,10 @@ def diffusion(
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), new, kept)
         return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
 
-    weighted = method == "ode" and not metropolis_step
-    # exact: MH, or self-normalized reweighting, on the exact ODE density (up to its tolerance)
-    exact = (metropolis_step or weighted) and divergence == "exact"
+    weighted = method in DENSITY_METHODS and not metropolis_step
+    # exact: MH, or self-normalized reweighting, on the exact ODE density (up to its
+    # tolerance) or on the path weight
+    exact = (metropolis_step or weighted) and (method == "sde" or divergence == "exact")
     name = f"diffusion-{method}" + ("-mh" if metropolis_step else "")
     return Sampler(
         init,
@@ -137,4 +159,5 @@ def diffusion(
         0,
         diagnostics=DIAGNOSTICS,
         weighted=weighted,
+        metadata=tuple((f"model_{k}", v) for k, v in provenance(model).items()),
     )

@@ -43,6 +43,7 @@ __all__ = [
     "save_model",
     "load_model",
     "check_compatible",
+    "provenance",
     "theory_to_dict",
     "theory_from_dict",
 ]
@@ -201,6 +202,27 @@ def load_model(directory: str | Path) -> ScoreModel:
     except Exception as e:  # equinox/numpy raise assorted errors for a bad file
         raise ModelError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
     return ScoreModel(net=net, sde=sde, meta=meta, path=d)
+
+
+def provenance(model: ScoreModel) -> dict[str, Any]:
+    """Where a model came from, as flat scalars for an ensemble's ``/config`` attrs: its
+    directory (resolved), the sha256 of its weights, when and by which lattice it was trained,
+    on which ensemble (path and uuid) and for how long (seconds, optimizer steps)."""
+    meta = model.meta
+    data = meta.get("data") or {}
+    training = meta.get("training") or {}
+    out: dict[str, Any] = {
+        "path": str(model.path.resolve()) if model.path else "",
+        "sha256": str((meta.get("weights") or {}).get("sha256", "")),
+        "created": str(meta.get("created", "")),
+        "lattice_version": str(meta.get("lattice_version", "")),
+        "data_ensemble": str(data.get("ensemble", "")),
+        "data_uuid": str(data.get("uuid") or ""),
+        "training_seconds": float(training.get("seconds", float("nan"))),
+        "training_steps": int(training.get("steps", -1)),
+        "parameters": int(meta.get("parameters", -1)),
+    }
+    return out
 
 
 def check_compatible(model: ScoreModel, theory: Phi4, *, rtol: float = 1e-12) -> None:

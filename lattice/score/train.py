@@ -72,6 +72,8 @@ PLOTS = ("loss.png", "val_loss_sigma.png")
 MAX_VALIDATION = 512
 #: σ grid of the final validation-loss-against-σ diagnostic
 N_SIGMA_GRID = 12
+#: σ points of the score-norm table u(σ) (model.json "score_norms", ``path.py`` eq. (3))
+N_NORM_GRID = 33
 
 
 class TrainError(Exception):
@@ -518,6 +520,7 @@ def _execute(
             "val_loss": history[-1]["val_loss"],
             "seed": t.seed,
         },
+        "score_norms": diag.pop("score_norms"),
         "diagnostics": diag,
     }
     from ..plots import write_training_plots
@@ -543,13 +546,15 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> dict[str, Any]:
-    """Validation loss on a σ grid (with the exact ℓ* for a free field), and the cosine
-    similarity between ŝ(y, σ_min) and −∂S/∂φ(y) on held-out y = φ + σ_min z."""
+    """Validation loss on a σ grid (with the exact ℓ* for a free field), the cosine
+    similarity between ŝ(y, σ_min) and −∂S/∂φ(y) on held-out y = φ + σ_min z, and the score
+    norms u(σ) = σ² E‖ŝ‖²/V on the same grid (``path.py`` eq. (3))."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
     from .gaussian import exact_dsm_loss
+    from .path import score_norms
 
     params = eqx.filter(net, eqx.is_inexact_array)
     phi, _, z = tr.val
@@ -574,7 +579,10 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> di
         return jnp.sum(s * f, ax) / jnp.sqrt(jnp.sum(s * s, ax) * jnp.sum(f * f, ax))
 
     c = np.concatenate([np.asarray(cosines(y[i : i + 256])) for i in range(0, m, 256)])
+    sigmas = [float(s) for s in sde.sigma(np.linspace(sde.t_min, 1.0, N_NORM_GRID))]
+    u = score_norms(net.batch, phi[:512], sigmas, jax.random.key(N_NORM_GRID))
     return {
+        "score_norms": {"sigma": sigmas, "u": [float(v) for v in u]},
         "val_loss_sigma": grid,
         "cosine_similarity": {
             "sigma": s_min,
