@@ -184,7 +184,7 @@ def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
         raise _rule("fourier_acceleration", "only available for langevin (kind = 'diffusion')")
     if "model" not in data:
         raise _rule("model", "required key is missing (kind = 'diffusion': a model directory)")
-    method = data.get("method", "ode")
+    method = data.get("method", "sde")
     if method not in _DIFFUSION_DEFAULTS:
         return {**data, "method": method}  # reported by the field validation
     for key, users in _DIFFUSION_KEYS.items():

@@ -253,7 +253,12 @@ def test_config_is_frozen_and_hashable():
             "sampler.metropolis: needs method = 'sde' or 'ode', the ones with a density",
         ),
         (
-            ["sampler.kind=diffusion", "sampler.kernel='em'", "sampler.model='m'"],
+            [
+                "sampler.kind=diffusion",
+                "sampler.method=ode",
+                "sampler.kernel='em'",
+                "sampler.model='m'",
+            ],
             "sampler.kernel: only used by method = 'sde' (method = 'ode')",
         ),
         (
@@ -276,7 +281,7 @@ def test_config_is_frozen_and_hashable():
         ),
         (
             ["sampler.kind=diffusion", "sampler.snr=0.1", "sampler.model='m'"],
-            "sampler.snr: only used by method = 'pc' (method = 'ode')",
+            "sampler.snr: only used by method = 'pc' (method = 'sde')",
         ),
         (["sampler.cluster=wolff"], "sampler.cluster: must be one of none, sw (got 'wolff')"),
         (["sampler.cluster_every=0"], "sampler.cluster_every: must be >= 1"),

@@ -22,6 +22,24 @@ THEORY = Phi4.kappa_form([4, 4], 0.2, 0.0)
 SDE = VESDE(0.01, 20.0)
 
 
+def _save_model(path, seed=2, channels=4):
+    """A small untrained network saved as a model, with the score-norm table the analytic
+    path kernel needs (measured on exact free-field draws, as training would)."""
+    import jax
+
+    from lattice.score.gaussian import free_field_samples
+    from lattice.score.model import save_model
+    from lattice.score.path import score_norms
+
+    spec = NetworkSpec(channels=channels, blocks=1, embedding=8)
+    net = build_network(spec, THEORY, 0.8, seed=seed)
+    sig = [float(v) for v in SDE.sigma(np.linspace(0.0, 1.0, 9))]
+    phi = free_field_samples(THEORY, jax.random.key(seed), 64).astype(np.float32)
+    u = score_norms(net.batch, phi, sig, jax.random.key(0))
+    save_model(path, net, SDE, {"name": path.name, "score_norms": {"sigma": sig, "u": list(u)}})
+    return path
+
+
 def _run(sampler, n, seed, chains=8):
     return run_chains(
         sampler, THEORY, chains=chains, seed=seed, n_meas=n, measure_every=1, thermalization=1
@@ -29,7 +47,7 @@ def _run(sampler, n, seed, chains=8):
 
 
 def test_exact_score_ode_mh_accepts_almost_always_and_is_exact(seed):
-    s = diffusion(THEORY, exact_gaussian_model(THEORY, SDE), rtol=1e-7, atol=1e-7)
+    s = diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="ode", rtol=1e-7, atol=1e-7)
     assert s.exactness == "exact"
     res = _run(s, 150, seed)
     assert res["acceptance"].mean() >= 0.99, res["acceptance"].mean()
@@ -90,7 +108,7 @@ def poor_model(tmp_path_factory):
 def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
     """A briefly trained model as the proposal: the acceptance is low, the observables are
     still those of e^{−S} within 4σ (τ_int from the Γ-method absorbs the rejections)."""
-    s = diffusion(THEORY, poor_model)
+    s = diffusion(THEORY, poor_model, method="ode")
     assert s.exactness == "exact"
     res = _run(s, 250, seed)
     acc = float(res["acceptance"][:, 1:].mean())
@@ -103,7 +121,12 @@ def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
 
 def test_reweighting_with_the_exact_ode_density(seed):
     s = diffusion(
-        THEORY, exact_gaussian_model(THEORY, SDE), metropolis_step=False, rtol=1e-7, atol=1e-7
+        THEORY,
+        exact_gaussian_model(THEORY, SDE),
+        method="ode",
+        metropolis_step=False,
+        rtol=1e-7,
+        atol=1e-7,
     )
     assert s.weighted and s.exactness == "exact"
     res = _run(s, 100, seed)
@@ -181,29 +204,35 @@ def test_missing_or_incompatible_model_exits_2_before_work(tmp_path):
     cfg.write_text(RUN.format(model=tmp_path / "m6"))
     p = cli("run", cfg, check=2)
     assert "[6, 6]" in p.stderr and "shape" in p.stderr and "Traceback" not in p.stderr
+    # a model without the score-norm table of the analytic kernel, and no training ensemble
+    net = build_network(NetworkSpec(channels=4, blocks=1, embedding=8), THEORY, 0.6)
+    save_model(tmp_path / "bare", net, SDE, {"name": "bare"})
+    cfg.write_text(RUN.format(model=tmp_path / "bare"))
+    p = cli("run", cfg, check=2)
+    assert "score_norms" in p.stderr and "kernel = 'em'" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "d").exists()
 
 
 def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_path):
     import json
 
     from lattice.ensemble import open_ensemble
-    from lattice.score.model import save_model
 
-    net = build_network(NetworkSpec(channels=4, blocks=1, embedding=8), THEORY, 0.6, seed=2)
-    save_model(tmp_path / "m", net, SDE, {"name": "m"})
+    _save_model(tmp_path / "m")
     cfg = tmp_path / "d.toml"
     cfg.write_text(RUN.format(model=tmp_path / "m"))
     cli("run", cfg, "-q", check=0)
     ens = open_ensemble(tmp_path / "d" / "ensemble.h5")
     assert ens.config_attrs["sampler.exactness"] == "exact"
-    assert ens.config_attrs["sampler.name"] == "diffusion-ode-mh"
+    assert ens.config_attrs["sampler.name"] == "diffusion-sde-mh"  # the default
+    assert ens.config_attrs["sampler.kernel"] == "analytic"
     # the model's provenance: resolved path and the checksum of its weights
     sha = json.loads((tmp_path / "m" / "model.json").read_text())["weights"]["sha256"]
     assert ens.config_attrs["sampler.model_sha256"] == sha
     assert ens.config_attrs["sampler.model_path"] == str((tmp_path / "m").resolve())
     assert sha[:12] in cli("info", tmp_path / "d", check=0).stdout
     assert {"proposal_log_w", "score_evaluations"} <= set(ens.diagnostics)
-    assert np.all(ens.diagnostics["score_evaluations"] > 16)  # V + 1 per field evaluation
+    assert np.all(ens.diagnostics["score_evaluations"] == 100)  # K = steps
     assert ens.weights is None
     out = cli("measure", tmp_path / "d", "--json", check=0).stdout
     d = json.loads(out)["diffusion"]
@@ -240,11 +269,11 @@ def test_killed_diffusion_run_resumes_bitwise(tmp_path):
 
     from test_jobs import _progress, datasets
 
-    from lattice.score.model import save_model
-
-    net = build_network(NetworkSpec(channels=4, blocks=1, embedding=8), THEORY, 0.8, seed=3)
-    save_model(tmp_path / "m", net, SDE, {"name": "m"})
+    _save_model(tmp_path / "m", seed=3)
     text = RUN.format(model=tmp_path / "m").replace("save_every = 0", "save_every = 2")
+    text = text.replace("samples = 20", "samples = 400").replace(
+        'model = "', 'steps = 200\nmodel = "'
+    )
     cfg = tmp_path / "d.toml"
     cfg.write_text(text.replace("checkpoint_every = 10", "checkpoint_every = 4"))
     cli("run", cfg, "-o", tmp_path / "ref", "-q", check=0)

@@ -16,6 +16,7 @@ import pytest
 from lattice.phi4 import Phi4
 from lattice.score.flow import exact_divergence, sample_with_density
 from lattice.score.gaussian import GaussianScore
+from lattice.score.network import NetworkSpec, build_network
 from lattice.score.sde import VESDE, VPSDE
 
 
@@ -54,3 +55,42 @@ def test_exact_divergence_is_the_jacobian_trace():
     J = jax.jacfwd(lambda v: f(v.reshape(3, 5)).ravel())(x.ravel())
     np.testing.assert_allclose(float(div), float(jnp.trace(J)), rtol=1e-12)
     np.testing.assert_array_equal(fx, f(x))
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (13, 7), (13, 6, 6)])
+def test_probing_trace_equals_the_full_trace_for_a_local_network(shape):
+    """A network without the global channel has a finite receptive field R; probing with the
+    colours of probe_colors gives the full-Jacobian trace to round-off with far fewer
+    products, also on axes that are not multiples of m = R + 1 (where the periodic wrap would
+    otherwise bring two probed sites within R)."""
+    import jax
+
+    from lattice.score.flow import exact_divergence, probe_colors
+
+    theory = Phi4.kappa_form(list(shape), 0.22, 0.3)
+    spec = NetworkSpec(channels=4, blocks=1, dilations=(1,), embedding=8, global_channel=False)
+    net = build_network(spec, theory, 0.6, seed=3)
+    R = net.receptive_field
+    assert R == 5  # force 1 + lift 1 + block (1 + 1) + head 1
+    colors = probe_colors(theory.shape, R)
+    # no two distinct sites of one colour within R along every axis (periodic distances)
+    idx = np.indices(theory.shape).reshape(len(shape), -1).T
+    c = colors.ravel()
+    for i in range(len(c)):
+        same = idx[(c == c[i]) & (np.arange(len(c)) != i)]
+        d = np.abs(same - idx[i])
+        d = np.minimum(d, np.asarray(shape) - d)
+        assert np.all(np.any(d > R, axis=1))
+    x = jax.random.normal(jax.random.key(0), theory.shape, jnp.float64)
+
+    def f(y):
+        return net(y, 0.3).astype(jnp.float64)
+
+    _, full = jax.jit(lambda y: exact_divergence(f, y))(x)
+    _, probed = jax.jit(lambda y: exact_divergence(f, y, colors))(x)
+    n = int(colors.max()) + 1
+    print(f"{shape}: {n} probes instead of {x.size}: {float(probed):.12g} vs {float(full):.12g}")
+    assert float(probed) == pytest.approx(float(full), rel=1e-5, abs=1e-5)
+    assert n < x.size
+    # with the global channel the field is global: one colour per site
+    assert build_network(NetworkSpec(channels=4, blocks=1), theory, 0.6).receptive_field is None

@@ -9,7 +9,8 @@ with an exact weight w(φ') = e^{−S(φ')}/q(φ'):
   ``path.py`` eq. (2) in place of e^{−S}/q (exact for any score and any K; K score
   evaluations per proposal);
 - ``"ode"``: the probability-flow ODE, with log q from the exact divergence (``flow.py``
-  eq. (2); K·(1 + V) score evaluations, exact up to the solver tolerance, which is recorded).
+  eq. (2); K·(1 + P) score evaluations with P = V probes, or m^d for a local network of
+  receptive field R = m − 1; exact up to the solver tolerance, which is recorded).
 
 The chain is then an independence sampler (Tierney 1994) with target e^{−S}::
 
@@ -55,7 +56,7 @@ def diffusion(
     theory: Phi4,
     model,
     *,
-    method: str = "ode",
+    method: str = "sde",
     metropolis_step: bool = True,
     steps: int = 100,
     rtol: float = 1e-5,
@@ -72,7 +73,7 @@ def diffusion(
 
     ``metropolis_step`` needs ``method = "ode"`` (the only route with a density).
     """
-    from ..score.flow import sample_with_density
+    from ..score.flow import probe_colors, sample_with_density
     from ..score.model import check_compatible, provenance
     from ..score.path import kernel_variances, model_norm_function, noise_levels, sample_path
     from ..score.reverse import annealed_langevin, predictor_corrector
@@ -83,7 +84,9 @@ def diffusion(
         raise ValueError("Metropolis needs method = 'ode' or 'sde' (the ones with a density)")
     check_compatible(model, theory)
     sde = model.sde
-    V = theory.volume
+    # one forward-mode product per colour: V for a global network, m^d for a local one
+    colors = probe_colors(theory.shape, model.receptive_field)
+    probes = int(colors.max()) + 1
 
     def score(x, t):
         return model.score(x[None], t)[0]
@@ -112,8 +115,9 @@ def diffusion(
                 divergence=divergence,
                 key=k,
                 initial_steps=steps,
+                colors=colors,
             )
-            per_eval = (1 + V) if divergence == "exact" else 2
+            per_eval = (1 + probes) if divergence == "exact" else 2
             return r.x, r.log_q, (r.evaluations * per_eval).astype(x1.dtype)
         if method == "sde":
             r = sample_path(ve_score, levels, variances, y_prior, k, x1 / sde.alpha(1.0))

@@ -114,6 +114,7 @@ class NetworkSection(_Section):
     fourier_features: PosInt = 8
     embedding: PosInt = 64
     physics: StrictBool = True
+    global_channel: StrictBool = True
 
     @field_validator("kernel")
     @classmethod

@@ -32,6 +32,8 @@ class GaussianScore:
     """Eq. (1) as a callable with the network's signature ``score(y, sigma)``."""
 
     theory: Phi4
+    #: the exact score couples every site to every other (a global receptive field)
+    receptive_field = None
 
     def __post_init__(self):
         if self.theory.lam != 0:

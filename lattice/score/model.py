@@ -94,6 +94,11 @@ class ScoreModel:
     def shape(self) -> tuple[int, ...]:
         return self.net.theory.shape
 
+    @property
+    def receptive_field(self) -> int | None:
+        """The network's receptive field R (None: global), see ``network.py``."""
+        return getattr(self.net, "receptive_field", None)
+
     def score(self, x: jnp.ndarray, t) -> jnp.ndarray:
         """∇_x log p_t(x) = ŝ_θ(x/α, σ(t))/α for x [B, *shape], t scalar or [B]."""
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
@@ -146,6 +151,7 @@ def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, A
         "sde": sde_to_dict(sde),
         "sigma_data": net.sigma_data,
         "network": net.spec.to_dict(),
+        "receptive_field": net.spec.receptive_field,
         **meta,
         "weights": {"file": WEIGHTS, "sha256": _sha256(directory / WEIGHTS)},
     }

@@ -53,6 +53,21 @@ class NetworkSpec:
     fourier_features: int = 8
     embedding: int = 64
     physics: bool = True
+    #: a site-averaged channel in every block (a global receptive field); without it the
+    #: network is local, with the finite :attr:`receptive_field`
+    global_channel: bool = True
+
+    @property
+    def receptive_field(self) -> int | None:
+        """R: ∂ŝ_x/∂y_y = 0 when y is farther than R from x along some axis (None: global).
+        Radii add up: 1 for the force input F (nearest neighbours), k//2 for the lift and the
+        head, (dilation + 1)·(k//2) for each block's two convolutions."""
+        if self.global_channel:
+            return None
+        h = self.kernel // 2
+        dil = self.dilations or (1,)
+        blocks = sum((dil[i % len(dil)] + 1) * h for i in range(self.blocks))
+        return (1 if self.physics else 0) + 2 * h + blocks
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,7 +78,7 @@ class NetworkSpec:
     def from_dict(cls, d: dict) -> NetworkSpec:
         d = dict(d)
         d["dilations"] = tuple(d["dilations"])
-        return cls(**d)
+        return cls(**d)  # models saved before global_channel existed get its default
 
 
 #: lax.conv dimension numbers, channels last (the layout XLA:CPU convolves fastest)
@@ -112,21 +127,22 @@ class Block(eqx.Module):
     conv1: PeriodicConv
     conv2: PeriodicConv
     film: eqx.nn.Linear
-    glob: eqx.nn.Linear
+    glob: eqx.nn.Linear | None
 
-    def __init__(self, ndim, channels, kernel, dilation, embedding, *, key):
+    def __init__(self, ndim, channels, kernel, dilation, embedding, *, key, glob=True):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.conv1 = PeriodicConv(ndim, channels, channels, kernel, dilation, key=k1)
         self.conv2 = PeriodicConv(ndim, channels, channels, kernel, 1, key=k2)
         self.film = eqx.nn.Linear(embedding, 2 * channels, key=k3, dtype=jnp.float32)
-        self.glob = eqx.nn.Linear(channels, channels, key=k4, dtype=jnp.float32)
+        self.glob = eqx.nn.Linear(channels, channels, key=k4, dtype=jnp.float32) if glob else None
 
     def __call__(self, h, emb):
         nd = h.ndim - 2
         scale, shift = jnp.split(jax.vmap(self.film)(emb), 2, axis=-1)
-        g = jax.vmap(self.glob)(jnp.mean(h, axis=tuple(range(1, nd + 1))))
         u = self.conv1(jax.nn.silu(h))
-        u = u * (1.0 + _bcast(scale, nd)) + _bcast(shift, nd) + _bcast(g, nd)
+        u = u * (1.0 + _bcast(scale, nd)) + _bcast(shift, nd)
+        if self.glob is not None:
+            u = u + _bcast(jax.vmap(self.glob)(jnp.mean(h, axis=tuple(range(1, nd + 1)))), nd)
         return (h + self.conv2(jax.nn.silu(u))) * (1.0 / math.sqrt(2.0))
 
 
@@ -156,7 +172,15 @@ class ScoreNet(eqx.Module):
         self.lift = PeriodicConv(nd, cin, spec.channels, spec.kernel, 1, key=kl)
         dil = spec.dilations or (1,)
         self.blocks = [
-            Block(nd, spec.channels, spec.kernel, dil[i % len(dil)], spec.embedding, key=k)
+            Block(
+                nd,
+                spec.channels,
+                spec.kernel,
+                dil[i % len(dil)],
+                spec.embedding,
+                key=k,
+                glob=spec.global_channel,
+            )
             for i, k in enumerate(jax.random.split(kb, spec.blocks))
         ]
         head = PeriodicConv(nd, spec.channels, 1, spec.kernel, 1, key=kh)
@@ -168,6 +192,10 @@ class ScoreNet(eqx.Module):
             2 * nf + 1, spec.embedding, spec.embedding, 2, jax.nn.silu, key=ke, dtype=jnp.float32
         )
         self.spec, self.theory, self.sigma_data = spec, theory, float(sigma_data)
+
+    @property
+    def receptive_field(self) -> int | None:
+        return self.spec.receptive_field
 
     # ------------------------------------------------------------------ pieces
     def embedding(self, sigma) -> jnp.ndarray:

@@ -1,12 +1,14 @@
-"""Generating fields with a score: the reverse-time SDE, predictor–corrector and annealed
-Langevin dynamics. None of them has a tractable density, so their samples are *approximate*
-(DESIGN.md §5); the probability-flow ODE (``flow.py``) is the route with an exact density.
+"""Generating fields with a score: predictor–corrector and annealed Langevin dynamics. Neither
+has a tractable density, so their samples are *approximate* (DESIGN.md §5); the reverse path
+with its exact weight (``path.py``, ``method = "sde"``) and the probability-flow ODE
+(``flow.py``) are the exact routes.
 
 All work on one field x (vmap over chains) on the uniform grid t_k = 1 − k (1 − t_0)/K,
 k = 0..K, with x(1) drawn by the caller from the prior, and a key from which step k's noise is
 ``fold_in(key, k)``.
 
-Reverse SDE, Euler–Maruyama (Song et al., arXiv:2011.13456, eq. 6)::
+The predictor is the reverse SDE's Euler–Maruyama step (Song et al., arXiv:2011.13456,
+eq. 6)::
 
     x ← x − [f(x, t) − g(t)² s(x, t)] Δt + g(t) √Δt z,   Δt = (1 − t_0)/K          (1)
 
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 
 from .sde import SDE
 
-__all__ = ["reverse_sde", "predictor_corrector", "annealed_langevin"]
+__all__ = ["predictor_corrector", "annealed_langevin"]
 
 Score = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -47,18 +49,6 @@ def _grid(sde: SDE, steps: int, t0: float | None):
 def _predictor(score, sde, x, t, dt, z):
     g = sde.diffusion(t)
     return x - (sde.drift(x, t) - g * g * score(x, t)) * dt + g * jnp.sqrt(dt) * z
-
-
-def reverse_sde(score: Score, sde: SDE, x1, key, steps: int, t0: float | None = None):
-    """Eq. (1): ``steps`` Euler–Maruyama steps from t = 1 to t_0."""
-    t0, dt = _grid(sde, steps, t0)
-
-    def body(k, x):
-        t = 1.0 - k * dt
-        z = jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
-        return _predictor(score, sde, x, jnp.asarray(t, x.dtype), dt, z)
-
-    return jax.lax.fori_loop(0, steps, body, x1)
 
 
 def predictor_corrector(
