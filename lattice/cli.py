@@ -136,7 +136,8 @@ def _model_info(directory: Path) -> None:
         (
             "network",
             f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels x "
-            f"{spec.blocks} blocks, {meta['parameters']:,} parameters",
+            f"{spec.blocks} blocks, {meta['parameters']:,} parameters, receptive field "
+            + (f"R = {spec.receptive_field}" if spec.receptive_field is not None else "global"),
         ),
         (
             "data",
@@ -146,6 +147,12 @@ def _model_info(directory: Path) -> None:
         ("training", f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s"),
         ("loss", f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"),
         ("cos(s, -dS/dphi)", f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}"),
+        (
+            "score norms",
+            f"u(sigma) at {len(meta['score_norms']['sigma'])} noise levels (analytic path kernel)"
+            if meta.get("score_norms")
+            else "none stored (measured from the training ensemble when the sampler is built)",
+        ),
         ("created", f"{meta['created']} by lattice {meta['lattice_version']}"),
     ]
     for k, v in rows:

@@ -404,6 +404,10 @@ def test_finished_model_is_never_overwritten_and_corruption_is_reported(tmp_path
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
     out = cli("info", d, check=0).stdout
     assert "score model" in out and "[6, 6]" in out
+    assert "receptive field global" in out and "u(sigma) at 33 noise levels" in out
+    meta = json.loads((d / "model.json").read_text())
+    u = meta["score_norms"]["u"]  # σ²E‖ŝ‖²/V: small at σ_min, near 1 at σ_max
+    assert len(u) == 33 and u[0] < 0.05 and 0.5 < u[-1] < 1.5
     # corrupt weights: caught by the checksum
     w = d / "model.eqx"
     w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)

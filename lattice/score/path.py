@@ -156,7 +156,8 @@ def score_norms(
     fields = jnp.asarray(fields)
     V = math.prod(fields.shape[1:])
     out = []
-    f = jax.jit(lambda y, s: jnp.sum(score_batch(y, s).astype(jnp.float64) ** 2))
+    wide = jnp.result_type(float)  # float64 when enabled (no warning when it is not)
+    f = jax.jit(lambda y, s: jnp.sum(score_batch(y, s).astype(wide) ** 2))
     for j, s in enumerate(np.asarray(sigmas, dtype=np.float64)):
         total = 0.0
         for i in range(0, fields.shape[0], batch):
