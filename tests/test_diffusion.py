@@ -243,6 +243,9 @@ def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_
     assert ens.weights is not None and ens.weights.shape == (2, 20)
     res = json.loads(cli("measure", tmp_path / "w", "--json", check=0).stdout)
     assert 0 < res["reweighting"]["ess"] <= 40
+    # the reported ESS is (Σw)²/Σw² of the stored log-weights
+    w = np.exp(ens.weights - np.max(ens.weights))
+    assert res["reweighting"]["ess"] == pytest.approx(w.sum() ** 2 / np.sum(w * w), rel=1e-9)
 
 
 def test_weighted_measurement_matches_a_direct_computation():

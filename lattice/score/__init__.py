@@ -5,6 +5,7 @@ from .config import TrainConfig, load_train_config, parse_train_config
 from .gaussian import GaussianScore, exact_dsm_loss, exact_gaussian_model, free_field_samples
 from .model import ModelError, ScoreModel, check_compatible, load_model, save_model
 from .network import NetworkSpec, ScoreNet, build_network, count_parameters
+from .path import kernel_variances, noise_levels, sample_path, score_norms
 from .sde import SDE, VESDE, VPSDE, make_sde
 from .train import TrainError, dsm_loss, load_training_data, resume_training, train_model
 
@@ -34,4 +35,8 @@ __all__ = [
     "save_model",
     "load_model",
     "check_compatible",
+    "noise_levels",
+    "kernel_variances",
+    "sample_path",
+    "score_norms",
 ]
