@@ -16,6 +16,7 @@ reports from those weights:
 - cost per effective sample = (cost per proposal)/(ESS/N), in score evaluations and seconds.
 
 Routes: ``ode`` (exact divergence: the full trace, or probing for a local network),
+``ode-full`` (the full trace even for a local network),
 ``ode-hutchinson`` (approximate: labelled so), ``path-analytic:K`` and ``path-em:K`` (K steps).
 ``free`` uses the closed-form free-field score (no network) on a VE SDE. Wall times exclude
 compilation (the loop is compiled ahead of time). Run nothing else meanwhile.
@@ -51,6 +52,16 @@ def route_sampler(theory, model, route: str):
     name, _, k = route.partition(":")
     if name == "ode":
         return diffusion(theory, model, method="ode", metropolis_step=False)
+    if name == "ode-full":  # the full V-product trace even for a local network
+        from dataclasses import fields
+
+        from lattice.score.model import ScoreModel
+
+        class FullTrace(ScoreModel):
+            receptive_field = None
+
+        view = FullTrace(**{f.name: getattr(model, f.name) for f in fields(model)})
+        return diffusion(theory, view, method="ode", metropolis_step=False)
     if name == "ode-hutchinson":
         return diffusion(
             theory, model, method="ode", metropolis_step=False, divergence="hutchinson"
