@@ -344,6 +344,90 @@ def measure(
 
 
 @app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or ensemble.h5 files).")],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained FILE.md or .html.")
+    ] = None,
+    discard: Annotated[int, typer.Option("--discard", help="Measurements dropped per chain.")] = 0,
+    s_tau: Annotated[float, typer.Option("--S", help="Wolff's S_tau for the window.")] = 1.5,
+) -> None:
+    """Runs of one theory by different samplers: observables, τ_int, acceptance, cost per
+    measurement and per independent sample, and z-scores between every pair (|z| > 4 flagged)."""
+    import tempfile
+
+    from .compare import CompareError, compare_runs, cost_per_independent_sample, public
+
+    if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
+        _fail(f"--report: {report} must end in .md or .html")
+    try:
+        res = compare_runs(runs, discard=discard, S=s_tau)
+    except CompareError as e:
+        _fail(str(e))
+    files = []
+    if plots is not None or report is not None:
+        from .plots import write_compare_plots
+
+        with tempfile.TemporaryDirectory() as tmp:
+            files = write_compare_plots(res, plots if plots is not None else tmp)
+            if report is not None:
+                from .compare import write_report
+
+                write_report(res, report, files)
+                err.print(f"report written to {report}")
+        if plots is not None:
+            err.print(f"{len(files)} plots written to {plots}")
+    if json_:
+        sys.stdout.write(json.dumps(public(res)) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(
+        title="Sampler comparison: " + ", ".join(f"{k} = {v}" for k, v in res["theory"].items())
+    )
+    t.add_column("#")
+    t.add_column("sampler")
+    for col in (
+        "|m|",
+        "chi",
+        "S/V",
+        "tau |m|",
+        "tau chi",
+        "acc",
+        "s/meas",
+        "evals/meas",
+        "s/indep |m|",
+    ):
+        t.add_column(col, justify="right")
+    for i, r in enumerate(res["runs"], 1):
+        o = r["observables"]
+        sec, _ = cost_per_independent_sample(r)
+        t.add_row(
+            str(i),
+            r["sampler"],
+            *(f"{o[n]['value']:.5g} ± {o[n]['error']:.2g}" for n in ("abs_m", "chi", "action")),
+            *(f"{o[n]['tau_int']:.3g} ± {o[n]['tau_int_error']:.2g}" for n in ("abs_m", "chi")),
+            "—" if r["acceptance"] is None else f"{r['acceptance']:.3f}",
+            f"{r['cost']['seconds_per_measurement']:.3g}",
+            f"{r['cost']['evals_per_measurement']:.3g}",
+            f"{sec:.3g}",
+        )
+    out.print(t)
+    for i, r in enumerate(res["runs"], 1):
+        tr = r["cost"]["training_seconds"]
+        extra = f"; model training {tr:.0f} s (not included above)" if tr is not None else ""
+        out.print(f"{i}: {r['path']} ({r['exactness']}){extra}")
+    zs = ", ".join(f"{n} {z:.2f}" for n, z in res["consistency"].items())
+    out.print(f"max |z| between runs: {zs}")
+    for f in res["flagged"]:
+        out.print(
+            f"[bold red]FLAGGED[/] {f['observable']}: {f['a']} vs {f['b']}: z = {f['z']:+.2f}"
+        )
+
+
+@app.command()
 def check(
     target: Annotated[Path, typer.Argument(help="A run config (TOML) or a run directory.")],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

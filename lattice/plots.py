@@ -357,3 +357,88 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
     ax.legend()
     _save(fig, d / "val_loss_sigma.png", written)
     return written
+
+
+# ------------------------------------------------------------------------------ compare
+def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """The figures of ``lattice compare`` (``result`` from :func:`lattice.compare.compare_runs`):
+
+    - ``compare_hist_m.png``: overlaid normalized histograms of m (chains pooled);
+    - ``compare_rho.png``: ρ(t) of |m| and of S/V per run, t in measurements of that run;
+    - ``compare_tau_int.png``: τ_int ± error of |m|, χ and S/V, bars per run;
+    - ``compare_G.png``: G(t) ± σ per run on a log scale (positive values);
+    - ``compare_cost.png``: seconds and evaluations per independent |m| (2 τ_int × cost per
+      measurement), log scale.
+    """
+    from .compare import cost_per_independent_sample
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, results, ens = result["runs"], result["_results"], result["_ensembles"]
+    labels = [f"{i + 1}: {r['sampler']}" for i, r in enumerate(runs)]
+    written: list[Path] = []
+
+    def fig(n=1, title=""):
+        f = Figure(figsize=(5.5 * n, 3.8), layout="constrained")
+        FigureCanvasAgg(f)
+        f.suptitle(title, fontsize=9)
+        return f, f.subplots(1, n, squeeze=False).ravel()
+
+    f, (ax,) = fig(1, "distribution of the magnetization m")
+    for e, lab in zip(ens, labels, strict=True):
+        m = np.asarray(e.observables["m"], np.float64).ravel()
+        ax.hist(m, bins=60, density=True, histtype="step", label=lab)
+    ax.set_xlabel("m")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    _save(f, out / "compare_hist_m.png", written)
+
+    f, axes = fig(2, "normalized autocorrelation ρ(t) (Γ-method)")
+    for ax, name in zip(axes, ("abs_m", "action"), strict=True):
+        for res, lab in zip(results, labels, strict=True):
+            r = res["results"][name]
+            t = np.arange(_t_max(r) + 1)
+            ax.plot(t, r.rho[: t.size], label=f"{lab} (τ_int {r.tau_int:.3g})")
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xlabel("t [measurements]")
+        ax.set_title("|m|" if name == "abs_m" else "S/V", fontsize=9)
+        ax.legend(fontsize=7)
+    _save(f, out / "compare_rho.png", written)
+
+    f, (ax,) = fig(1, "integrated autocorrelation time τ_int [measurements]")
+    names = ("abs_m", "chi", "action")
+    width = 0.8 / len(runs)
+    x = np.arange(len(names))
+    for i, (r, lab) in enumerate(zip(runs, labels, strict=True)):
+        tau = [r["observables"][n]["tau_int"] for n in names]
+        dt = [r["observables"][n]["tau_int_error"] for n in names]
+        ax.bar(x + i * width, tau, width, yerr=dt, label=lab, capsize=2)
+    ax.set_xticks(x + 0.4 - width / 2, ["|m|", "χ", "S/V"])
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    _save(f, out / "compare_tau_int.png", written)
+
+    f, (ax,) = fig(1, "correlator G(t)")
+    for r, lab in zip(runs, labels, strict=True):
+        g = r["observables"]["G"]
+        v, e = np.asarray(g["value"]), np.asarray(g["error"])
+        t = np.arange(v.size)
+        ok = v > 0
+        ax.errorbar(t[ok], v[ok], yerr=e[ok], fmt="o-", ms=3, lw=0.8, capsize=2, label=lab)
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.legend(fontsize=7)
+    _save(f, out / "compare_G.png", written)
+
+    f, axes = fig(2, "cost per independent |m| sample (2 τ_int × cost per measurement)")
+    secs, evals = zip(*(cost_per_independent_sample(r) for r in runs), strict=True)
+    y = np.arange(len(runs))
+    axes[0].barh(y, secs)
+    axes[0].set_xlabel("wall seconds")
+    axes[1].barh(y, evals)
+    axes[1].set_xlabel("force / score evaluations")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yticks(y, labels, fontsize=7)
+    _save(f, out / "compare_cost.png", written)
+    return written

@@ -150,9 +150,10 @@ def diffusion(
         return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
 
     weighted = method in DENSITY_METHODS and not metropolis_step
-    # exact: MH, or self-normalized reweighting, on the exact ODE density (up to its
-    # tolerance) or on the path weight
-    exact = (metropolis_step or weighted) and (method == "sde" or divergence == "exact")
+    # exact (DESIGN.md §5): MH on the path weight, or on the exact ODE density (up to its
+    # tolerance). Without Metropolis the draws themselves are approximate — a weighted run is
+    # labelled so, and `measure` reweights it with /weights/log_w and says so.
+    exact = metropolis_step and (method == "sde" or divergence == "exact")
     name = f"diffusion-{method}" + ("-mh" if metropolis_step else "")
     return Sampler(
         init,
