@@ -1,0 +1,283 @@
+"""The critical-slowing-down study (issue 8): 2D φ⁴ at λ = 0.022 near κ_c, L = 8, 16, 32 (64).
+
+    python benchmarks/critical_study.py binder   # HMC scan in κ, Binder crossings → κ_c
+    python benchmarks/critical_study.py tau      # Langevin (Euler, RK2, ± Fourier acc.), HMC at κ_c
+    python benchmarks/critical_study.py diffusion  # HMC data → score model → path MH, per L
+    python benchmarks/critical_study.py report   # fits of z, figures and tables → runs/critical/
+    python benchmarks/critical_study.py all      # the four in order
+
+Options: ``--L 8 16 32`` (add 64 on a GPU), ``--kappa-c`` (default: the Binder crossing of the
+largest pair of L found by ``binder``, else 0.2709 from REFERENCES.md), ``--scale`` (multiplies
+every run length; 1 = the CPU budget of docs/results.md).
+
+Every run is an ordinary ``lattice run`` of a config written to ``runs/critical/<name>.toml``
+(committed, so each can be rerun or resumed alone: ``lattice resume runs/critical/<name>``);
+a finished run is reused, never overwritten, so an interrupted study continues where it
+stopped. Results go to ``runs/critical/results.json`` and ``runs/critical/*.png``; the reading
+is in ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path("runs/critical")
+LAMBDA = 0.022
+KAPPA_C_REF = 0.2709
+BINDER_KAPPAS = (0.262, 0.266, 0.268, 0.270, 0.272, 0.274, 0.278)
+
+SAMPLERS = {
+    # name: ([sampler] TOML, measure_every, steps per chain at L = 8; scaled by (L/8)^2)
+    "langevin_euler": ('kind = "langevin"\nscheme = "euler"\nstep_size = 0.01', 10, 200_000),
+    "langevin_rk2": ('kind = "langevin"\nscheme = "rk2"\nstep_size = 0.01', 10, 200_000),
+    "langevin_euler_fa": (
+        'kind = "langevin"\nscheme = "euler"\nstep_size = 0.01\nfourier_acceleration = true',
+        10,
+        200_000,
+    ),
+    "hmc": ('kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10', 1, 8_000),
+}
+
+
+def _toml(name: str, L: int, kappa: float, sampler: str, chains: int, therm: int, samples: int,
+          every: int, save_every: int = 0) -> str:  # fmt: skip
+    return (
+        f'name = "{name}"\n\n[lattice]\nshape = [{L}, {L}]\n\n[action]\nkappa = {kappa}\n'
+        f"lambda = {LAMBDA}\n\n[sampler]\n{sampler}\n\n[run]\nchains = {chains}\nseed = {L}\n"
+        f"thermalization = {therm}\nsamples = {samples}\nmeasure_every = {every}\n"
+        f"save_every = {save_every}\n"
+    )
+
+
+def _run(name: str, text: str) -> Path:
+    """Write runs/critical/<name>.toml and run it unless a finished run is there."""
+    from lattice.config import parse_config
+    from lattice.ensemble import EnsembleError, open_ensemble
+    from lattice.jobs import resume_job, run_job
+    from lattice.progress import make_reporter
+
+    ROOT.mkdir(parents=True, exist_ok=True)
+    cfg_path = ROOT / f"{name}.toml"
+    cfg_path.write_text(text)
+    d = ROOT / name
+    try:
+        ens = open_ensemble(d / "ensemble.h5", load_observables=False)
+        if ens.complete:
+            print(f"{d}: finished, reused")
+            return d
+        print(f"{d}: resuming")
+        return resume_job(d, reporter=make_reporter(False))
+    except EnsembleError:
+        pass
+    print(f"{d}: running")
+    return run_job(parse_config(text), d, force=True, reporter=make_reporter(False))
+
+
+def _measure(d: Path) -> dict:
+    from lattice.ensemble import open_ensemble
+    from lattice.measure import measure_ensemble
+
+    ens = open_ensemble(d / "ensemble.h5")
+    res = measure_ensemble(ens)
+    out = {k: v for k, v in res["observables"].items() if k != "G"}
+    out["_seconds"] = ens.seconds
+    out["_steps"] = ens.steps
+    out["_chains"] = ens.chains
+    out["_samples"] = res["samples"]
+    return out
+
+
+def _load() -> dict:
+    f = ROOT / "results.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _save(results: dict) -> None:
+    (ROOT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def stage_binder(Ls, scale: float) -> None:
+    results = _load()
+    scan = results.setdefault("binder", {})
+    for L in Ls:
+        for k in BINDER_KAPPAS:
+            n = int(4000 * scale * (L / 8) ** 0.5)
+            name = f"binder_L{L}_k{k:.3f}"
+            text = _toml(name, L, k, SAMPLERS["hmc"][0], 8, 500, n, 1)
+            b = _measure(_run(name, text))["binder"]
+            scan.setdefault(str(L), {})[f"{k:.3f}"] = [b["value"], b["error"]]
+            _save(results)
+    results["kappa_c"] = _binder_crossings(scan)
+    _save(results)
+    print(json.dumps(results["kappa_c"], indent=1))
+
+
+def _binder_crossings(scan: dict) -> dict:
+    """κ where U_L(κ) − U_{L'}(κ) changes sign, by linear interpolation between scan points,
+    for consecutive pairs of L; the error from the errors of the differences at the two
+    bracketing points (linear propagation)."""
+    Ls = sorted(int(L) for L in scan)
+    out = {}
+    for a, b in zip(Ls, Ls[1:], strict=False):
+        ka = sorted(set(scan[str(a)]) & set(scan[str(b)]), key=float)
+        d = [(float(k), scan[str(b)][k][0] - scan[str(a)][k][0],
+              math.hypot(scan[str(b)][k][1], scan[str(a)][k][1])) for k in ka]  # fmt: skip
+        for (k0, d0, e0), (k1, d1, e1) in zip(d, d[1:], strict=False):
+            if d0 * d1 <= 0 and d0 != d1:
+                kc = k0 + (k1 - k0) * d0 / (d0 - d1)
+                slope = (d1 - d0) / (k1 - k0)
+                err = math.hypot(e0, e1) / abs(slope) / math.sqrt(2)
+                out[f"{a}-{b}"] = [kc, err]
+                break
+    return out
+
+
+def _kappa_c(args) -> float:
+    if args.kappa_c:
+        return args.kappa_c
+    kc = _load().get("kappa_c", {})
+    if kc:
+        last = sorted(kc, key=lambda s: int(s.split("-")[1]))[-1]
+        return round(kc[last][0], 4)
+    return KAPPA_C_REF
+
+
+def stage_tau(Ls, kappa: float, scale: float) -> None:
+    results = _load()
+    tau = results.setdefault("tau", {})
+    results["kappa_study"] = kappa
+    for L in Ls:
+        for s, (text, every, steps8) in SAMPLERS.items():
+            steps = int(steps8 * scale * (L / 8) ** 2)
+            n = max(200, steps // every)
+            name = f"{s}_L{L}"
+            t = _toml(name, L, kappa, text, 8, max(n * every // 10, 100), n, every)
+            m = _measure(_run(name, t))
+            tau.setdefault(s, {})[str(L)] = _summary(m, every, SAMPLERS[s][0])
+            _save(results)
+
+
+def _summary(m: dict, every: int, sampler: str, evals_per_step: float | None = None) -> dict:
+    forces = 10 if "hmc" in sampler else 1
+    evals = evals_per_step if evals_per_step is not None else forces
+    meas = m["_chains"] * m["_samples"]
+    sec_per_meas = m["_seconds"] * min(1.0, m["_samples"] * every / max(m["_steps"], 1)) / meas
+    out = {}
+    for o in ("abs_m", "chi", "binder", "phi2", "action"):
+        out[o] = [m[o]["value"], m[o]["error"], m[o]["tau_int"] * every,
+                  m[o]["tau_int_error"] * every]  # fmt: skip
+    t = m["abs_m"]["tau_int"]
+    out["seconds_per_independent"] = 2 * t * sec_per_meas
+    out["evals_per_independent"] = 2 * t * every * evals
+    return out
+
+
+def stage_diffusion(Ls, kappa: float, scale: float) -> None:
+    """Per L: an HMC ensemble with saved configurations, a score model trained on it, and a
+    path-space MH run with K = V/2 steps."""
+    from lattice.score.config import parse_train_config
+    from lattice.score.model import load_model
+    from lattice.score.train import train_model
+
+    results = _load()
+    diff = results.setdefault("diffusion", {})
+    for L in Ls:
+        V = L * L
+        data = _run(
+            f"data_L{L}",
+            _toml(f"data_L{L}", L, kappa, SAMPLERS["hmc"][0], 8, 1000,
+                  int(8192 * scale), 1, save_every=8),
+        )  # fmt: skip
+        mdir = ROOT / f"score_L{L}"
+        if not (mdir / "model.json").exists():
+            steps = int(2000 * scale * (L / 8))
+            tcfg = (
+                f'name = "score_L{L}"\n[train]\nensemble = "{data}"\nsteps = {steps}\n'
+                "batch_size = 64\ncheckpoint_every = 250\n[network]\nchannels = 24\n"
+                f"blocks = {3 if L <= 8 else 4}\n"
+            )
+            (ROOT / f"score_L{L}.toml").write_text(tcfg)
+            train_model(parse_train_config(tcfg), mdir, force=True)
+        model = load_model(mdir)
+        K = max(16, V // 2)
+        sampler = f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "sde"\nsteps = {K}'
+        n = int(300 * scale)
+        d = _run(f"diffusion_L{L}", _toml(f"diffusion_L{L}", L, kappa, sampler, 8, 20, n, 1))
+        m = _measure(d)
+        from lattice.ensemble import open_ensemble
+
+        ens = open_ensemble(d / "ensemble.h5")
+        acc = float(np.mean(ens.diagnostics["acceptance"]))
+        s = _summary(m, 1, "diffusion", evals_per_step=K)
+        s["acceptance"] = acc
+        s["K"] = K
+        s["training_seconds"] = model.meta["training"]["seconds"]
+        diff[str(L)] = s
+        _save(results)
+
+
+def stage_report() -> None:
+    """Fit τ_int(|m|) ∝ L^z per sampler (weighted least squares in log–log) and plot τ_int,
+    cost per independent sample and the diffusion acceptance against L."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = _load()
+    fits = {}
+    series = dict(results.get("tau", {}))
+    if results.get("diffusion"):
+        series["diffusion_path_mh"] = results["diffusion"]
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for name, by_L in series.items():
+        Ls = np.array(sorted(int(L) for L in by_L))
+        for obs in ("abs_m", "chi"):
+            t = np.array([by_L[str(L)][obs][2] for L in Ls])
+            dt = np.array([by_L[str(L)][obs][3] for L in Ls])
+            if len(Ls) >= 2:
+                w = (t / np.maximum(dt, 1e-12)) ** 2  # 1/σ² of log τ
+                A = np.vstack([np.log(Ls), np.ones_like(Ls, float)]).T * np.sqrt(w)[:, None]
+                coef, *_ = np.linalg.lstsq(A, np.log(t) * np.sqrt(w), rcond=None)
+                cov = np.linalg.inv(A.T @ A)
+                fits[f"{name}:{obs}"] = [float(coef[0]), float(np.sqrt(cov[0, 0]))]
+            if obs == "abs_m":
+                ax1.errorbar(Ls, t, yerr=dt, fmt="o-", capsize=2, label=name)
+        cost = [by_L[str(L)]["seconds_per_independent"] for L in Ls]
+        ax2.plot(Ls, cost, "o-", label=name)
+    for ax, lab in ((ax1, "τ_int(|m|) [sampler steps]"), (ax2, "s per independent |m|")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L")
+        ax.set_ylabel(lab)
+        ax.legend(fontsize=7)
+    fig.savefig(ROOT / "tau_cost_vs_L.png", dpi=110)
+    results["z_fits"] = fits
+    _save(results)
+    print(json.dumps(fits, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("stage", choices=["binder", "tau", "diffusion", "report", "all"])
+    ap.add_argument("--L", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--kappa-c", type=float, default=None)
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args()
+    if args.stage in ("binder", "all"):
+        stage_binder(args.L, args.scale)
+    if args.stage in ("tau", "all"):
+        stage_tau(args.L, _kappa_c(args), args.scale)
+    if args.stage in ("diffusion", "all"):
+        stage_diffusion(args.L, _kappa_c(args), args.scale)
+    if args.stage in ("report", "all"):
+        stage_report()
+
+
+if __name__ == "__main__":
+    main()
