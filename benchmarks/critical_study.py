@@ -54,8 +54,15 @@ def _toml(name: str, L: int, kappa: float, sampler: str, chains: int, therm: int
     )
 
 
+SCALE = 1.0
+
+
 def _run(name: str, text: str) -> Path:
-    """Write runs/critical/<name>.toml and run it unless a finished run is there."""
+    """Write runs/critical/<name>.toml and run it unless a finished run is there (names carry
+    ``--scale`` when it is not 1, so a longer study never reuses a shorter run)."""
+    if SCALE != 1.0:
+        name = f"{name}_x{SCALE:g}"
+        text = text.replace('name = "', f'name = "x{SCALE:g}_', 1)
     from lattice.config import parse_config
     from lattice.ensemble import EnsembleError, open_ensemble
     from lattice.jobs import resume_job, run_job
@@ -71,11 +78,13 @@ def _run(name: str, text: str) -> Path:
             print(f"{d}: finished, reused")
             return d
         print(f"{d}: resuming")
-        return resume_job(d, reporter=make_reporter(False))
+        resume_job(d, reporter=make_reporter(False))
+        return d
     except EnsembleError:
         pass
     print(f"{d}: running")
-    return run_job(parse_config(text), d, force=True, reporter=make_reporter(False))
+    run_job(parse_config(text), d, force=True, reporter=make_reporter(False))
+    return d
 
 
 def _measure(d: Path) -> dict:
@@ -89,6 +98,7 @@ def _measure(d: Path) -> dict:
     out["_steps"] = ens.steps
     out["_chains"] = ens.chains
     out["_samples"] = res["samples"]
+    out["_forces"] = float(ens.config_attrs.get("sampler.forces_per_step", 1))
     return out
 
 
@@ -147,24 +157,25 @@ def _kappa_c(args) -> float:
     return KAPPA_C_REF
 
 
-def stage_tau(Ls, kappa: float, scale: float) -> None:
+def stage_tau(Ls, kappa: float, scale: float, samplers=None) -> None:
     results = _load()
     tau = results.setdefault("tau", {})
     results["kappa_study"] = kappa
     for L in Ls:
         for s, (text, every, steps8) in SAMPLERS.items():
+            if samplers and s not in samplers:
+                continue
             steps = int(steps8 * scale * (L / 8) ** 2)
             n = max(200, steps // every)
             name = f"{s}_L{L}"
             t = _toml(name, L, kappa, text, 8, max(n * every // 10, 100), n, every)
             m = _measure(_run(name, t))
-            tau.setdefault(s, {})[str(L)] = _summary(m, every, SAMPLERS[s][0])
+            tau.setdefault(s, {})[str(L)] = _summary(m, every)
             _save(results)
 
 
-def _summary(m: dict, every: int, sampler: str, evals_per_step: float | None = None) -> dict:
-    forces = 10 if "hmc" in sampler else 1
-    evals = evals_per_step if evals_per_step is not None else forces
+def _summary(m: dict, every: int, evals_per_step: float | None = None) -> dict:
+    evals = evals_per_step if evals_per_step is not None else m["_forces"]
     meas = m["_chains"] * m["_samples"]
     sec_per_meas = m["_seconds"] * min(1.0, m["_samples"] * every / max(m["_steps"], 1)) / meas
     out = {}
@@ -213,7 +224,7 @@ def stage_diffusion(Ls, kappa: float, scale: float) -> None:
 
         ens = open_ensemble(d / "ensemble.h5")
         acc = float(np.mean(ens.diagnostics["acceptance"]))
-        s = _summary(m, 1, "diffusion", evals_per_step=K)
+        s = _summary(m, 1, evals_per_step=K)
         s["acceptance"] = acc
         s["K"] = K
         s["training_seconds"] = model.meta["training"]["seconds"]
@@ -268,11 +279,14 @@ def main() -> None:
     ap.add_argument("--L", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--kappa-c", type=float, default=None)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--samplers", nargs="+", default=None, choices=list(SAMPLERS))
     args = ap.parse_args()
+    global SCALE
+    SCALE = args.scale
     if args.stage in ("binder", "all"):
         stage_binder(args.L, args.scale)
     if args.stage in ("tau", "all"):
-        stage_tau(args.L, _kappa_c(args), args.scale)
+        stage_tau(args.L, _kappa_c(args), args.scale, args.samplers)
     if args.stage in ("diffusion", "all"):
         stage_diffusion(args.L, _kappa_c(args), args.scale)
     if args.stage in ("report", "all"):
