@@ -84,6 +84,8 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Values that are part of the contract but not implemented yet: key -> (value, allowed).
 _NOT_YET: dict[str, tuple[Any, tuple[str, ...]]] = {}
+#: diffusion methods whose proposals carry an exact weight (Metropolis or reweighting)
+DIFFUSION_DENSITY_METHODS = ("sde", "ode")
 #: diffusion keys and the methods that use them (None: every method)
 _DIFFUSION_KEYS: dict[str, tuple[str, ...] | None] = {
     "model": None,
@@ -190,7 +192,7 @@ def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
     for key, users in _DIFFUSION_KEYS.items():
         if users is not None and method not in users and key in data:
             raise _rule(key, f"only used by method = {users[0]!r} (method = {method!r})")
-    exact = method in ("ode", "sde")  # the methods with a weight (docs/diffusion.md)
+    exact = method in DIFFUSION_DENSITY_METHODS
     if data.get("metropolis", exact) is True and not exact:
         raise _rule(
             "metropolis",

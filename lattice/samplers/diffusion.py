@@ -32,14 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from .. import noise
+from ..config import DIFFUSION_DENSITY_METHODS as DENSITY_METHODS
 from ..phi4 import Phi4
 from .base import Sampler, StepInfo, metropolis
 
 __all__ = ["DiffusionState", "diffusion", "METHODS"]
 
 METHODS = ("ode", "sde", "pc", "annealed")
-#: the methods whose proposals come with an exact weight (MH or reweighting)
-DENSITY_METHODS = ("ode", "sde")
 #: per-chain values recorded at every measurement under /diagnostics (see lattice.chains)
 DIAGNOSTICS = ("proposal_log_w", "score_evaluations")
 
@@ -71,7 +70,7 @@ def diffusion(
 ) -> Sampler:
     """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
 
-    ``metropolis_step`` needs ``method = "ode"`` (the only route with a density).
+    ``metropolis_step`` needs ``method = "sde"`` or ``"ode"`` (the routes with a weight).
     """
     from ..score.flow import probe_colors, sample_with_density
     from ..score.model import check_compatible, provenance
@@ -84,13 +83,13 @@ def diffusion(
         raise ValueError("Metropolis needs method = 'ode' or 'sde' (the ones with a density)")
     check_compatible(model, theory)
     sde = model.sde
-    # one forward-mode product per colour: V for a global network, m^d for a local one
-    colors = probe_colors(theory.shape, model.receptive_field)
-    probes = int(colors.max()) + 1
 
     def score(x, t):
         return model.score(x[None], t)[0]
 
+    if method == "ode":  # one forward-mode product per colour: V (global net) or m^d (local)
+        colors = probe_colors(theory.shape, model.receptive_field)
+        probes = int(colors.max()) + 1
     if method == "sde":  # path space (lattice.score.path): VE variable, levels σ_0 = 0 … σ_K
         levels = noise_levels(sde, steps)
         norm = model_norm_function(model) if kernel == "analytic" else None

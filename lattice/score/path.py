@@ -107,6 +107,11 @@ def kernel_variances(levels: np.ndarray, kernel: str, norm: Callable | None = No
     return np.maximum(v, 1e-6 * delta)  # a score with σ²Γ ≥ 1 must not give v = 0
 
 
+def _gauss_logpdf(sq_norm, var, n: int):
+    """log N(r; 0, var·1) of an n-vector r with ‖r‖² = ``sq_norm``."""
+    return -0.5 * sq_norm / var - 0.5 * n * (_LOG2PI + jnp.log(var))
+
+
 def sample_path(
     score: Score,
     levels: np.ndarray,
@@ -123,9 +128,7 @@ def sample_path(
     delta = jnp.asarray(levels[1:] ** 2 - levels[:-1] ** 2, dtype)
     var = jnp.asarray(variances, dtype)
     K = len(variances)
-    log_prior = -0.5 * jnp.sum(y_top * y_top) / prior_std**2 - 0.5 * n * (
-        _LOG2PI + 2.0 * math.log(prior_std)
-    )
+    log_prior = _gauss_logpdf(jnp.sum(y_top * y_top), prior_std**2, n)
 
     def body(i, carry):
         y, acc = carry
@@ -134,8 +137,8 @@ def sample_path(
         z = jax.random.normal(jax.random.fold_in(key, k), y.shape, dtype)
         sv = jnp.sqrt(var[k])
         step = delta[k] * s + sv * z  # y_k − y_{k+1}
-        log_p = -0.5 * jnp.sum(z * z) - 0.5 * n * (_LOG2PI + jnp.log(var[k]))
-        log_q = -0.5 * jnp.sum(step * step) / delta[k] - 0.5 * n * (_LOG2PI + jnp.log(delta[k]))
+        log_p = _gauss_logpdf(var[k] * jnp.sum(z * z), var[k], n)
+        log_q = _gauss_logpdf(jnp.sum(step * step), delta[k], n)
         return y + step, acc + log_q - log_p
 
     y0, acc = jax.lax.fori_loop(0, K, body, (y_top, jnp.zeros((), dtype)))
@@ -164,9 +167,21 @@ def score_norms(
             phi = fields[i : i + batch]
             k = jax.random.fold_in(jax.random.fold_in(key, j), i)
             y = phi + s * jax.random.normal(k, phi.shape, phi.dtype)
-            total += float(f(y, jnp.asarray(s, phi.dtype)))
-        out.append(s * s * total / (fields.shape[0] * V))
+            total = total + f(y, jnp.asarray(s, phi.dtype))  # stays on the device
+        out.append(s * s * float(total) / (fields.shape[0] * V))
     return np.asarray(out)
+
+
+#: noise levels of the stored u(σ) table, and the most configurations it is measured on
+NORM_GRID, NORM_FIELDS = 33, 512
+
+
+def norm_table(score_batch, sde: SDE, fields) -> dict[str, list[float]]:
+    """The model.json ``score_norms`` table: u(σ) (:func:`score_norms`) at ``NORM_GRID``
+    levels of the SDE's time grid, on at most ``NORM_FIELDS`` of ``fields``."""
+    sigmas = [float(s) for s in sde.sigma(np.linspace(sde.t_min, 1.0, NORM_GRID))]
+    u = score_norms(score_batch, fields[:NORM_FIELDS], sigmas, jax.random.key(NORM_GRID))
+    return {"sigma": sigmas, "u": [float(v) for v in u]}
 
 
 def norm_function(sigmas, u) -> Callable[[np.ndarray], np.ndarray]:
@@ -204,7 +219,6 @@ def model_norm_function(model) -> Callable[[np.ndarray], np.ndarray]:
             f" its training ensemble ({src}) cannot be read to measure them; retrain with this"
             " lattice, or use kernel = 'em'"
         ) from None
-    phi = np.asarray(phi[:, -max(1, 512 // phi.shape[0]) :]).reshape((-1,) + model.shape)
-    sigmas = model.sde.sigma(np.linspace(model.sde.t_min, 1.0, 33))
-    u = score_norms(model.net.batch, phi.astype(np.float32), sigmas, jax.random.key(33))
-    return norm_function(sigmas, u)
+    phi = np.asarray(phi[:, -max(1, NORM_FIELDS // phi.shape[0]) :]).reshape((-1,) + model.shape)
+    table = norm_table(model.net.batch, model.sde, phi.astype(np.float32))
+    return norm_function(table["sigma"], table["u"])

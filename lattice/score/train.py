@@ -72,8 +72,6 @@ PLOTS = ("loss.png", "val_loss_sigma.png")
 MAX_VALIDATION = 512
 #: σ grid of the final validation-loss-against-σ diagnostic
 N_SIGMA_GRID = 12
-#: σ points of the score-norm table u(σ) (model.json "score_norms", ``path.py`` eq. (3))
-N_NORM_GRID = 33
 
 
 class TrainError(Exception):
@@ -554,7 +552,7 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> di
     import jax.numpy as jnp
 
     from .gaussian import exact_dsm_loss
-    from .path import score_norms
+    from .path import norm_table
 
     params = eqx.filter(net, eqx.is_inexact_array)
     phi, _, z = tr.val
@@ -579,10 +577,8 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> di
         return jnp.sum(s * f, ax) / jnp.sqrt(jnp.sum(s * s, ax) * jnp.sum(f * f, ax))
 
     c = np.concatenate([np.asarray(cosines(y[i : i + 256])) for i in range(0, m, 256)])
-    sigmas = [float(s) for s in sde.sigma(np.linspace(sde.t_min, 1.0, N_NORM_GRID))]
-    u = score_norms(net.batch, phi[:512], sigmas, jax.random.key(N_NORM_GRID))
     return {
-        "score_norms": {"sigma": sigmas, "u": [float(v) for v in u]},
+        "score_norms": norm_table(net.batch, sde, phi),
         "val_loss_sigma": grid,
         "cosine_similarity": {
             "sigma": s_min,
