@@ -188,12 +188,13 @@ def _summary(m: dict, every: int, evals_per_step: float | None = None) -> dict:
     return out
 
 
-def stage_diffusion(Ls, kappa: float, scale: float) -> None:
+def stage_diffusion(Ls, kappa: float, scale: float, train_scale: float = 1.0) -> None:
     """Per L: an HMC ensemble with saved configurations, a score model trained on it, and a
-    path-space MH run with K = V/2 steps."""
+    path-space MH run with K = V/2 steps. ``train_scale`` multiplies the training steps only
+    (2000·L/8 by default), so a CPU budget can shorten the one expensive piece."""
     from lattice.score.config import parse_train_config
     from lattice.score.model import load_model
-    from lattice.score.train import train_model
+    from lattice.score.train import resume_training, train_model
 
     results = _load()
     diff = results.setdefault("diffusion", {})
@@ -205,8 +206,10 @@ def stage_diffusion(Ls, kappa: float, scale: float) -> None:
                   int(8192 * scale), 1, save_every=8),
         )  # fmt: skip
         mdir = ROOT / f"score_L{L}"
+        if (mdir / "checkpoint.h5").exists() and not (mdir / "model.json").exists():
+            resume_training(mdir)  # an interrupted training continues where it stopped
         if not (mdir / "model.json").exists():
-            steps = int(2000 * scale * (L / 8))
+            steps = int(2000 * scale * train_scale * (L / 8))
             tcfg = (
                 f'name = "score_L{L}"\n[train]\nensemble = "{data}"\nsteps = {steps}\n'
                 "batch_size = 64\ncheckpoint_every = 250\n[network]\nchannels = 24\n"
@@ -280,6 +283,7 @@ def main() -> None:
     ap.add_argument("--kappa-c", type=float, default=None)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--samplers", nargs="+", default=None, choices=list(SAMPLERS))
+    ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies training steps")
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -288,7 +292,7 @@ def main() -> None:
     if args.stage in ("tau", "all"):
         stage_tau(args.L, _kappa_c(args), args.scale, args.samplers)
     if args.stage in ("diffusion", "all"):
-        stage_diffusion(args.L, _kappa_c(args), args.scale)
+        stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale)
     if args.stage in ("report", "all"):
         stage_report()
 

@@ -16,7 +16,6 @@ it must save).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import noise
+from .compile import hot_jit
 from .observables import measure
 from .phi4 import Phi4
 from .samplers.base import Sampler
@@ -114,7 +114,7 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
     return states, diag
 
 
-@partial(jax.jit, static_argnames=("sampler", "n_steps"))
+@hot_jit(static_argnames=("sampler", "n_steps"))
 def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
     """Advance all chains by ``n_steps`` sampler steps (thermalization); no measurements.
 
@@ -124,7 +124,7 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
     return states, diag["acceptance"]
 
 
-@partial(jax.jit, static_argnames=("sampler", "n_steps"))
+@hot_jit(static_argnames=("sampler", "n_steps"))
 def trace(sampler: Sampler, keys, states, step0, n_steps: int):
     """Advance all chains by ``n_steps`` steps and return every step's :class:`StepInfo`
     (fields of shape ``[n_steps, chains]``) — for ⟨e^{−ΔH}⟩ and acceptance diagnostics."""
@@ -145,7 +145,7 @@ def _grad_of(state):
     return None
 
 
-@partial(jax.jit, static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every"))
+@hot_jit(static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every"))
 def sample(
     sampler: Sampler,
     theory: Phi4,

@@ -35,6 +35,53 @@ SetOpt = Annotated[
 ]
 
 
+DistributedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--distributed",
+        help="Multi-process run (jax.distributed): processes detected from Slurm or Open MPI.",
+    ),
+]
+CoordinatorOpt = Annotated[
+    str | None,
+    typer.Option("--coordinator", help="host:port of process 0 of a multi-process run."),
+]
+ProcessesOpt = Annotated[
+    int | None, typer.Option("--processes", help="Process count of a multi-process run.")
+]
+ProcessIdOpt = Annotated[
+    int | None, typer.Option("--process-id", help="This process's index (0 … processes-1).")
+]
+
+
+def _processes(
+    distributed, coordinator, processes, process_id, chains: int | None = None
+) -> tuple[int, int] | None:
+    """(index, count) of this process in a multi-process run, or None for a plain run.
+    Bad options are refused before ``jax.distributed.initialize`` waits for the others."""
+    if not (distributed or coordinator or processes is not None or process_id is not None):
+        return None
+    from .distributed import initialize
+
+    if not distributed and (coordinator is None or processes is None or process_id is None):
+        raise _Usage(
+            "a multi-process run needs --coordinator, --processes and --process-id together "
+            "(or --distributed to detect them from Slurm / Open MPI)"
+        )
+    if processes is not None and not (processes >= 1 and 0 <= (process_id or 0) < processes):
+        raise _Usage(f"--process-id must be in 0 … {processes - 1} (got {process_id})")
+    if chains is not None and processes is not None and chains % processes:
+        raise _Usage(
+            f"run.chains: {chains} chains cannot be split over {processes} processes "
+            f"(allowed: a multiple of {processes})"
+        )
+    return initialize(coordinator, processes, process_id)
+
+
+class _Usage(Exception):
+    exit_code = 2
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (TOML).")],
@@ -42,8 +89,16 @@ def run(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    distributed: DistributedOpt = False,
+    coordinator: CoordinatorOpt = None,
+    processes: ProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
 ) -> None:
-    """Generate an ensemble: thermalize, measure, save configurations, checkpoint."""
+    """Generate an ensemble: thermalize, measure, save configurations, checkpoint.
+
+    With --distributed (or --coordinator/--processes/--process-id) every process runs its
+    share of the chains into RUN_DIR/shard-NNNN and RUN_DIR/manifest.json joins them
+    (docs/scaling.md)."""
     from .config import ConfigError, load_config
     from .jobs import JobError, default_run_dir, run_job
     from .progress import make_reporter
@@ -51,8 +106,14 @@ def run(
     try:
         cfg = load_config(config, set_ or [])
         run_dir = output or default_run_dir(config)
-        path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
-    except (ConfigError, JobError) as e:
+        where = _processes(distributed, coordinator, processes, process_id, cfg.run.chains)
+        if where is None:
+            path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
+        else:
+            from .distributed import run_sharded
+
+            path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
+    except (ConfigError, JobError, _Usage) as e:
         _fail(str(e), getattr(e, "exit_code", 2))
     if not quiet:
         err.print(f"ensemble written to {path}")
@@ -91,8 +152,15 @@ def resume(
         Path, typer.Argument(help="Run directory of an interrupted run, or a model directory.")
     ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    distributed: DistributedOpt = False,
+    coordinator: CoordinatorOpt = None,
+    processes: ProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
 ) -> None:
-    """Continue an interrupted run or training from its last checkpoint (bitwise identical)."""
+    """Continue an interrupted run or training from its last checkpoint (bitwise identical).
+
+    A multi-process run resumes on the same number of processes (the same options as its
+    `lattice run`), or shard by shard: `lattice resume RUN_DIR/shard-0001`."""
     from .config import ConfigError
     from .ensemble import EnsembleError
     from .jobs import JobError, resume_job
@@ -108,15 +176,32 @@ def resume(
             err.print(f"model complete: {path}")
         return
     try:
-        path = resume_job(run_dir, reporter=make_reporter(quiet))
-    except (ConfigError, JobError, EnsembleError) as e:
+        where = _processes(distributed, coordinator, processes, process_id)
+        if where is None:
+            from .distributed import is_sharded
+
+            if is_sharded(run_dir):
+                raise JobError(
+                    f"{run_dir}: a multi-process run; resume it with the options it ran with "
+                    f"(--distributed or --coordinator/--processes/--process-id), or resume "
+                    f"each of its shard directories"
+                )
+            path = resume_job(run_dir, reporter=make_reporter(quiet))
+        else:
+            from .distributed import resume_sharded
+
+            path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
+    except (ConfigError, JobError, EnsembleError, _Usage) as e:
         _fail(str(e), getattr(e, "exit_code", 2))
     if not quiet:
         err.print(f"ensemble complete: {path}")
 
 
 def _ensemble_path(target: Path) -> Path:
-    return target / "ensemble.h5" if target.is_dir() else target
+    """A run directory's ensemble: its ``ensemble.h5``, or the manifest of a sharded run."""
+    if target.is_dir():
+        return target / ("manifest.json" if (target / "manifest.json").exists() else "ensemble.h5")
+    return target
 
 
 def _model_info(directory: Path) -> None:

@@ -156,9 +156,8 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
     ens = []
     for p in paths:
         p = Path(p)
-        f = p / "ensemble.h5" if p.is_dir() else p
         try:
-            ens.append(open_ensemble(f))
+            ens.append(open_ensemble(p))
         except EnsembleError as e:
             raise CompareError(str(e)) from None
     _check_theories(ens)

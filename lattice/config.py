@@ -77,7 +77,7 @@ SCHEMES = {
 }
 #: Kind-dependent defaults filled in before validation.
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "langevin": {"step_size": 0.01, "scheme": "euler"},
+    "langevin": {"step_size": 0.01, "scheme": "euler", "noise_precision": "single"},
     "mala": {"step_size": 0.01, "scheme": "euler"},
     "hmc": {"trajectory_length": 1.0, "steps": 10, "scheme": "leapfrog"},
     "diffusion": {"scheme": "none", "steps": 100},
@@ -226,6 +226,7 @@ class SamplerSection(_Section):
     scheme: StrictStr | None = None  # resolved per kind, see SCHEMES
     fourier_acceleration: StrictBool = False  # langevin only
     fourier_mass2: float | Literal["auto"] = "auto"
+    noise_precision: Literal["single", "full"] | None = None  # langevin only
     trajectory_length: PosFloat | None = None  # hmc only
     steps: PosInt | None = None  # hmc: leapfrog steps; diffusion: time steps (sde, pc, annealed)
     cluster: Literal["none", "sw"] = "none"
@@ -272,6 +273,12 @@ class SamplerSection(_Section):
             for key in ("trajectory_length", "steps"):
                 if key in data:
                     raise _rule(key, f"only used by hmc (kind = {kind!r})")
+        if kind != "langevin" and "noise_precision" in data:
+            raise _rule(
+                "noise_precision",
+                f"only used by langevin (kind = {kind!r}; exact samplers always draw at the "
+                "run's precision)",
+            )
         if kind != "langevin" and data.get("fourier_acceleration") is True:
             raise _rule(
                 "fourier_acceleration",
@@ -324,6 +331,9 @@ class RunSection(_Section):
     checkpoint_every: PosInt = 100
     prng: Literal["threefry", "rbg", "unsafe_rbg"] = "threefry"
     devices: PosInt | None = None  # None: all local devices (see lattice.jobs.chain_sharding)
+    #: global index of this run's first chain: its chains are first_chain … first_chain +
+    #: chains − 1, with those chains' streams (a shard of a larger ensemble, docs/scaling.md)
+    first_chain: NonNegInt = 0
 
 
 class _Document(_Section):
@@ -489,6 +499,7 @@ _KIND_KEYS = {
     "steps": ("hmc", "diffusion"),
     "fourier_acceleration": ("langevin",),
     "fourier_mass2": ("langevin",),
+    "noise_precision": ("langevin",),
     **{k: ("diffusion",) for k in _DIFFUSION_KEYS},
 }
 

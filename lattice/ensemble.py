@@ -355,20 +355,34 @@ class Ensemble:
     weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
     diagnostics: dict[str, np.ndarray] | None = None  # /diagnostics/<name> [chains, committed]
     uuid: str | None = None  # random id given at creation (None in files older than 0.1.0)
+    #: a multi-process run joined from its shards (:mod:`lattice.distributed`), in chain order
+    shards: tuple[Ensemble, ...] = ()
 
     def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Saved configurations ``[chains, saved, *shape]`` and their measurement indices."""
         if self.saved == 0:
             return np.zeros((0,)), np.zeros((0,), np.int64)
+        if self.shards:
+            parts = [s.configs(slice(None), slice(0, self.saved)) for s in self.shards]
+            phi = np.concatenate([p[0] for p in parts])[chains]
+            return phi[:, which], parts[0][1][which]
         with h5py.File(self.path, "r") as f:
             idx = f["configs_index"][: self.saved][which]
             return f["configs"][chains, : self.saved][:, which], idx
 
 
 def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
-    """Open an ensemble file for reading; raises :class:`EnsembleError` with a clear message
-    for a missing, foreign, truncated or corrupt file."""
+    """Open an ensemble for reading: an ``ensemble.h5``, a run directory, or a multi-process
+    run (its directory or ``manifest.json``: the shards joined, :mod:`lattice.distributed`).
+    Raises :class:`EnsembleError` with a clear message for a missing, foreign, truncated or
+    corrupt file."""
     path = Path(path)
+    if path.is_dir():
+        path = path / ("manifest.json" if (path / "manifest.json").exists() else "ensemble.h5")
+    if path.suffix == ".json":
+        from .distributed import open_manifest
+
+        return open_manifest(path, load_observables)
     if not path.exists():
         raise EnsembleError(f"{path}: no such file")
     try:

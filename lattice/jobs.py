@@ -113,7 +113,14 @@ def _cached_sampler(s, theory):
     from .samplers import hmc, langevin, mala, with_clusters
 
     if s.kind == "langevin":
-        base = langevin(theory, s.step_size, s.scheme, s.fourier_acceleration, s.fourier_mass2)
+        base = langevin(
+            theory,
+            s.step_size,
+            s.scheme,
+            s.fourier_acceleration,
+            s.fourier_mass2,
+            noise_precision=s.noise_precision or "single",
+        )
     elif s.kind == "mala":
         base = mala(theory, s.step_size)
     elif s.kind == "hmc":
@@ -363,7 +370,7 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
     dtype = jnp.dtype(r.dtype)
     theory = build_theory(cfg)
     sampler = build_sampler(cfg, theory)
-    keys = chain_keys(r.seed, r.chains, r.prng)
+    keys = chain_keys(r.seed, np.arange(r.first_chain, r.first_chain + r.chains), r.prng)
     key_data = np.asarray(jax.random.key_data(keys))
     sharding, n_dev = chain_sharding(r.chains, r.devices)
     if sharding is not None:

@@ -169,6 +169,7 @@ def test_diff():
         "sampler.kind",
         "sampler.step_size",
         "sampler.scheme",
+        "sampler.noise_precision",
         "sampler.trajectory_length",
         "sampler.steps",
         "run.chains",

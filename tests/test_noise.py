@@ -87,3 +87,41 @@ def test_other_key_implementations_fall_back_to_jax_random():
     key = jax.random.key(0, impl="rbg")
     z = noise.normal(key, (1000,), jnp.float64)
     assert z.shape == (1000,) and abs(float(z.mean())) < 0.2
+
+
+def test_erfinv32_within_4_ulp_of_float64_erfinv_on_the_whole_grid():
+    """Every float32 normal comes from one of the 2²⁴ odd dyadic x = (2k + 1 − 2²⁴) 2⁻²⁴;
+    Giles' approximation must be within 4 ulp of the float64 erfinv at all of them."""
+    from scipy.special import erfinv
+
+    k = np.arange(2**24, dtype=np.int64)
+    x = ((2 * k + 1 - 2**24) * 2.0**-24).astype(np.float32)
+    ref = erfinv(x.astype(np.float64))
+    got = np.asarray(jax.jit(noise.erfinv32)(jnp.asarray(x)), dtype=np.float64)
+    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - ref) / ulp) < 4.0
+    assert np.array_equal(np.sign(got), np.sign(ref))  # odd, no zero crossing moved
+
+
+def test_single_precision_noise_is_the_float32_stream_cast():
+    """A float64 Langevin step with noise_precision = "single" uses exactly the float32
+    normals (so its stream is the float32 run's), "full" the float64 transform."""
+    from lattice import Phi4, langevin
+    from lattice.chains import chain_keys, evolve, init_states
+
+    th = Phi4.kappa_form([6, 5], 0.2, 0.0)  # free field: force is linear, the step exact
+    keys = chain_keys(3, 2)
+    phi0 = jnp.zeros((2, 6, 5), jnp.float64)
+    eps = 0.01
+    out = {}
+    for prec in ("single", "full"):
+        s = langevin(th, eps, noise_precision=prec)
+        st, _ = evolve(s, keys, init_states(s, phi0), 0, 1)
+        out[prec] = np.asarray(st.phi) / np.sqrt(2 * eps)  # one step from 0: the noise
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 0)
+    z32 = jax.vmap(lambda k: noise.normal(k, (6, 5), jnp.float32))(step_keys)
+    z64 = jax.vmap(lambda k: noise.normal(k, (6, 5), jnp.float64))(step_keys)
+    # the float32 normal may round differently by 1 ulp in another fusion (FMA contraction)
+    np.testing.assert_allclose(out["single"], np.asarray(z32, np.float64), rtol=3e-7)
+    np.testing.assert_allclose(out["full"], np.asarray(z64), rtol=1e-12)
+    assert np.max(np.abs(np.asarray(z32, np.float64) - np.asarray(z64))) > 1e-9
