@@ -134,9 +134,9 @@ def resume_sharded(
     """Continue this process's shard of an interrupted multi-process run."""
     d = Path(run_dir)
     man = read_manifest(d / MANIFEST)
-    if man["processes"] != processes:
+    if len(man["shards"]) != processes:
         raise JobError(
-            f"{d}: written by {man['processes']} processes, resumed by {processes} "
+            f"{d}: written by {len(man['shards'])} processes, resumed by {processes} "
             "(allowed: the same count; or resume each shard directory on its own)"
         )
     return resume_job(d / man["shards"][process]["path"], reporter=reporter or QuietReporter())
@@ -192,6 +192,6 @@ def open_manifest(path: str | Path, load_observables: bool = True) -> Ensemble:
         seconds=max(e.seconds for e in parts),
         steps=parts[0].steps,
         weights=weights,
-        uuid=man["uuid"],
+        uuid=man.get("uuid"),
         shards=tuple(parts),
     )

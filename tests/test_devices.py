@@ -108,3 +108,25 @@ def test_impossible_device_requests_exit_2_before_any_work(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     p = _cli("run", cfg, "-o", tmp_path / "c", "--set", "run.devices=0")
     assert p.returncode == 2 and "run.devices" in p.stderr
+
+
+def test_domain_decomposition_is_bitwise_the_unsharded_run():
+    """One lattice split along its first axis over 4 forced host devices
+    (benchmarks/domain_decomposition.py): the rolls become collective-permutes and the
+    fields of Langevin and HMC are bitwise those of one device."""
+    script = Path(__file__).parents[1] / "benchmarks" / "domain_decomposition.py"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    p = subprocess.run(
+        [sys.executable, str(script), "--L", "48", "--steps", "8", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    import json
+
+    for row in json.loads(p.stdout):
+        assert row["sharding"] == "P(None, 'lattice')"
+        assert row["evolve_bitwise"] and row["sample_fields_bitwise"], row["kind"]
+        assert row["collectives"]["collective-permute"] >= 2  # the halo exchange of the rolls

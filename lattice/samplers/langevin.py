@@ -46,12 +46,21 @@ from ..geometry import phat2, rfft_phat2
 from ..phi4 import Phi4
 from .base import Sampler, exact_step_info
 
-__all__ = ["LangevinState", "langevin", "fourier_mass2_auto", "fourier_step_factor"]
+__all__ = ["LangevinState", "RK2State", "langevin", "fourier_mass2_auto", "fourier_step_factor"]
 
 
 class LangevinState(NamedTuple):
     phi: jax.Array
     force: jax.Array  # −∂S/∂φ at phi, carried so that each Euler step costs one force
+
+
+class RK2State(NamedTuple):
+    phi: jax.Array
+    force: jax.Array
+    #: the last step's trial field φ̃. It is only carried so that XLA writes it to memory
+    #: once: as a temporary it was fused into the stencil of F(φ̃), recomputing the noise
+    #: for every neighbour (20× slower, docs/PERFORMANCE.md). Not used by the next step.
+    trial: jax.Array
 
 
 def fourier_mass2_auto(theory: Phi4) -> float:
@@ -121,18 +130,21 @@ def langevin(
             return sq * xi
 
     def init(phi):
+        if scheme == "rk2":
+            return RK2State(phi, theory.force(phi), phi)
         return LangevinState(phi, theory.force(phi))
 
     def step(key, state):
-        phi, force = state
+        phi, force = state.phi, state.force
         xi_dtype = jnp.float32 if noise_precision == "single" else phi.dtype
         eta = colour(noise.normal(key, shape, xi_dtype).astype(phi.dtype))
         if scheme == "euler":
             new = phi + drift(force) + eta
-        else:
-            trial = phi + drift(force) + eta
-            new = phi + drift(0.5 * (force + theory.force(trial))) + eta
-        return LangevinState(new, theory.force(new)), exact_step_info(phi.dtype)
+            return LangevinState(new, theory.force(new)), exact_step_info(phi.dtype)
+        # φ' = φ̃ + (ε/2)[F(φ̃) − F(φ)]: the update above with η used once
+        trial = phi + drift(force) + eta
+        new = trial + drift(0.5 * (theory.force(trial) - force))
+        return RK2State(new, theory.force(new), trial), exact_step_info(phi.dtype)
 
     name = f"langevin-{scheme}" + ("-fa" if fourier_acceleration else "")
     order = 1 if scheme == "euler" else 2
