@@ -1,7 +1,9 @@
 """Euler–Langevin site-updates per second (sites × chains × steps / s), float32.
 
 Cases (the core issue): 2D L = 64 with 64 chains, and 2D L = 16 with 1024 chains. Each case
-also runs two NumPy implementations of the same float32 step in the same process and prints
+also measures float64 (single- and full-precision noise), RK2, the step without noise (the
+force alone) and HMC's force evaluations per second (trajectories of 10 leapfrog steps), and
+runs two NumPy implementations of the same float32 step in the same process and prints
 the ratios:
 
 * ``numpy``: the plain loop a user writes first — np.roll stencil, force evaluated each step,
@@ -36,11 +38,12 @@ CASES = [(64, 64), (16, 1024)]
 EPS = 0.01
 
 
-def lattice_rate(L, chains, steps, prng="threefry", sampler=None):
+def lattice_rate(L, chains, steps, prng="threefry", sampler=None, dtype=jnp.float32):
+    """Sampler steps × sites × chains per second (for HMC: trajectories × sites × chains)."""
     th = Phi4.kappa_form([L, L], 0.27, 0.022)
     s = sampler(th) if sampler else langevin(th, EPS)
     keys = chain_keys(0, chains, prng)
-    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+    st = init_states(s, initial_field(keys, th, "hot", dtype))
 
     def go():
         out, _ = evolve(s, keys, st, 0, steps)
@@ -61,6 +64,42 @@ def unfused_sampler(th):
     return Sampler(
         lambda phi: LangevinState(phi, th.force(phi)), step, "unfused", "asymptotic", 1, 1
     )
+
+
+def force_only_sampler(th):
+    """The Euler step without noise: the force stencil and the update alone."""
+
+    def step(key, state):
+        phi, f = state
+        new = phi + EPS * f
+        return LangevinState(new, th.force(new)), exact_step_info(phi.dtype)
+
+    return Sampler(lambda phi: LangevinState(phi, th.force(phi)), step, "force", "asymptotic", 1, 1)
+
+
+def extra_rows(L, chains, steps):
+    """float64, RK2, the force alone, and HMC's force evaluations per second."""
+    from lattice.samplers import hmc
+
+    row = {
+        "float64": lattice_rate(L, chains, steps // 2, dtype=jnp.float64),
+        "float64_full_noise": lattice_rate(
+            L,
+            chains,
+            steps // 4,
+            sampler=lambda th: langevin(th, EPS, noise_precision="full"),
+            dtype=jnp.float64,
+        ),
+        "rk2": lattice_rate(L, chains, steps // 2, sampler=lambda th: langevin(th, EPS, "rk2")),
+        "force_alone": lattice_rate(L, chains, steps, sampler=force_only_sampler),
+    }
+    for dt, name in ((jnp.float32, "hmc_forces"), (jnp.float64, "hmc_forces_float64")):
+        traj = max(steps // 20, 4)
+        row[name] = 10 * lattice_rate(
+            L, chains, traj, sampler=lambda th: hmc(th, 1.0, 10), dtype=dt
+        )
+    row["hmc_over_force"] = row["force_alone"] / row["hmc_forces"]
+    return row
 
 
 def numpy_plain_rate(L, chains, steps):
@@ -105,6 +144,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    jax.config.update("jax_enable_x64", True)  # as in `lattice run`; float32 stays float32
     results = {"machine": machine(), "cases": []}
     if not args.json:
         print(results["machine"])
@@ -116,6 +156,7 @@ def main() -> None:
             "numpy": numpy_plain_rate(L, chains, max(args.steps // 16, 10)),
             "numpy_tuned": numpy_rate(L, chains, max(args.steps // 8, 20)),
         }
+        row.update(extra_rows(L, chains, args.steps))
         row["ratio"] = row["lattice"] / row["numpy"]
         row["ratio_tuned"] = row["lattice"] / row["numpy_tuned"]
         if args.variants:
@@ -131,6 +172,11 @@ def main() -> None:
                 f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
                 f"numpy {row['numpy']:.3g} (ratio {row['ratio']:.1f}x), "
                 f"tuned numpy {row['numpy_tuned']:.3g} (ratio {row['ratio_tuned']:.1f}x){extra}"
+                f"\n    float64 {row['float64']:.3g} (noise_precision = full: "
+                f"{row['float64_full_noise']:.3g}), rk2 {row['rk2']:.3g}, force alone "
+                f"{row['force_alone']:.3g}; HMC {row['hmc_forces']:.3g} force evals/s float32 "
+                f"({row['hmc_over_force']:.2f}x below the force alone), "
+                f"{row['hmc_forces_float64']:.3g} float64"
             )
     if args.json:
         print(json.dumps(results))
