@@ -308,6 +308,43 @@ def stage_report() -> None:
     results["z_fits"] = fits
     _save(results)
     print(json.dumps(fits, indent=1))
+    print(_markdown_table(series))
+
+
+def _fmt(v: float, e: float) -> str:
+    """v(e) with the error's two leading digits."""
+    if not (np.isfinite(e) and e > 0):
+        return f"{v:.4g}"
+    d = max(0, 1 - int(np.floor(np.log10(e))))
+    return f"{v:.{d}f}({round(e * 10**d):d})"
+
+
+def _markdown_table(series: dict) -> str:
+    """The results.md table: observables, z against HMC at the same L, τ_int, costs."""
+    hmc = series.get("hmc", {})
+    rows = [
+        "| sampler | L | ⟨\\|m\\|⟩ | z vs HMC | χ | τ_int(\\|m\\|) [steps] | τ_int(χ) [steps] "
+        "| evals per independent \\|m\\| | s per independent \\|m\\| | acceptance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_L in series.items():
+        for L in sorted(by_L, key=int):
+            d = by_L[L]
+            m, c = d["abs_m"], d["chi"]
+            z = "—"
+            if name != "hmc" and L in hmc:
+                h = hmc[L]["abs_m"]
+                z = f"{(m[0] - h[0]) / np.hypot(m[1], h[1]):+.1f}"
+            sec = f"{d['seconds_per_independent']:.2g}"
+            if "seconds_per_independent_amortized" in d:
+                sec += f" ({d['seconds_per_independent_amortized']:.2g} with training)"
+            acc = f"{d['acceptance']:.3f}" if "acceptance" in d else "—"
+            rows.append(
+                f"| {name} | {L} | {_fmt(m[0], m[1])} | {z} | {_fmt(c[0], c[1])} "
+                f"| {_fmt(m[2], m[3])} | {_fmt(c[2], c[3])} | {d['evals_per_independent']:.3g} "
+                f"| {sec} | {acc} |"
+            )
+    return "\n".join(rows)
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ def _simulate(
 def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
     from .ensemble import open_ensemble
 
-    ens = open_ensemble(target / "ensemble.h5" if target.is_dir() else target)
+    ens = open_ensemble(target)  # a run directory, a sharded run, or an ensemble file
     if ens.committed < 20:
         raise ValueError(f"{ens.path}: only {ens.committed} measurements committed")
     data = dict(ens.observables)
