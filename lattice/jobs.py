@@ -413,6 +413,12 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
         )
     else:
         arrays, attrs = ckpt
+        missing = [f for f in template._fields if f"state/{f}" not in arrays]
+        if missing:
+            raise JobError(
+                f"{paths.checkpoint}: written by another version of the sampler (no state "
+                f"field {', '.join(missing)}); start the run again with --force"
+            )
         states = type(template)(*(jnp.asarray(arrays[f"state/{f}"]) for f in template._fields))
         if sharding is not None:
             states = jax.device_put(states, sharding)
