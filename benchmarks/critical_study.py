@@ -199,10 +199,13 @@ def _summary(m: dict, every: int, evals_per_step: float | None = None) -> dict:
     return out
 
 
-def stage_diffusion(Ls, kappa: float, scale: float, train_scale: float = 1.0) -> None:
+def stage_diffusion(
+    Ls, kappa: float, scale: float, train_scale: float = 1.0, proposals: int | None = None
+) -> None:
     """Per L: an HMC ensemble with saved configurations, a score model trained on it, and a
     path-space MH run with K = V/2 steps. ``train_scale`` multiplies the training steps only
-    (2000·L/8 by default), so a CPU budget can shorten the one expensive piece."""
+    (2000·L/8 by default), so a CPU budget can shorten the one expensive piece; ``proposals``
+    the measured proposals per chain (300 by default)."""
     from lattice.score.config import parse_train_config
     from lattice.score.model import load_model
     from lattice.score.train import resume_training, train_model
@@ -231,7 +234,7 @@ def stage_diffusion(Ls, kappa: float, scale: float, train_scale: float = 1.0) ->
         model = load_model(mdir)
         K = max(16, V // 2)
         sampler = f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "sde"\nsteps = {K}'
-        n = int(300 * scale)
+        n = int((proposals or 300) * scale)
         d = _run(f"diffusion_L{L}", _toml(f"diffusion_L{L}", L, kappa, sampler, 8, 20, n, 1))
         m = _measure(d)
         from lattice.ensemble import open_ensemble
@@ -355,6 +358,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--samplers", nargs="+", default=None, choices=list(SAMPLERS))
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies training steps")
+    ap.add_argument("--proposals", type=int, default=None, help="diffusion: proposals per chain")
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -363,7 +367,7 @@ def main() -> None:
     if args.stage in ("tau", "all"):
         stage_tau(args.L, _kappa_c(args), args.scale, args.samplers)
     if args.stage in ("diffusion", "all"):
-        stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale)
+        stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale, args.proposals)
     if args.stage in ("report", "all"):
         stage_report()
 
