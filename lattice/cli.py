@@ -197,13 +197,6 @@ def resume(
         err.print(f"ensemble complete: {path}")
 
 
-def _ensemble_path(target: Path) -> Path:
-    """A run directory's ensemble: its ``ensemble.h5``, or the manifest of a sharded run."""
-    if target.is_dir():
-        return target / ("manifest.json" if (target / "manifest.json").exists() else "ensemble.h5")
-    return target
-
-
 def _model_info(directory: Path) -> None:
     from .score.model import ModelError, load_model
 
@@ -259,7 +252,7 @@ def info(
         _model_info(file)
         return
     try:
-        ens = open_ensemble(_ensemble_path(file), load_observables=False)
+        ens = open_ensemble(file, load_observables=False)
     except EnsembleError as e:
         _fail(str(e))
     a = ens.config_attrs
@@ -350,7 +343,7 @@ def measure(
     from .measure import measure_ensemble
 
     try:
-        ens = open_ensemble(_ensemble_path(target))
+        ens = open_ensemble(target)
         res = measure_ensemble(ens, discard=discard, S=s_tau)
     except (EnsembleError, ValueError) as e:
         _fail(str(e))

@@ -102,29 +102,11 @@ def test_two_processes_write_the_one_process_ensemble(tmp_path):
 def test_bad_process_options_are_refused_before_waiting(tmp_path):
     cfg = tmp_path / "dist.toml"
     cfg.write_text(CONFIG.replace("chains = 8", "chains = 7"))
-    p = _cli(
-        "run",
-        cfg,
-        "--coordinator",
-        "127.0.0.1:1",
-        "--processes",
-        "2",
-        "--process-id",
-        "0",
-        timeout=60,
-    )
-    assert p.returncode == 2 and "run.chains" in p.stderr and "Traceback" not in p.stderr
-    p = _cli("run", cfg, "--processes", "2", timeout=60)
-    assert p.returncode == 2 and "--coordinator" in p.stderr
-    p = _cli(
-        "run",
-        cfg,
-        "--coordinator",
-        "127.0.0.1:1",
-        "--processes",
-        "2",
-        "--process-id",
-        "2",
-        timeout=60,
-    )
-    assert p.returncode == 2 and "--process-id" in p.stderr
+    explicit = ["--coordinator", "127.0.0.1:1", "--processes", "2", "--process-id"]
+    for options, named in (
+        (explicit + ["0"], "run.chains"),
+        (["--processes", "2"], "--coordinator"),
+        (explicit + ["2"], "--process-id"),
+    ):
+        p = _cli("run", cfg, *options, timeout=60)
+        assert p.returncode == 2 and named in p.stderr and "Traceback" not in p.stderr
