@@ -107,11 +107,40 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
         it, size, count = cl
         diag["cluster_iterations"] = it / count  # 0/0 = NaN: no update in the interval
         diag["cluster_size"] = size / count
+    return states, _state_diagnostics(sampler, states, diag)
+
+
+def _state_diagnostics(sampler: Sampler, states, diag):
     for name in sampler.diagnostics:  # the state's value at the measurement
         diag[name] = getattr(states, name).astype(states.phi.dtype)
     if sampler.weighted:
         diag["log_w"] = states.log_w.astype(states.phi.dtype)
-    return states, diag
+    return diag
+
+
+def _batched(sampler: Sampler, states):
+    """The sampler's :class:`~lattice.samplers.base.BatchedStep` if the loops run in its
+    layout for these states (no cluster update, a dtype it is used for), else None."""
+    b = sampler.batched
+    if b is None or sampler.cluster is not None or states.phi.dtype.name not in b.dtypes:
+        return None
+    if sampler.diagnostics or sampler.weighted:
+        raise ValueError("a BatchedStep sampler cannot record state diagnostics")
+    return b
+
+
+def _advance_batched(b, keys, carry, step0, n_steps: int):
+    """:func:`_advance` in the layout of a :class:`~lattice.samplers.base.BatchedStep`, on
+    its carry, with the same step keys. Its steps have no accept/reject, so the acceptance
+    and e^{−ΔH} means are 1, as ``vmap(step)`` reports them."""
+
+    def body(i, carry):
+        t = step0 + i
+        return b.step(t, jax.vmap(jax.random.fold_in, (0, None))(keys, t), carry)
+
+    carry = lax.fori_loop(0, n_steps, body, carry)
+    one = jnp.ones(keys.shape[0], carry.phi.dtype)
+    return carry, {"acceptance": one, "exp_minus_dh": one}
 
 
 @hot_jit(static_argnames=("sampler", "n_steps"))
@@ -120,6 +149,10 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
 
     Returns (states, mean acceptance per chain).
     """
+    b = _batched(sampler, states)
+    if b is not None:
+        carry, diag = _advance_batched(b, keys, b.enter(states), step0, n_steps)
+        return b.leave(carry), diag["acceptance"]
     states, diag = _advance(sampler, keys, states, step0, n_steps)
     return states, diag["acceptance"]
 
@@ -172,26 +205,43 @@ def sample(
     (None when save_every == 0).
     """
 
+    # The scans carry the states in the loop layout: the batched step's own (entered and
+    # left once per call; measured there, batch_last) or the states themselves.
+    b = _batched(sampler, states)
+    if b is not None:
+        states = b.enter(states)
+
     def one(states, j):
-        states, acc = _advance(sampler, keys, states, step0 + j * measure_every, measure_every)
-        return states, (measure(theory, states.phi, _grad_of(states)), acc)
+        t0 = step0 + j * measure_every
+        if b is not None:
+            states, acc = _advance_batched(b, keys, states, t0, measure_every)
+        else:
+            states, acc = _advance(sampler, keys, states, t0, measure_every)
+        return states, (measure(theory, states.phi, _grad_of(states), b is not None), acc)
+
+    def config(states):
+        """The configurations, chain axis first."""
+        return states.phi if b is None else jnp.moveaxis(states.phi, -1, 0)
+
+    def done(states, obs, acc, saved):
+        return (states if b is None else b.leave(states)), obs, acc, saved
 
     if save_every == 0:
         states, (obs, acc) = lax.scan(one, states, jnp.arange(n_meas))
-        return states, obs, acc, None
+        return done(states, obs, acc, None)
     if save_every == 1:  # every configuration: one scan, no regrouping copies
 
         def one_saved(states, j):
             states, ys = one(states, j)
-            return states, (ys, states.phi)
+            return states, (ys, config(states))
 
         states, ((obs, acc), saved) = lax.scan(one_saved, states, jnp.arange(n_meas))
-        return states, obs, acc, saved
+        return done(states, obs, acc, saved)
 
     def group(states, first, size):
         """``size`` measurements from local index ``first``; the first one is saved."""
         states, head = one(states, first)
-        phi = states.phi
+        phi = config(states)
         states, rest = lax.scan(one, states, first + 1 + jnp.arange(size - 1))
         ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), head, rest)
         return states, (ys, phi)
@@ -209,7 +259,7 @@ def sample(
         parts.append((ys, phi[None]))
     (obs, acc) = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[p[0] for p in parts])
     saved = jnp.concatenate([p[1] for p in parts])
-    return states, obs, acc, saved
+    return done(states, obs, acc, saved)
 
 
 def run_chains(

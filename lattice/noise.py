@@ -28,7 +28,20 @@ import jax.numpy as jnp
 import jax.scipy.special
 import numpy as np
 
-__all__ = ["threefry2x32", "normal", "uniform", "uniforms", "bits", "erfinv32"]
+__all__ = [
+    "threefry2x32",
+    "normal",
+    "uniform",
+    "uniforms",
+    "bits",
+    "erfinv32",
+    "pair_counters",
+    "pair_words",
+    "pack_words",
+    "unpack_words",
+    "site_bits",
+    "normal_from_words",
+]
 
 _ROT = (13, 15, 26, 6, 17, 29, 16, 24)
 _PARITY = 0x1BD11BDA
@@ -136,6 +149,70 @@ def normal(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
     b0, b1 = _bits_pairs(key, (n + 1) // 2, stream)
     z = _to_normal(jnp.concatenate([b0, b1]), dtype)
     return z[:n].reshape(shape)
+
+
+def pair_counters(shape) -> jax.Array:
+    """Block counters j < ⌈n/2⌉ of a lattice of ``shape`` for the chain-last layout, with a
+    trailing axis of length 1 for the chains: ``[shape[0]/2, *shape[1:], 1]`` when
+    ``shape[0]`` is even (the two halves of the flat sites are then the two halves of the
+    first axis), else ``[⌈n/2⌉, 1]``."""
+    n = math.prod(shape)
+    if shape[0] % 2 == 0:
+        return jnp.arange(n // 2, dtype=jnp.uint32).reshape(shape[0] // 2, *shape[1:], 1)
+    return jnp.arange((n + 1) // 2, dtype=jnp.uint32)[:, None]
+
+
+def pair_words(keys, shape, stream: int = 0, salt=None) -> tuple[jax.Array, jax.Array]:
+    """The Threefry words (word0, word1) at counters (stream, j), j < ⌈n/2⌉, of a batch of
+    threefry keys, chain axis last: two uint32 arrays ``[*pair_counters(shape).shape[:-1],
+    chains]``.
+
+    With :func:`normal_from_words` these are, per chain, exactly the normals of
+    :func:`normal` — the same stream in the chain-last layout. ``salt`` (one integer per
+    chain, or None) is XOR-ed into the first key word; a sampler passes zeros that XLA
+    cannot prove zero, to keep a loop-carried value alive (see the Langevin step).
+    """
+    k0, k1 = _key_words(keys)
+    if salt is not None:
+        k0 = k0 ^ salt.astype(jnp.uint32)
+    j = pair_counters(shape)
+    lanes = (1,) * (j.ndim - 1) + (-1,)
+    j = jnp.broadcast_to(j, (*j.shape[:-1], k0.shape[0]))
+    return threefry2x32(k0.reshape(lanes), k1.reshape(lanes), jnp.full_like(j, stream), j)
+
+
+def pack_words(words: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """(word0, word1) as one uint64 (word0 high; needs ``jax_enable_x64``).
+
+    A sampler that carries the packed words in its loop state makes XLA write each block
+    once and read both words from it. Left to itself XLA fuses the hash into the transform
+    of both halves of the lattice and computes every block twice (docs/PERFORMANCE.md).
+    """
+    w0, w1 = words
+    return (w0.astype(jnp.uint64) << np.uint64(32)) | w1.astype(jnp.uint64)
+
+
+def unpack_words(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inverse of :func:`pack_words`."""
+    return (packed >> np.uint64(32)).astype(jnp.uint32), packed.astype(jnp.uint32)
+
+
+def site_bits(words, shape) -> jax.Array:
+    """The 32-bit word of every site, ``[*shape, chains]``, from :func:`pair_words`: flat
+    site j < ⌈n/2⌉ takes word0 of block j, site j ≥ ⌈n/2⌉ word1 of block j − ⌈n/2⌉, as in
+    :func:`normal`. (With an even first axis that is a concatenation along it; a flat
+    concatenation reshaped to the lattice is ~7× slower in XLA's CPU fusion.)"""
+    w0, w1 = words
+    if shape[0] % 2 == 0:
+        return jnp.concatenate([w0, w1], axis=0)
+    n = math.prod(shape)
+    return jnp.concatenate([w0, w1[: n - w0.shape[0]]], axis=0).reshape(*shape, w0.shape[-1])
+
+
+def normal_from_words(words, shape, dtype=jnp.float32) -> jax.Array:
+    """Standard normals ``[*shape, chains]`` from :func:`pair_words` (:func:`site_bits`
+    through the transform of :func:`normal`)."""
+    return _to_normal(site_bits(words, shape), jnp.dtype(dtype))
 
 
 def uniform(key, dtype=jnp.float32, stream: int = 1) -> jax.Array:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .geometry import site_sum
+from .geometry import pairwise_sum, site_sum
 from .phi4 import Phi4
 
 __all__ = ["measure", "SCALAR_OBSERVABLES", "observable_shapes"]
@@ -45,30 +45,42 @@ SCALAR_OBSERVABLES = (
 )
 
 
-def measure(theory: Phi4, phi: jax.Array, grad: jax.Array | None = None) -> dict[str, jax.Array]:
-    """All observables of one configuration or a batch (lattice axes last).
+def measure(
+    theory: Phi4, phi: jax.Array, grad: jax.Array | None = None, batch_last: bool = False
+) -> dict[str, jax.Array]:
+    """All observables of one configuration or a batch (lattice axes last; first with
+    ``batch_last``, the chain-last layout of :mod:`lattice.samplers.langevin`). Each
+    observable comes out with the batch axes first either way.
 
     ``grad`` (∂S/∂φ at ``phi``) is reused when a sampler carries it.
     """
     d, V = theory.ndim, theory.volume
     if grad is None:
-        grad = theory.grad(phi)
+        grad = theory.grad(phi) if not batch_last else -theory.force(phi, True)
     phi2 = phi * phi
 
     def mean(x):  # batch-independent rounding (see geometry.site_sum)
-        return site_sum(x, d) / V
+        return site_sum(x, d, batch_last) / V
 
     m = mean(phi)
     m2 = m * m
     # time-slice sums Φ(x0), then the periodic autocorrelation by FFT along axis 0
     L0 = theory.shape[0]
-    slices = site_sum(phi, d - 1) if d > 1 else phi  # sum over the axes after axis 0
-    gslices = site_sum(grad, d - 1) if d > 1 else grad
+    if batch_last:  # the same tree over the axes after axis 0; then chains first
+
+        def slice_sums(x):
+            y = pairwise_sum(x.reshape(L0, -1, x.shape[-1]), 1) if d > 1 else x
+            return jnp.moveaxis(y, 0, -1)
+
+        slices, gslices = slice_sums(phi), slice_sums(grad)
+    else:
+        slices = site_sum(phi, d - 1) if d > 1 else phi  # sum over the axes after axis 0
+        gslices = site_sum(grad, d - 1) if d > 1 else grad
     ft, gt = jnp.fft.rfft(slices, axis=-1), jnp.fft.rfft(gslices, axis=-1)
     G = jnp.fft.irfft(ft * jnp.conj(ft), n=L0, axis=-1).astype(phi.dtype) / V
     G_sd = jnp.fft.irfft(ft * jnp.conj(gt), n=L0, axis=-1).astype(phi.dtype) / V
     return {
-        "action": theory.action(phi) / V,
+        "action": theory.action(phi, batch_last) / V,
         "phi2": mean(phi2),
         "phi4": mean(phi2 * phi2),
         "m": m,

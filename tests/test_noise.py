@@ -125,3 +125,30 @@ def test_single_precision_noise_is_the_float32_stream_cast():
     np.testing.assert_allclose(out["single"], np.asarray(z32, np.float64), rtol=3e-7)
     np.testing.assert_allclose(out["full"], np.asarray(z64), rtol=1e-12)
     assert np.max(np.abs(np.asarray(z32, np.float64) - np.asarray(z64))) > 1e-9
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (5, 3), (7,), (4, 6, 3), (3, 4), (1, 9)])
+def test_chain_last_words_are_the_same_stream(shape):
+    """The chain-last noise of the batched Langevin step (pair_words → site_bits) gives every
+    site of every chain bitwise the word of :func:`noise.normal`, packed or not."""
+    from lattice.chains import chain_keys
+
+    keys = chain_keys(5, 19)
+    n, half = math.prod(shape), (math.prod(shape) + 1) // 2
+
+    def flat_bits(k):
+        b0, b1 = noise._bits_pairs(k, half, 0)
+        return jnp.concatenate([b0, b1])[:n].reshape(shape)
+
+    ref = np.asarray(jax.vmap(flat_bits)(keys))
+    words = noise.pair_words(keys, shape)
+    got = np.asarray(noise.site_bits(words, shape))
+    assert got.shape == (*shape, 19)
+    np.testing.assert_array_equal(np.moveaxis(got, -1, 0), ref)
+    unpacked = noise.unpack_words(noise.pack_words(words))
+    for a, b in zip(unpacked, words, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # and the normals: the same transform (1 ulp where XLA contracts differently)
+    z = jax.jit(lambda k: noise.normal_from_words(noise.pair_words(k, shape), shape))(keys)
+    zr = jax.jit(jax.vmap(lambda k: noise.normal(k, shape, jnp.float32)))(keys)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(z), -1, 0), np.asarray(zr), rtol=3e-7)

@@ -286,6 +286,35 @@ def test_a_chain_alone_measures_bitwise_what_it_measures_in_a_batch(dtype):
             )
 
 
+@pytest.mark.parametrize("scheme", ["euler", "rk2"])
+@pytest.mark.parametrize("shape", [(16, 16), (5, 3), (7,), (4, 6, 3)])
+def test_chain_last_loops_compute_the_vmapped_steps(scheme, shape):
+    """float32 Langevin runs its loops chain-last (the sampler's BatchedStep, measured there
+    too): the fields, observables and saved configurations of vmap(step), up to how XLA
+    contracts a·b + c into fused multiply-adds in each layout (≤ a few ulp)."""
+    from lattice.chains import _batched
+
+    th = Phi4.kappa_form(shape, 0.27, 0.022)
+    s = langevin(th, 0.01, scheme)
+    plain = s._replace(batched=None)
+    keys = chain_keys(3, 7)
+    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+    assert _batched(s, st) is not None
+    assert _batched(s, init_states(s, initial_field(keys, th, "hot", jnp.float64))) is None
+    e1, _ = evolve(s, keys, st, 5, 6)
+    e2, _ = evolve(plain, keys, st, 5, 6)
+    a = sample(s, th, keys, e1, 11, 5, 3, save_every=2)
+    b = sample(plain, th, keys, e2, 11, 5, 3, save_every=2)
+    for x, y in [*zip(e1, e2, strict=True), *zip(a[0], b[0], strict=True), (a[3], b[3])]:
+        assert x.shape == y.shape
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=2e-5)
+    for k in a[1]:
+        assert a[1][k].shape == b[1][k].shape, k
+        np.testing.assert_allclose(np.asarray(a[1][k]), np.asarray(b[1][k]), 1e-5, 1e-6, k)
+    for k in a[2]:
+        np.testing.assert_array_equal(np.asarray(a[2][k]), np.asarray(b[2][k]), k)
+
+
 @pytest.mark.parametrize("shape", [(7,), (8, 8), (5, 6), (3, 4, 5), (1, 9)])
 def test_site_sum_is_the_sum(shape, seed):
     from lattice.geometry import site_sum
@@ -295,3 +324,5 @@ def test_site_sum_is_the_sum(shape, seed):
     np.testing.assert_allclose(got, x.reshape(3, -1).sum(-1), rtol=1e-13, atol=1e-13)
     got1 = np.asarray(site_sum(jnp.asarray(x[0]), len(shape)))
     assert got1.shape == () and got1 == got[0]
+    last = np.asarray(site_sum(jnp.asarray(np.moveaxis(x, 0, -1)), len(shape), True))
+    np.testing.assert_array_equal(last, got)  # the same tree of additions, chain axis last

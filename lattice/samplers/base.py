@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .. import noise
 
-__all__ = ["StepInfo", "Sampler", "exact_step_info"]
+__all__ = ["StepInfo", "Sampler", "BatchedStep", "exact_step_info"]
 
 
 class StepInfo(NamedTuple):
@@ -34,6 +34,27 @@ class StepInfo(NamedTuple):
     acceptance: jax.Array
     accepted: jax.Array
     delta_h: jax.Array
+
+
+class BatchedStep(NamedTuple):
+    """One step of *all* chains at once, in a layout of the sampler's choosing.
+
+    ``vmap(step)`` keeps the chain axis first; on a small lattice the stencil then works on
+    rows shorter than a vector register. A sampler may also give its step for the whole
+    batch (the Langevin schemes: chain axis last). :func:`lattice.chains.evolve` and
+    :func:`~lattice.chains.sample` then run their loops in that layout:
+    ``enter(states) -> carry``, ``step(t, step_keys, carry) -> carry`` at global step t,
+    ``leave(carry) -> states``. It must compute the states of ``vmap(step)`` by the same
+    arithmetic, so that they agree to the last bit up to how the compiler contracts
+    a·b + c into fused multiply-adds in each layout (tested); only steps without
+    accept/reject have one (their info is :func:`exact_step_info`).
+    """
+
+    enter: Callable[[Any], Any]
+    step: Callable[[jax.Array, jax.Array, Any], Any]
+    leave: Callable[[Any], Any]
+    #: the field dtypes it is used for (where it was measured faster than vmap(step))
+    dtypes: tuple[str, ...] = ("float32", "float64")
 
 
 class Sampler(NamedTuple):
@@ -57,6 +78,8 @@ class Sampler(NamedTuple):
     #: (key, value) pairs recorded as ``sampler.<key>`` in the ensemble's /config attrs (e.g.
     #: the provenance of a diffusion sampler's model); a tuple, so the sampler stays hashable
     metadata: tuple[tuple[str, Any], ...] = ()
+    #: the step of all chains at once in the sampler's own layout, or None (vmap of step)
+    batched: BatchedStep | None = None
 
 
 def exact_step_info(dtype) -> StepInfo:
