@@ -30,8 +30,8 @@ from common import best_of, machine
 
 from lattice.chains import chain_keys, evolve, init_states, initial_field
 from lattice.phi4 import Phi4
-from lattice.samplers import langevin
-from lattice.samplers.base import Sampler, exact_step_info
+from lattice.samplers import hmc, langevin
+from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
 from lattice.samplers.langevin import LangevinState
 
 CASES = [(64, 64), (16, 1024)]
@@ -67,19 +67,35 @@ def unfused_sampler(th):
 
 
 def force_only_sampler(th):
-    """The Euler step without noise: the force stencil and the update alone."""
+    """The Euler step without noise: the force stencil and the update alone, in the layout
+    the Langevin step uses (chain axis last for float32, :class:`BatchedStep`)."""
 
     def step(key, state):
         phi, f = state
         new = phi + EPS * f
         return LangevinState(new, th.force(new)), exact_step_info(phi.dtype)
 
-    return Sampler(lambda phi: LangevinState(phi, th.force(phi)), step, "force", "asymptotic", 1, 1)
+    def batched_step(t, keys, c):
+        new = c.phi + EPS * c.force
+        return LangevinState(new, th.force(new, True)), exact_step_info(new.dtype)
+
+    batched = BatchedStep(
+        lambda st: LangevinState(chain_last(st.phi), chain_last(st.force)),
+        batched_step,
+        lambda c: LangevinState(chain_first(c.phi), chain_first(c.force)),
+        ("float32",),
+    )
+    init = lambda phi: LangevinState(phi, th.force(phi))  # noqa: E731
+    return Sampler(init, step, "force", "asymptotic", 1, 1, batched=batched)
+
+
+def chains_first(make):
+    """The sampler of ``make`` with its loops as vmap(step) (chain axis first)."""
+    return lambda th: make(th)._replace(batched=None)
 
 
 def extra_rows(L, chains, steps):
     """float64, RK2, the force alone, and HMC's force evaluations per second."""
-    from lattice.samplers import hmc
 
     row = {
         "float64": lattice_rate(L, chains, steps // 2, dtype=jnp.float64),
@@ -165,9 +181,24 @@ def main() -> None:
             )
             for impl in ("rbg", "unsafe_rbg"):
                 row[f"jax_random_{impl}"] = lattice_rate(L, chains, args.steps // 4, impl)
+            # the chain-first loops (vmap of the per-chain step) the float32 runs replaced
+            row["vmap_euler"] = lattice_rate(
+                L, chains, args.steps, sampler=chains_first(lambda th: langevin(th, EPS))
+            )
+            row["vmap_force_alone"] = lattice_rate(
+                L, chains, args.steps, sampler=chains_first(force_only_sampler)
+            )
+            row["vmap_hmc_forces"] = 10 * lattice_rate(
+                L,
+                chains,
+                max(args.steps // 20, 4),
+                sampler=chains_first(lambda th: hmc(th, 1.0, 10)),
+            )
         results["cases"].append(row)
         if not args.json:
-            extra = "".join(f", {k} {v:.3g}" for k, v in row.items() if k.startswith("jax_"))
+            extra = "".join(
+                f", {k} {v:.3g}" for k, v in row.items() if k.startswith(("jax_", "vmap_"))
+            )
             print(
                 f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
                 f"numpy {row['numpy']:.3g} (ratio {row['ratio']:.1f}x), "

@@ -118,11 +118,14 @@ def _state_diagnostics(sampler: Sampler, states, diag):
     return diag
 
 
-def _batched(sampler: Sampler, states):
+def _batched(sampler: Sampler, keys, states):
     """The sampler's :class:`~lattice.samplers.base.BatchedStep` if the loops run in its
-    layout for these states (no cluster update, a dtype it is used for), else None."""
+    chain-last layout for these keys and states (no cluster update, a dtype it is used for,
+    threefry keys: its noise is :mod:`lattice.noise`'s words), else None."""
     b = sampler.batched
     if b is None or sampler.cluster is not None or states.phi.dtype.name not in b.dtypes:
+        return None
+    if not noise.is_threefry(keys):
         return None
     if sampler.diagnostics or sampler.weighted:
         raise ValueError("a BatchedStep sampler cannot record state diagnostics")
@@ -130,17 +133,19 @@ def _batched(sampler: Sampler, states):
 
 
 def _advance_batched(b, keys, carry, step0, n_steps: int):
-    """:func:`_advance` in the layout of a :class:`~lattice.samplers.base.BatchedStep`, on
-    its carry, with the same step keys. Its steps have no accept/reject, so the acceptance
-    and e^{−ΔH} means are 1, as ``vmap(step)`` reports them."""
+    """:func:`_advance` in the chain-last layout of a
+    :class:`~lattice.samplers.base.BatchedStep`, on its carry, with the same step keys."""
 
-    def body(i, carry):
+    def body(i, c):
+        carry, acc, edh = c
         t = step0 + i
-        return b.step(t, jax.vmap(jax.random.fold_in, (0, None))(keys, t), carry)
+        carry, info = b.step(t, jax.vmap(jax.random.fold_in, (0, None))(keys, t), carry)
+        return carry, acc + info.acceptance, edh + jnp.exp(-info.delta_h)
 
-    carry = lax.fori_loop(0, n_steps, body, carry)
-    one = jnp.ones(keys.shape[0], carry.phi.dtype)
-    return carry, {"acceptance": one, "exp_minus_dh": one}
+    zero = jnp.zeros(keys.shape[0], carry.phi.dtype)
+    carry, acc, edh = lax.fori_loop(0, n_steps, body, (carry, zero, zero))
+    n = max(n_steps, 1)
+    return carry, {"acceptance": acc / n, "exp_minus_dh": edh / n}
 
 
 @hot_jit(static_argnames=("sampler", "n_steps"))
@@ -149,7 +154,7 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
 
     Returns (states, mean acceptance per chain).
     """
-    b = _batched(sampler, states)
+    b = _batched(sampler, keys, states)
     if b is not None:
         carry, diag = _advance_batched(b, keys, b.enter(states), step0, n_steps)
         return b.leave(carry), diag["acceptance"]
@@ -207,7 +212,7 @@ def sample(
 
     # The scans carry the states in the loop layout: the batched step's own (entered and
     # left once per call; measured there, batch_last) or the states themselves.
-    b = _batched(sampler, states)
+    b = _batched(sampler, keys, states)
     if b is not None:
         states = b.enter(states)
 

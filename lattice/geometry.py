@@ -53,28 +53,41 @@ def site_sum(x: jnp.ndarray, ndim: int, batch_last: bool = False) -> jnp.ndarray
     if batch_last:  # the same tree along the leading (flattened) site axis
         n = int(np.prod(x.shape[:ndim], dtype=np.int64))
         return pairwise_sum(x.reshape(n, *x.shape[ndim:]), 0)
+    batch = x.shape[: x.ndim - ndim]
     n = int(np.prod(x.shape[x.ndim - ndim :], dtype=np.int64))
-    return pairwise_sum(x.reshape(*x.shape[: x.ndim - ndim], n), -1)
+    y = x.reshape(*batch, n)
+    p = 1 << max(n - 1, 0).bit_length()
+    if p != n:
+        y = jnp.concatenate([y, jnp.zeros((*batch, p - n), x.dtype)], axis=-1)
+    while y.shape[-1] > 1:
+        h = y.shape[-1] // 2
+        y = y[..., :h] + y[..., h:]
+    return y[..., 0]
 
 
-def pairwise_sum(y: jnp.ndarray, axis: int) -> jnp.ndarray:
+def pairwise_sum(y: jnp.ndarray, axis: int, reduce_last: bool = False) -> jnp.ndarray:
     """Σ along ``axis`` by the fixed tree of :func:`site_sum`: zero-pad to a power of two,
-    then add the two halves until one element is left."""
+    then add the two halves until one element is left.
+
+    ``reduce_last`` does the last addition as a reduction of two elements (0 + a + b, the
+    same value): XLA then does not fuse a transpose of the result into the tree (which
+    reads the sites strided, 4× slower in :func:`lattice.observables.measure`). Only for
+    sums of plain values: a reduction may contract a product fused into it into an FMA.
+    """
     axis = axis % y.ndim
     n = y.shape[axis]
     p = 1 << max(n - 1, 0).bit_length()
     if p != n:
-        pad = [(0, 0)] * y.ndim
-        pad[axis] = (0, p - n)
-        y = jnp.pad(y, pad)
-    while y.shape[axis] > 2:
+        shape = list(y.shape)
+        shape[axis] = p - n
+        y = jnp.concatenate([y, jnp.zeros(shape, y.dtype)], axis=axis)
+    stop = 2 if reduce_last else 1
+    while y.shape[axis] > stop:
         h = y.shape[axis] // 2
         y = lax.slice_in_dim(y, 0, h, axis=axis) + lax.slice_in_dim(y, h, 2 * h, axis=axis)
-    if y.shape[axis] == 1:
-        return lax.index_in_dim(y, 0, axis, keepdims=False)
-    # The last level as a reduction of two (0 + a + b = a + b exactly): XLA does not fuse a
-    # transpose of the result into it (reading the sites strided, 4× slower in measure).
-    return jnp.sum(y, axis=axis)
+    if y.shape[axis] == 2:
+        return jnp.sum(y, axis=axis)
+    return lax.index_in_dim(y, 0, axis, keepdims=False)
 
 
 def neighbour_sum(phi: jnp.ndarray, ndim: int, batch_last: bool = False) -> jnp.ndarray:

@@ -34,6 +34,7 @@ __all__ = [
     "uniform",
     "uniforms",
     "bits",
+    "is_threefry",
     "erfinv32",
     "pair_counters",
     "pair_words",
@@ -133,7 +134,8 @@ def _to_normal(bits, dtype):
     return dtype.type(math.sqrt(2.0)) * jax.scipy.special.erfinv(x)
 
 
-def _is_threefry(key) -> bool:
+def is_threefry(key) -> bool:
+    """Whether a (batch of) typed key(s) is threefry, the generator this module computes."""
     return jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0))
 
 
@@ -143,7 +145,7 @@ def normal(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
     Other key implementations (rbg, unsafe_rbg) fall back to ``jax.random.normal``.
     """
     dtype = jnp.dtype(dtype)
-    if not _is_threefry(key):
+    if not is_threefry(key):
         return jax.random.normal(jax.random.fold_in(key, stream), shape, dtype)
     n = math.prod(shape)
     b0, b1 = _bits_pairs(key, (n + 1) // 2, stream)
@@ -218,7 +220,7 @@ def normal_from_words(words, shape, dtype=jnp.float32) -> jax.Array:
 def uniform(key, dtype=jnp.float32, stream: int = 1) -> jax.Array:
     """One uniform number in (0, 1) from a threefry key (for accept/reject)."""
     dtype = jnp.dtype(dtype)
-    if not _is_threefry(key):
+    if not is_threefry(key):
         return jax.random.uniform(jax.random.fold_in(key, stream), (), dtype)
     b0, _ = _bits_pairs(key, 1, stream)
     return _unit(b0[0], dtype)
@@ -228,7 +230,7 @@ def uniforms(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
     """Uniforms in (0, 1] of ``shape``, laid out like :func:`normal` (flat sites j and
     j + ⌈n/2⌉ share one Threefry call), so each is a pure function of (key, stream, site)."""
     dtype = jnp.dtype(dtype)
-    if not _is_threefry(key):
+    if not is_threefry(key):
         return jax.random.uniform(jax.random.fold_in(key, stream), shape, dtype, minval=0.0)
     n = math.prod(shape)
     b0, b1 = _bits_pairs(key, (n + 1) // 2, stream)
@@ -238,6 +240,6 @@ def uniforms(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
 def bits(key, n: int, stream: int = 0) -> jax.Array:
     """``n`` random 32-bit words; word j is the first output of Threefry at counter
     (stream, j), a pure function of (key, stream, j) for any ``n`` > j."""
-    if not _is_threefry(key):
+    if not is_threefry(key):
         return jax.random.bits(jax.random.fold_in(key, stream), (n,), jnp.uint32)
     return _bits_pairs(key, n, stream)[0]

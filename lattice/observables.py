@@ -69,7 +69,7 @@ def measure(
     if batch_last:  # the same tree over the axes after axis 0; then chains first
 
         def slice_sums(x):
-            y = pairwise_sum(x.reshape(L0, -1, x.shape[-1]), 1) if d > 1 else x
+            y = pairwise_sum(x.reshape(L0, -1, x.shape[-1]), 1, True) if d > 1 else x
             return jnp.moveaxis(y, 0, -1)
 
         slices, gslices = slice_sums(phi), slice_sums(grad)

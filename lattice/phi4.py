@@ -98,10 +98,12 @@ class Phi4:
         dens = -h * forward_product_sum(phi, d, batch_last) + a * phi2 + g * phi2 * phi2
         return site_sum(dens, d, batch_last)
 
-    def grad(self, phi: jnp.ndarray) -> jnp.ndarray:
-        """∂S/∂φ_x by the hand-written stencil of eq. (2)."""
+    def grad(self, phi: jnp.ndarray, batch_last: bool = False) -> jnp.ndarray:
+        """∂S/∂φ_x by the hand-written stencil of eq. (2) (lattice axes last; first with
+        ``batch_last``)."""
         h, a, g = self.coefficients
-        return -h * neighbour_sum(phi, self.ndim) + phi * (2.0 * a + 4.0 * g * phi * phi)
+        nb = neighbour_sum(phi, self.ndim, batch_last)
+        return -h * nb + phi * (2.0 * a + 4.0 * g * phi * phi)
 
     def force(self, phi: jnp.ndarray, batch_last: bool = False) -> jnp.ndarray:
         """The Langevin drift −∂S/∂φ_x (lattice axes last; first with ``batch_last``)."""

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .. import noise
 
-__all__ = ["StepInfo", "Sampler", "BatchedStep", "exact_step_info"]
+__all__ = ["StepInfo", "Sampler", "BatchedStep", "exact_step_info", "chain_last", "chain_first"]
 
 
 class StepInfo(NamedTuple):
@@ -37,21 +37,23 @@ class StepInfo(NamedTuple):
 
 
 class BatchedStep(NamedTuple):
-    """One step of *all* chains at once, in a layout of the sampler's choosing.
+    """One step of *all* chains at once, with the chain axis last.
 
     ``vmap(step)`` keeps the chain axis first; on a small lattice the stencil then works on
     rows shorter than a vector register. A sampler may also give its step for the whole
-    batch (the Langevin schemes: chain axis last). :func:`lattice.chains.evolve` and
-    :func:`~lattice.chains.sample` then run their loops in that layout:
-    ``enter(states) -> carry``, ``step(t, step_keys, carry) -> carry`` at global step t,
-    ``leave(carry) -> states``. It must compute the states of ``vmap(step)`` by the same
-    arithmetic, so that they agree to the last bit up to how the compiler contracts
-    a·b + c into fused multiply-adds in each layout (tested); only steps without
-    accept/reject have one (their info is :func:`exact_step_info`).
+    batch in the chain-last layout ``[*shape, chains]``; :func:`lattice.chains.evolve` and
+    :func:`~lattice.chains.sample` then run their loops, and measure, in that layout:
+    ``enter(states) -> carry``, ``step(t, step_keys, carry) -> (carry, info)`` at global
+    step t (``info``: a :class:`StepInfo` of per-chain values), ``leave(carry) -> states``.
+    The carry has the fields ``phi`` and ``force`` or ``grad``, chain axis last.
+
+    It must compute what ``vmap(step)`` computes by the same arithmetic, so that the two
+    agree to the last bit up to how the compiler contracts a·b + c into fused multiply-adds
+    in each layout (tested); a chain's results never depend on the chain count or sharding.
     """
 
     enter: Callable[[Any], Any]
-    step: Callable[[jax.Array, jax.Array, Any], Any]
+    step: Callable[[jax.Array, jax.Array, Any], tuple[Any, StepInfo]]
     leave: Callable[[Any], Any]
     #: the field dtypes it is used for (where it was measured faster than vmap(step))
     dtypes: tuple[str, ...] = ("float32", "float64")
@@ -80,6 +82,16 @@ class Sampler(NamedTuple):
     metadata: tuple[tuple[str, Any], ...] = ()
     #: the step of all chains at once in the sampler's own layout, or None (vmap of step)
     batched: BatchedStep | None = None
+
+
+def chain_last(a: jax.Array) -> jax.Array:
+    """``[chains, *shape]`` → ``[*shape, chains]`` (the layout of :class:`BatchedStep`)."""
+    return jnp.moveaxis(a, 0, -1)
+
+
+def chain_first(a: jax.Array) -> jax.Array:
+    """``[*shape, chains]`` → ``[chains, *shape]``."""
+    return jnp.moveaxis(a, -1, 0)
 
 
 def exact_step_info(dtype) -> StepInfo:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .. import noise
 from ..geometry import site_sum
 from ..phi4 import Phi4
-from .base import Sampler, StepInfo, metropolis
+from .base import BatchedStep, Sampler, StepInfo, chain_first, chain_last, metropolis
 from .integrators import INTEGRATORS
 
 __all__ = ["HMCState", "hmc", "hmc_trajectory"]
@@ -61,4 +61,42 @@ def hmc(
         return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
 
     grads = INTEGRATORS[integrator][1] * steps
-    return Sampler(init, step, f"hmc-{integrator}", "exact", None, grads)
+    batched = _chain_last(theory, eps, steps, integrator)
+    return Sampler(init, step, f"hmc-{integrator}", "exact", None, grads, batched=batched)
+
+
+def _chain_last(theory: Phi4, eps: float, steps: int, integrator: str) -> BatchedStep:
+    """The HMC step of all chains at once, chain axis last (fields ``[*shape, chains]``):
+    the arithmetic of ``step`` in the layout where the stencil shifts whole rows of chains
+    (:class:`~lattice.samplers.base.BatchedStep`). The momenta are :func:`noise.normal` of
+    the step key in that layout, the accept/reject the same per-chain uniform."""
+    shape, nd = theory.shape, theory.ndim
+    fn, _ = INTEGRATORS[integrator]
+
+    def grad(phi):
+        return theory.grad(phi, True)
+
+    def enter(states):
+        return HMCState(chain_last(states.phi), states.action, chain_last(states.grad))
+
+    def leave(c):
+        return HMCState(chain_first(c.phi), c.action, chain_first(c.grad))
+
+    def step(t, keys, c):
+        phi, s0, g0 = c
+        pi = noise.normal_from_words(noise.pair_words(keys, shape), shape, phi.dtype)
+        phi1, pi1, g1 = fn(grad, phi, pi, g0, eps, steps)
+        s1 = theory.action(phi1, True)
+        kin = 0.5 * (site_sum(pi1 * pi1, nd, True) - site_sum(pi * pi, nd, True))
+        delta_h = kin + (s1 - s0)
+        accepted, acceptance = jax.vmap(metropolis)(keys, -delta_h)
+        sites = accepted.reshape((1,) * nd + accepted.shape)
+        new = HMCState(
+            jnp.where(sites, phi1, phi),
+            jnp.where(accepted, s1, s0),
+            jnp.where(sites, g1, g0),
+        )
+        return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
+
+    # float64: vmap(step) measured faster at 16² x 1024 (docs/PERFORMANCE.md)
+    return BatchedStep(enter, step, leave, dtypes=("float32",))
