@@ -10,7 +10,10 @@ together, on how the run was split into blocks, or on where it was resumed.
 The loops are ``lax.scan`` over measurements with an inner ``fori_loop`` over the sampler steps
 between them; the kernel is ``vmap``-ed over chains and the observables are evaluated inside
 the scan, so the host only ever receives whole blocks of measurements (and the configurations
-it must save).
+it must save). A sampler with a :class:`~lattice.samplers.base.BatchedStep` (float32
+Langevin and HMC) runs both loops with the chain axis last instead: the states are
+transposed on entry and on exit of :func:`evolve` and :func:`sample`, and measured in that
+layout (``measure(..., batch_last=True)``); see docs/physics.md, "Layout".
 """
 
 from __future__ import annotations
@@ -165,7 +168,8 @@ def evolve(sampler: Sampler, keys, states, step0, n_steps: int):
 @hot_jit(static_argnames=("sampler", "n_steps"))
 def trace(sampler: Sampler, keys, states, step0, n_steps: int):
     """Advance all chains by ``n_steps`` steps and return every step's :class:`StepInfo`
-    (fields of shape ``[n_steps, chains]``) — for ⟨e^{−ΔH}⟩ and acceptance diagnostics."""
+    (fields of shape ``[n_steps, chains]``) — for ⟨e^{−ΔH}⟩ and acceptance diagnostics.
+    Always the chain-first loop (``vmap`` of the step), whatever the sampler's layout."""
 
     def body(states, i):
         states, info, _ = _step_all(sampler, keys, states, step0 + i)
