@@ -221,14 +221,15 @@ def test_float32_runs_and_is_correct(seed):
     assert_consistent(obs["phi2"].astype(np.float64), exact.free_phi2(FREE), "phi2 (float32)")
 
 
-def test_a_chains_stream_depends_only_on_seed_chain_and_step():
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])  # float32: chain-last loops
+def test_a_chains_stream_depends_only_on_seed_chain_and_step(dtype):
     """Chains 2 and 5 give bitwise the same history whether run among 8 chains or alone,
     and whether the run is done in one block or two."""
     th, s = INTERACTING, langevin(INTERACTING, 0.02)
 
     def history(idx, blocks):
         keys = chain_keys(11, jnp.asarray(idx))
-        st = init_states(s, initial_field(keys, th))
+        st = init_states(s, initial_field(keys, th, "hot", dtype))
         out, step = [], 0
         for n in blocks:
             st, obs, _, _ = sample(s, th, keys, st, step, n, 3)
