@@ -181,10 +181,7 @@ def _chain_last(theory: Phi4, eps: float, scheme: str, noise_precision: str) -> 
 
     def enter(states):
         trial = chain_last(states.trial) if scheme == "rk2" else None
-        words = None
-        if jax.config.jax_enable_x64:
-            blocks = noise.pair_counters(shape).shape[:-1]
-            words = jnp.zeros((*blocks, states.phi.shape[0]), jnp.uint64)
+        words = noise.empty_words(shape, states.phi.shape[0])
         return _ChainLast(chain_last(states.phi), chain_last(states.force), trial, words)
 
     def leave(c):
@@ -194,26 +191,15 @@ def _chain_last(theory: Phi4, eps: float, scheme: str, noise_precision: str) -> 
 
     def step(t, keys, c):
         phi, force = c.phi, c.force
-        packed = None
-        if c.words is None:
-            words = noise.pair_words(keys, shape)
-        else:
-            # The previous step's words must be live, or XLA drops them from the loop and
-            # fuses the hash into both halves again: read one word per chain under a
-            # condition only known at run time and never true (global steps are ≥ 0).
-            prev = jnp.where(t < 0, c.words[(0,) * (c.words.ndim - 1)], 0)
-            words = noise.pair_words(keys, shape, salt=prev)
-            packed = noise.pack_words(words)
-            words = noise.unpack_words(packed)
         xi_dtype = jnp.float32 if noise_precision == "single" else phi.dtype
-        eta = sq * noise.normal_from_words(words, shape, xi_dtype).astype(phi.dtype)
-        new = phi + eps * force + eta
+        xi, words = noise.carried_normals(keys, shape, xi_dtype, t, c.words)
+        new = phi + eps * force + sq * xi.astype(phi.dtype)
         info = exact_step_info(phi.dtype)
         if scheme == "euler":
-            return _ChainLast(new, theory.force(new, True), None, packed), info
+            return _ChainLast(new, theory.force(new, True), None, words), info
         trial = new
         new = trial + eps * (0.5 * (theory.force(trial, True) - force))
-        return _ChainLast(new, theory.force(new, True), trial, packed), info
+        return _ChainLast(new, theory.force(new, True), trial, words), info
 
     # float64 fields: vmap(step) measured 1.2-1.35x faster (docs/PERFORMANCE.md)
     return BatchedStep(enter, step, leave, dtypes=("float32",))
