@@ -50,9 +50,9 @@ def site_sum(x: jnp.ndarray, ndim: int, batch_last: bool = False) -> jnp.ndarray
     bitwise those of the chain run alone. Pairwise summation also bounds the rounding error
     by O(ε log V).
     """
-    if batch_last:  # the same tree along the leading (flattened) site axis
+    if batch_last:  # the same tree along the leading (flattened) site axis (0 + a + b last)
         n = int(np.prod(x.shape[:ndim], dtype=np.int64))
-        return pairwise_sum(x.reshape(n, *x.shape[ndim:]), 0)
+        return pairwise_sum(x.reshape(n, *x.shape[ndim:]), 0, True)
     batch = x.shape[: x.ndim - ndim]
     n = int(np.prod(x.shape[x.ndim - ndim :], dtype=np.int64))
     y = x.reshape(*batch, n)
@@ -70,9 +70,13 @@ def pairwise_sum(y: jnp.ndarray, axis: int, reduce_last: bool = False) -> jnp.nd
     then add the two halves until one element is left.
 
     ``reduce_last`` does the last addition as a reduction of two elements (0 + a + b, the
-    same value): XLA then does not fuse a transpose of the result into the tree (which
-    reads the sites strided, 4× slower in :func:`lattice.observables.measure`). Only for
-    sums of plain values: a reduction may contract a product fused into it into an FMA.
+    same value). XLA then keeps the sum a separate kernel: it does not fuse a transpose of
+    the result into the tree (which read the sites strided, 4× slower in
+    :func:`lattice.observables.measure`), and it does not recompute the tree for every site
+    of a per-chain consumer (HMC's accept/reject select: 2× slower at 16² × 1024,
+    docs/PERFORMANCE.md). Used for the chain-last sums, where it is bitwise independent of
+    the chain count and the devices (tested); the chain-first :func:`site_sum` keeps the
+    plain tree, with which its results were tested bitwise across devices.
     """
     axis = axis % y.ndim
     n = y.shape[axis]

@@ -268,7 +268,7 @@ def test_a_chain_alone_measures_bitwise_what_it_measures_in_a_batch(dtype):
     from lattice.samplers import with_clusters
 
     th = Phi4.kappa_form((32, 32), 0.27, 0.022)
-    for s in (langevin(th, 0.01), with_clusters(hmc(th, 1.0, 5), th, 2)):
+    for s in (langevin(th, 0.01), hmc(th, 1.0, 5), with_clusters(hmc(th, 1.0, 5), th, 2)):
         keys, one = chain_keys(1, 8), chain_keys(1, jnp.array([2]))
         a, oa, da, _ = sample(
             s, th, keys, init_states(s, initial_field(keys, th, "hot", dtype)), 0, 4, 3
@@ -314,8 +314,8 @@ def test_chain_last_loops_compute_the_vmapped_steps(scheme, shape):
     for k in a[1]:
         assert a[1][k].shape == b[1][k].shape, k
         np.testing.assert_allclose(np.asarray(a[1][k]), np.asarray(b[1][k]), 1e-5, 1e-6, k)
-    for k in a[2]:
-        np.testing.assert_allclose(np.asarray(a[2][k]), np.asarray(b[2][k]), 0, 1e-5, k)
+    for k in a[2]:  # min(1, e^{-ΔH}): ΔH is a difference of float32 sums over the sites
+        np.testing.assert_allclose(np.asarray(a[2][k]), np.asarray(b[2][k]), 0, 1e-4, k)
 
 
 @pytest.mark.parametrize("shape", [(7,), (8, 8), (5, 6), (3, 4, 5), (1, 9)])
