@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import best_of, machine
 
-from lattice.chains import chain_keys, evolve, init_states, initial_field
+from lattice.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.phi4 import Phi4
 from lattice.samplers import hmc, langevin
 from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
@@ -50,6 +50,20 @@ def lattice_rate(L, chains, steps, prng="threefry", sampler=None, dtype=jnp.floa
         out.phi.block_until_ready()
 
     return L * L * chains * steps / best_of(go)
+
+
+def sample_rate(L, chains, measure_every, n_meas, sampler=None):
+    """Site-updates/s of ``sample`` with its measurements (float32 Euler by default)."""
+    th = Phi4.kappa_form([L, L], 0.27, 0.022)
+    s = sampler(th) if sampler else langevin(th, EPS)
+    keys = chain_keys(0, chains)
+    st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
+
+    def go():
+        out = sample(s, th, keys, st, 0, n_meas, measure_every)
+        out[0].phi.block_until_ready()
+
+    return L * L * chains * measure_every * n_meas / best_of(go)
 
 
 def unfused_sampler(th):
@@ -188,6 +202,12 @@ def main() -> None:
             row["vmap_force_alone"] = lattice_rate(
                 L, chains, args.steps, sampler=chains_first(force_only_sampler)
             )
+            for every in (1, 10):  # with the measurements, both loop layouts
+                n = max(args.steps // (2 * every), 10)
+                row[f"sample_every_{every}"] = sample_rate(L, chains, every, n)
+                row[f"vmap_sample_every_{every}"] = sample_rate(
+                    L, chains, every, n, chains_first(lambda th: langevin(th, EPS))
+                )
             row["vmap_hmc_forces"] = 10 * lattice_rate(
                 L,
                 chains,
@@ -197,7 +217,9 @@ def main() -> None:
         results["cases"].append(row)
         if not args.json:
             extra = "".join(
-                f", {k} {v:.3g}" for k, v in row.items() if k.startswith(("jax_", "vmap_"))
+                f", {k} {v:.3g}"
+                for k, v in row.items()
+                if k.startswith(("jax_", "vmap_", "sample_"))
             )
             print(
                 f"L={L:3d} chains={chains:5d}: lattice {row['lattice']:.3g} site-updates/s, "
