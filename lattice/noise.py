@@ -11,6 +11,11 @@ Stream: the 2×32-bit key of a typed threefry key and the counter (word0, word1)
 give two 32-bit words, the normals of flat sites j and j + ⌈n/2⌉. So the noise of a site is a
 pure function of (key, stream, site), and the sampler keys are k(seed, chain, step).
 
+Chain-last layout (the batched Langevin and HMC steps): :func:`pair_words` hashes the blocks of
+a whole batch of keys at once, :func:`site_bits` lays their words out as ``[*shape, chains]``
+— every site bitwise the word :func:`normal` gives it — and :func:`carried_normals` computes
+each block once per step by carrying the packed words through the loop.
+
 Transform (inverse CDF): a word b becomes the odd dyadic x = (2b' + 1 − 2^B) 2^{−B} ∈ (−1, 1),
 exactly representable in the target precision (B = 24 bits for float32, b' = b >> 8; B = 32
 for float64), and z = √2 erfinv(x) (float32: Giles' approximation, :func:`erfinv32`). The
