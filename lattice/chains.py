@@ -29,7 +29,7 @@ from . import noise
 from .compile import hot_jit
 from .observables import measure
 from .phi4 import Phi4
-from .samplers.base import Sampler
+from .samplers.base import Sampler, chain_first
 
 __all__ = ["chain_keys", "initial_field", "init_states", "evolve", "sample", "trace", "run_chains"]
 
@@ -230,7 +230,7 @@ def sample(
 
     def config(states):
         """The configurations, chain axis first."""
-        return states.phi if b is None else jnp.moveaxis(states.phi, -1, 0)
+        return states.phi if b is None else chain_first(states.phi)
 
     def done(states, obs, acc, saved):
         return (states if b is None else b.leave(states)), obs, acc, saved

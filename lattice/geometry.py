@@ -53,16 +53,8 @@ def site_sum(x: jnp.ndarray, ndim: int, batch_last: bool = False) -> jnp.ndarray
     if batch_last:  # the same tree along the leading (flattened) site axis (0 + a + b last)
         n = int(np.prod(x.shape[:ndim], dtype=np.int64))
         return pairwise_sum(x.reshape(n, *x.shape[ndim:]), 0, True)
-    batch = x.shape[: x.ndim - ndim]
     n = int(np.prod(x.shape[x.ndim - ndim :], dtype=np.int64))
-    y = x.reshape(*batch, n)
-    p = 1 << max(n - 1, 0).bit_length()
-    if p != n:
-        y = jnp.concatenate([y, jnp.zeros((*batch, p - n), x.dtype)], axis=-1)
-    while y.shape[-1] > 1:
-        h = y.shape[-1] // 2
-        y = y[..., :h] + y[..., h:]
-    return y[..., 0]
+    return pairwise_sum(x.reshape(*x.shape[: x.ndim - ndim], n), -1)
 
 
 def pairwise_sum(y: jnp.ndarray, axis: int, reduce_last: bool = False) -> jnp.ndarray:

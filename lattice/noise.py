@@ -207,31 +207,27 @@ def unpack_words(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
     return (packed >> np.uint64(32)).astype(jnp.uint32), packed.astype(jnp.uint32)
 
 
-def keep_alive(t, *carried) -> jax.Array:
+def keep_alive(t, carried) -> jax.Array:
     """Per-chain uint32 zeros that XLA cannot prove zero, for the ``salt`` of
-    :func:`pair_words`: one element per chain of each ``carried`` array (chain axis last)
+    :func:`pair_words`: one element per chain of the ``carried`` array (chain axis last)
     under the condition t < 0, never true for a global step t.
 
     A value a sampler carries in its loop only so that XLA writes it to memory once (the
-    packed words, HMC's momenta) is otherwise dropped from the loop as unused, and XLA goes
-    back to recomputing it in every consumer (docs/PERFORMANCE.md)."""
-    acc = None
-    for a in carried:
-        bit = (a[(0,) * (a.ndim - 1)] != 0).astype(jnp.uint32)
-        acc = bit if acc is None else acc ^ bit
-    return jnp.where(t < 0, acc, jnp.uint32(0))
+    packed words) is otherwise dropped from the loop as unused, and XLA goes back to
+    recomputing it in every consumer (docs/PERFORMANCE.md)."""
+    first = (carried[(0,) * (carried.ndim - 1)] != 0).astype(jnp.uint32)
+    return jnp.where(t < 0, first, jnp.uint32(0))
 
 
-def carried_normals(keys, shape, dtype, t, words=None, *also):
+def carried_normals(keys, shape, dtype, t, words=None):
     """Standard normals ``[*shape, chains]`` of the step keys (:func:`normal`'s stream in
     the chain-last layout) and the packed words to carry to the next step.
 
     With ``words`` (the previous step's packed words, or None without ``jax_enable_x64``)
-    each Threefry block is computed once and both of its words read from memory; ``also``
-    are further carried arrays to keep alive (:func:`keep_alive`)."""
+    each Threefry block is computed once and both of its words read from memory."""
     if words is None:
         return normal_from_words(pair_words(keys, shape), shape, dtype), None
-    packed = pack_words(pair_words(keys, shape, salt=keep_alive(t, words, *also)))
+    packed = pack_words(pair_words(keys, shape, salt=keep_alive(t, words)))
     return normal_from_words(unpack_words(packed), shape, dtype), packed
 
 

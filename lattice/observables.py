@@ -56,7 +56,7 @@ def measure(
     """
     d, V = theory.ndim, theory.volume
     if grad is None:
-        grad = theory.grad(phi) if not batch_last else -theory.force(phi, True)
+        grad = theory.grad(phi, batch_last)
     phi2 = phi * phi
 
     def mean(x):  # batch-independent rounding (see geometry.site_sum)

@@ -28,10 +28,13 @@ class HMCState(NamedTuple):
     grad: jax.Array  # ∂S/∂φ at phi
 
 
-def hmc_trajectory(theory: Phi4, phi, pi, grad, eps: float, n_steps: int, integrator: str):
-    """Integrate Hamilton's equations; returns (φ, π, ∂S/∂φ) at the end of the trajectory."""
+def hmc_trajectory(
+    theory: Phi4, phi, pi, grad, eps: float, n_steps: int, integrator: str, batch_last=False
+):
+    """Integrate Hamilton's equations; returns (φ, π, ∂S/∂φ) at the end of the trajectory
+    (lattice axes last; first with ``batch_last``)."""
     fn, _ = INTEGRATORS[integrator]
-    return fn(theory.grad, phi, pi, grad, eps, n_steps)
+    return fn(lambda p: theory.grad(p, batch_last), phi, pi, grad, eps, n_steps)
 
 
 def hmc(
@@ -48,33 +51,42 @@ def hmc(
         return HMCState(phi, theory.action(phi), theory.grad(phi))
 
     def step(key, state):
-        phi, s0, g0 = state
-        pi = noise.normal(key, phi.shape, phi.dtype, stream=0)
-        phi1, pi1, g1 = hmc_trajectory(theory, phi, pi, g0, eps, steps, integrator)
-        s1 = theory.action(phi1)
-        nd = theory.ndim  # site sums with batch-independent rounding (geometry.site_sum)
-        delta_h = 0.5 * (site_sum(pi1 * pi1, nd) - site_sum(pi * pi, nd)) + (s1 - s0)
-        accepted, acceptance = metropolis(key, -delta_h)
-        new = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(accepted, a, b), HMCState(phi1, s1, g1), state
-        )
-        return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
+        pi = noise.normal(key, state.phi.shape, state.phi.dtype, stream=0)
+        return _update(theory, key, state, pi, eps, steps, integrator, False)
 
     grads = INTEGRATORS[integrator][1] * steps
     batched = _chain_last(theory, eps, steps, integrator)
     return Sampler(init, step, f"hmc-{integrator}", "exact", None, grads, batched=batched)
 
 
+def _update(
+    theory: Phi4, key, state: HMCState, pi, eps: float, steps: int, integrator: str, batch_last
+) -> tuple[HMCState, StepInfo]:
+    """One HMC update from momenta ``pi``: the trajectory, ΔH = ½ Σ (π'² − π²) + S' − S
+    (site sums with batch-independent rounding, :func:`geometry.site_sum`) and the
+    accept/reject with stream 1 of ``key``. One chain, or with ``batch_last`` all chains
+    at once (fields ``[*shape, chains]``, one key per chain)."""
+    phi, s0, g0 = state
+    phi1, pi1, g1 = hmc_trajectory(theory, phi, pi, g0, eps, steps, integrator, batch_last)
+    s1 = theory.action(phi1, batch_last)
+    nd = theory.ndim
+    kin = 0.5 * (site_sum(pi1 * pi1, nd, batch_last) - site_sum(pi * pi, nd, batch_last))
+    delta_h = kin + (s1 - s0)
+    accept = jax.vmap(metropolis) if batch_last else metropolis
+    accepted, acceptance = accept(key, -delta_h)
+    sites = accepted.reshape((1,) * nd + accepted.shape)  # over the lattice axes
+    new = HMCState(
+        jnp.where(sites, phi1, phi), jnp.where(accepted, s1, s0), jnp.where(sites, g1, g0)
+    )
+    return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
+
+
 def _chain_last(theory: Phi4, eps: float, steps: int, integrator: str) -> BatchedStep:
     """The HMC step of all chains at once, chain axis last (fields ``[*shape, chains]``):
-    the arithmetic of ``step`` in the layout where the stencil shifts whole rows of chains
+    :func:`_update` in the layout where the stencil shifts whole rows of chains
     (:class:`~lattice.samplers.base.BatchedStep`). The momenta are :func:`noise.normal` of
     the step key in that layout, the accept/reject the same per-chain uniform."""
-    shape, nd = theory.shape, theory.ndim
-    fn, _ = INTEGRATORS[integrator]
-
-    def grad(phi):
-        return theory.grad(phi, True)
+    shape = theory.shape
 
     def enter(states):
         return HMCState(chain_last(states.phi), states.action, chain_last(states.grad))
@@ -83,20 +95,8 @@ def _chain_last(theory: Phi4, eps: float, steps: int, integrator: str) -> Batche
         return HMCState(chain_first(c.phi), c.action, chain_first(c.grad))
 
     def step(t, keys, c):
-        phi, s0, g0 = c
-        pi = noise.normal_from_words(noise.pair_words(keys, shape), shape, phi.dtype)
-        phi1, pi1, g1 = fn(grad, phi, pi, g0, eps, steps)
-        s1 = theory.action(phi1, True)
-        kin = 0.5 * (site_sum(pi1 * pi1, nd, True) - site_sum(pi * pi, nd, True))
-        delta_h = kin + (s1 - s0)
-        accepted, acceptance = jax.vmap(metropolis)(keys, -delta_h)
-        sites = accepted.reshape((1,) * nd + accepted.shape)
-        new = HMCState(
-            jnp.where(sites, phi1, phi),
-            jnp.where(accepted, s1, s0),
-            jnp.where(sites, g1, g0),
-        )
-        return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
+        pi = noise.normal_from_words(noise.pair_words(keys, shape), shape, c.phi.dtype)
+        return _update(theory, keys, c, pi, eps, steps, integrator, True)
 
     # float64: vmap(step) measured faster at 16² x 1024 (docs/PERFORMANCE.md)
     return BatchedStep(enter, step, leave, dtypes=("float32",))

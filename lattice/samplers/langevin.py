@@ -134,21 +134,31 @@ def langevin(
             return RK2State(phi, theory.force(phi), phi)
         return LangevinState(phi, theory.force(phi))
 
-    def step(key, state):
-        phi, force = state.phi, state.force
-        xi_dtype = jnp.float32 if noise_precision == "single" else phi.dtype
-        eta = colour(noise.normal(key, shape, xi_dtype).astype(phi.dtype))
+    def xi_dtype(dtype):
+        return jnp.float32 if noise_precision == "single" else dtype
+
+    def update(phi, force, eta, force_fn):
+        """The scheme's update from φ, F(φ) and the coloured noise η: (φ', F(φ'), φ̃)."""
+        new = phi + drift(force) + eta
         if scheme == "euler":
-            new = phi + drift(force) + eta
-            return LangevinState(new, theory.force(new)), exact_step_info(phi.dtype)
+            return new, force_fn(new), None
         # φ' = φ̃ + (ε/2)[F(φ̃) − F(φ)]: the update above with η used once
-        trial = phi + drift(force) + eta
-        new = trial + drift(0.5 * (theory.force(trial) - force))
-        return RK2State(new, theory.force(new), trial), exact_step_info(phi.dtype)
+        trial = new
+        new = trial + drift(0.5 * (force_fn(trial) - force))
+        return new, force_fn(new), trial
+
+    def step(key, state):
+        phi = state.phi
+        eta = colour(noise.normal(key, shape, xi_dtype(phi.dtype)).astype(phi.dtype))
+        new, force, trial = update(phi, state.force, eta, theory.force)
+        out = LangevinState(new, force) if scheme == "euler" else RK2State(new, force, trial)
+        return out, exact_step_info(phi.dtype)
 
     name = f"langevin-{scheme}" + ("-fa" if fourier_acceleration else "")
     order = 1 if scheme == "euler" else 2
-    batched = None if fourier_acceleration else _chain_last(theory, eps, scheme, noise_precision)
+    batched = None
+    if not fourier_acceleration:
+        batched = _chain_last(theory, scheme == "rk2", update, colour, xi_dtype)
     return Sampler(
         init, step, name, "asymptotic", order, 1 if scheme == "euler" else 2, batched=batched
     )
@@ -165,8 +175,9 @@ class _ChainLast(NamedTuple):
     words: jax.Array | None
 
 
-def _chain_last(theory: Phi4, eps: float, scheme: str, noise_precision: str) -> BatchedStep:
-    """The Euler/RK2 step of all chains at once with the chain axis last.
+def _chain_last(theory: Phi4, rk2: bool, update, colour, xi_dtype) -> BatchedStep:
+    """The Euler/RK2 step (``update``, ``colour`` and ``xi_dtype`` of :func:`langevin`) of
+    all chains at once with the chain axis last.
 
     The stencil then shifts whole rows of chains (a 16-site row of the chain-first layout
     is a single vector register, and XLA's rolls on it cost ~80% of a 16² step), and the
@@ -177,29 +188,25 @@ def _chain_last(theory: Phi4, eps: float, scheme: str, noise_precision: str) -> 
     sharding (tested).
     """
     shape = theory.shape
-    sq = math.sqrt(2.0 * eps)
+
+    def force_fn(phi):
+        return theory.force(phi, True)
 
     def enter(states):
-        trial = chain_last(states.trial) if scheme == "rk2" else None
+        trial = chain_last(states.trial) if rk2 else None
         words = noise.empty_words(shape, states.phi.shape[0])
         return _ChainLast(chain_last(states.phi), chain_last(states.force), trial, words)
 
     def leave(c):
-        if scheme == "rk2":
+        if rk2:
             return RK2State(chain_first(c.phi), chain_first(c.force), chain_first(c.trial))
         return LangevinState(chain_first(c.phi), chain_first(c.force))
 
     def step(t, keys, c):
-        phi, force = c.phi, c.force
-        xi_dtype = jnp.float32 if noise_precision == "single" else phi.dtype
-        xi, words = noise.carried_normals(keys, shape, xi_dtype, t, c.words)
-        new = phi + eps * force + sq * xi.astype(phi.dtype)
-        info = exact_step_info(phi.dtype)
-        if scheme == "euler":
-            return _ChainLast(new, theory.force(new, True), None, words), info
-        trial = new
-        new = trial + eps * (0.5 * (theory.force(trial, True) - force))
-        return _ChainLast(new, theory.force(new, True), trial, words), info
+        phi = c.phi
+        xi, words = noise.carried_normals(keys, shape, xi_dtype(phi.dtype), t, c.words)
+        new, force, trial = update(phi, c.force, colour(xi.astype(phi.dtype)), force_fn)
+        return _ChainLast(new, force, trial, words), exact_step_info(phi.dtype)
 
     # float64 fields: vmap(step) measured 1.2-1.35x faster (docs/PERFORMANCE.md)
     return BatchedStep(enter, step, leave, dtypes=("float32",))
