@@ -214,8 +214,15 @@ def keep_alive(t, carried) -> jax.Array:
 
     A value a sampler carries in its loop only so that XLA writes it to memory once (the
     packed words) is otherwise dropped from the loop as unused, and XLA goes back to
-    recomputing it in every consumer (docs/PERFORMANCE.md)."""
-    first = (carried[(0,) * (carried.ndim - 1)] != 0).astype(jnp.uint32)
+    recomputing it in every consumer (docs/PERFORMANCE.md).
+
+    The element is read by a reduction (over the first two rows, per chain), which XLA
+    keeps as its own small kernel that runs before the hash: the carried buffer is then dead
+    when the new words are written, and they go to it in place. Read inside the hash's
+    fusion, the old words were still live there and XLA copied the whole new array into the
+    loop carry every step (Langevin float32 1.1e9 → 1.2e9 site-updates/s at 64² × 64)."""
+    rows = carried.reshape(-1, carried.shape[-1])[:2]
+    first = jnp.sum((rows != 0).astype(jnp.uint32), axis=0, dtype=jnp.uint32)
     return jnp.where(t < 0, first, jnp.uint32(0))
 
 

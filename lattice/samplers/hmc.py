@@ -48,7 +48,8 @@ def hmc(
     eps = float(trajectory_length) / int(steps)
 
     def init(phi):
-        return HMCState(phi, theory.action(phi), theory.grad(phi))
+        grad = theory.grad(phi)
+        return HMCState(phi, theory.action_from_grad(phi, grad), grad)
 
     def step(key, state):
         pi = noise.normal(key, state.phi.shape, state.phi.dtype, stream=0)
@@ -63,12 +64,13 @@ def _update(
     theory: Phi4, key, state: HMCState, pi, eps: float, steps: int, integrator: str, batch_last
 ) -> tuple[HMCState, StepInfo]:
     """One HMC update from momenta ``pi``: the trajectory, ΔH = ½ Σ (π'² − π²) + S' − S
-    (site sums with batch-independent rounding, :func:`geometry.site_sum`) and the
+    (S from φ and ∂S/∂φ by :meth:`Phi4.action_from_grad`; site sums with batch-independent
+    rounding, :func:`geometry.site_sum`) and the
     accept/reject with stream 1 of ``key``. One chain, or with ``batch_last`` all chains
     at once (fields ``[*shape, chains]``, one key per chain)."""
     phi, s0, g0 = state
     phi1, pi1, g1 = hmc_trajectory(theory, phi, pi, g0, eps, steps, integrator, batch_last)
-    s1 = theory.action(phi1, batch_last)
+    s1 = theory.action_from_grad(phi1, g1, batch_last)  # eq. (4) of lattice.phi4
     nd = theory.ndim
     kin = 0.5 * (site_sum(pi1 * pi1, nd, batch_last) - site_sum(pi * pi, nd, batch_last))
     delta_h = kin + (s1 - s0)

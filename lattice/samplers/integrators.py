@@ -25,35 +25,46 @@ GradFn = Callable[[jax.Array], jax.Array]
 
 
 def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
-    """n leapfrog steps of size ε; returns (φ, π, ∂S/∂φ) at the end."""
+    """n leapfrog steps of size ε; returns (φ, π, ∂S/∂φ) at the end.
+
+    The half kicks of consecutive steps are merged: π ← π − ε/2 ∂S, then n times
+    (φ ← φ + ε π; π ← π − ε ∂S), then π ← π + ε/2 ∂S (the same map; rounding differs in the
+    last bits). The loop then reads φ and π only, 1.2× faster chain-last (docs/PERFORMANCE.md).
+
+    The first step runs before the loop: it writes new arrays, so XLA need not copy the
+    starting φ and ∂S/∂φ (which HMC keeps for a rejection) into the loop's buffers (two
+    full copies per trajectory; 7% of an HMC trajectory at 64² × 64). ``n_steps`` ≥ 1.
+    """
 
     def body(_, carry):
-        phi, pi, grad = carry
-        pi = pi - 0.5 * eps * grad
+        phi, pi, _ = carry
         phi = phi + eps * pi
         grad = grad_fn(phi)
-        pi = pi - 0.5 * eps * grad
-        return phi, pi, grad
+        return phi, pi - eps * grad, grad
 
-    return lax.fori_loop(0, n_steps, body, (phi, pi, grad))
+    start = body(0, (phi, pi - 0.5 * eps * grad, grad))
+    phi, pi, grad = lax.fori_loop(1, n_steps, body, start)
+    return phi, pi + 0.5 * eps * grad, grad
 
 
 def omelyan(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
-    """n Omelyan 2MN steps of size ε; returns (φ, π, ∂S/∂φ) at the end."""
+    """n Omelyan 2MN steps of size ε; returns (φ, π, ∂S/∂φ) at the end (the outer kicks of
+    consecutive steps merged into one of 2λε, and the first step before the loop, as in
+    :func:`leapfrog`)."""
     lam = OMELYAN_LAMBDA
 
     def body(_, carry):
-        phi, pi, grad = carry
-        pi = pi - lam * eps * grad
+        phi, pi, _ = carry
         phi = phi + 0.5 * eps * pi
         grad = grad_fn(phi)
         pi = pi - (1.0 - 2.0 * lam) * eps * grad
         phi = phi + 0.5 * eps * pi
         grad = grad_fn(phi)
-        pi = pi - lam * eps * grad
-        return phi, pi, grad
+        return phi, pi - 2.0 * lam * eps * grad, grad
 
-    return lax.fori_loop(0, n_steps, body, (phi, pi, grad))
+    start = body(0, (phi, pi - lam * eps * grad, grad))
+    phi, pi, grad = lax.fori_loop(1, n_steps, body, start)
+    return phi, pi + lam * eps * grad, grad
 
 
 INTEGRATORS = {"leapfrog": (leapfrog, 1), "omelyan": (omelyan, 2)}  # name -> (fn, grads/step)
