@@ -178,16 +178,17 @@ def pair_words(keys, shape, stream: int = 0, salt=None) -> tuple[jax.Array, jax.
     chains]``.
 
     With :func:`normal_from_words` these are, per chain, exactly the normals of
-    :func:`normal` — the same stream in the chain-last layout. ``salt`` (one integer per
-    chain, or None) is XOR-ed into the first key word; a sampler passes zeros that XLA
-    cannot prove zero, to keep a loop-carried value alive (see the Langevin step).
+    :func:`normal` — the same stream in the chain-last layout. ``salt`` (None, or integers
+    broadcastable to the words' shape) is XOR-ed into the block counters; a sampler passes
+    zeros that XLA cannot prove zero, to keep a loop-carried value alive
+    (:func:`keep_alive`).
     """
     k0, k1 = _key_words(keys)
-    if salt is not None:
-        k0 = k0 ^ salt.astype(jnp.uint32)
     j = pair_counters(shape)
     lanes = (1,) * (j.ndim - 1) + (-1,)
     j = jnp.broadcast_to(j, (*j.shape[:-1], k0.shape[0]))
+    if salt is not None:
+        j = j ^ salt.astype(jnp.uint32)
     return threefry2x32(k0.reshape(lanes), k1.reshape(lanes), jnp.full_like(j, stream), j)
 
 
@@ -208,22 +209,20 @@ def unpack_words(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def keep_alive(t, carried) -> jax.Array:
-    """Per-chain uint32 zeros that XLA cannot prove zero, for the ``salt`` of
-    :func:`pair_words`: one element per chain of the ``carried`` array (chain axis last)
-    under the condition t < 0, never true for a global step t.
+    """uint32 zeros that XLA cannot prove zero, one per element of the ``carried`` array,
+    for the ``salt`` of :func:`pair_words`: ``carried != 0`` under the condition t < 0,
+    never true for a global step t.
 
     A value a sampler carries in its loop only so that XLA writes it to memory once (the
     packed words) is otherwise dropped from the loop as unused, and XLA goes back to
     recomputing it in every consumer (docs/PERFORMANCE.md).
 
-    The element is read by a reduction (over the first two rows, per chain), which XLA
-    keeps as its own small kernel that runs before the hash: the carried buffer is then dead
-    when the new words are written, and they go to it in place. Read inside the hash's
-    fusion, the old words were still live there and XLA copied the whole new array into the
-    loop carry every step (Langevin float32 1.1e9 → 1.2e9 site-updates/s at 64² × 64)."""
-    rows = carried.reshape(-1, carried.shape[-1])[:2]
-    first = jnp.sum((rows != 0).astype(jnp.uint32), axis=0, dtype=jnp.uint32)
-    return jnp.where(t < 0, first, jnp.uint32(0))
+    Each block reads the carried word at its own position, so the hash overwrites the
+    carried buffer in place and, under domain decomposition, reads only its own device's
+    part. (Reading one element per chain made XLA copy the new words into the loop carry
+    every step — 1.1e9 site-updates/s for Langevin float32 at 64² × 64, now 1.2e9 — and
+    cost a collective per step when the lattice is split over devices.)"""
+    return jnp.where(t < 0, (carried != 0).astype(jnp.uint32), jnp.uint32(0))
 
 
 def carried_normals(keys, shape, dtype, t, words=None):

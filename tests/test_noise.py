@@ -152,3 +152,12 @@ def test_chain_last_words_are_the_same_stream(shape):
     z = jax.jit(lambda k: noise.normal_from_words(noise.pair_words(k, shape), shape))(keys)
     zr = jax.jit(jax.vmap(lambda k: noise.normal(k, shape, jnp.float32)))(keys)
     np.testing.assert_allclose(np.moveaxis(np.asarray(z), -1, 0), np.asarray(zr), rtol=3e-7)
+    # carried through a loop (keep_alive's salt is zero for every step t >= 0, never else)
+    prev = noise.pack_words(noise.pair_words(chain_keys(6, 19), shape))
+    for t, same in ((0, True), (7, True), (-1, False)):
+        zc, wc = jax.jit(noise.carried_normals, static_argnums=(1, 2))(
+            keys, shape, jnp.float32, t, prev
+        )
+        assert (np.asarray(wc) == np.asarray(noise.pack_words(words))).all() == same
+        if same:
+            np.testing.assert_array_equal(np.asarray(zc), np.asarray(z))
