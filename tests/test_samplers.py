@@ -160,6 +160,37 @@ def test_hmc_is_reversible_to_roundoff(integrator):
     assert float(jnp.max(jnp.abs(q2 + pi))) < 1e-12
 
 
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_merged_kicks_are_the_textbook_integrator(integrator, n):
+    """The integrators merge the kicks of consecutive steps; the map is the textbook one
+    (written out step by step here) to round-off, for 1, 2 and 7 steps."""
+    from lattice.samplers.integrators import OMELYAN_LAMBDA as lam
+
+    th = INTERACTING
+    phi = jax.random.normal(jax.random.key(3), th.shape)
+    pi = jax.random.normal(jax.random.key(4), th.shape)
+    eps = 0.07
+    p, q = phi, pi
+    for _ in range(n):
+        if integrator == "leapfrog":
+            q = q - 0.5 * eps * th.grad(p)
+            p = p + eps * q
+            q = q - 0.5 * eps * th.grad(p)
+        else:
+            q = q - lam * eps * th.grad(p)
+            p = p + 0.5 * eps * q
+            q = q - (1 - 2 * lam) * eps * th.grad(p)
+            p = p + 0.5 * eps * q
+            q = q - lam * eps * th.grad(p)
+    p1, q1, g1 = hmc_trajectory(th, phi, pi, th.grad(phi), eps, n, integrator)
+    np.testing.assert_allclose(np.asarray(p1), np.asarray(p), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(q1), np.asarray(q), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(th.grad(p)), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="n_steps >= 1"):
+        hmc_trajectory(th, phi, pi, th.grad(phi), eps, 0, integrator)
+
+
 @pytest.mark.parametrize("integrator,order", [("leapfrog", 2), ("omelyan", 2)])
 def test_hmc_energy_violation_scales_as_eps_squared(integrator, order):
     """RMS ΔH over fixed configurations and momenta at fixed trajectory length: halving ε

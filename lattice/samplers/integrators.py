@@ -24,6 +24,11 @@ OMELYAN_LAMBDA = 0.1931833275037836
 GradFn = Callable[[jax.Array], jax.Array]
 
 
+def _check_steps(n_steps: int) -> None:
+    if int(n_steps) < 1:
+        raise ValueError(f"an integrator needs n_steps >= 1 (got {n_steps})")
+
+
 def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
     """n leapfrog steps of size ε; returns (φ, π, ∂S/∂φ) at the end.
 
@@ -42,6 +47,7 @@ def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
         grad = grad_fn(phi)
         return phi, pi - eps * grad, grad
 
+    _check_steps(n_steps)
     start = body(0, (phi, pi - 0.5 * eps * grad, grad))
     phi, pi, grad = lax.fori_loop(1, n_steps, body, start)
     return phi, pi + 0.5 * eps * grad, grad
@@ -62,6 +68,7 @@ def omelyan(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
         grad = grad_fn(phi)
         return phi, pi - 2.0 * lam * eps * grad, grad
 
+    _check_steps(n_steps)
     start = body(0, (phi, pi - lam * eps * grad, grad))
     phi, pi, grad = lax.fori_loop(1, n_steps, body, start)
     return phi, pi + lam * eps * grad, grad
