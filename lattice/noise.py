@@ -209,20 +209,28 @@ def unpack_words(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def keep_alive(t, carried) -> jax.Array:
-    """uint32 zeros that XLA cannot prove zero, one per element of the ``carried`` array,
-    for the ``salt`` of :func:`pair_words`: ``carried != 0`` under the condition t < 0,
-    never true for a global step t.
+    """uint32 zeros that XLA cannot prove zero, for the ``salt`` of :func:`pair_words`: per
+    row of the ``carried`` array (its first axis) and chain, the count of nonzero words among
+    the row's first two, under the condition t < 0, never true for a global step t.
 
     A value a sampler carries in its loop only so that XLA writes it to memory once (the
     packed words) is otherwise dropped from the loop as unused, and XLA goes back to
     recomputing it in every consumer (docs/PERFORMANCE.md).
 
-    Each block reads the carried word at its own position, so the hash overwrites the
-    carried buffer in place and, under domain decomposition, reads only its own device's
-    part. (Reading one element per chain made XLA copy the new words into the loop carry
-    every step — 1.1e9 site-updates/s for Langevin float32 at 64² × 64, now 1.2e9 — and
-    cost a collective per step when the lattice is split over devices.)"""
-    return jnp.where(t < 0, (carried != 0).astype(jnp.uint32), jnp.uint32(0))
+    How it reads the carried words matters. Read inside the hash's kernel at another
+    position (one word per chain, as first written), the old words were still live while
+    the new ones were written, and XLA copied the whole new array into the loop carry every
+    step (Langevin float32 at 64² × 64: 1.1e9 site-updates/s; now 1.2e9). The reduction over
+    each row's first two words is its own small kernel that runs before the hash, so the new
+    words overwrite the carried buffer in place; being per row of the first lattice axis,
+    it stays on each device when that axis is split (no collective; a per-chain reduction
+    over the first rows cost one per step), and it reads 2 words per row, not all of them.
+    """
+    m, c = carried.shape[0], carried.shape[-1]
+    rows = carried.reshape(m, -1, c)[:, :2] != 0
+    first = jnp.sum(rows.astype(jnp.uint32), axis=1, dtype=jnp.uint32)
+    first = first.reshape((m,) + (1,) * (carried.ndim - 2) + (c,))
+    return jnp.where(t < 0, first, jnp.uint32(0))
 
 
 def carried_normals(keys, shape, dtype, t, words=None):
