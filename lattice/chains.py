@@ -63,12 +63,17 @@ def init_states(sampler: Sampler, phi: jax.Array):
     return jax.vmap(sampler.init)(phi)
 
 
+def _step_keys(keys, t):
+    """The keys k(seed, c, t) of global step ``t`` from the chain keys k(seed, c)."""
+    return jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+
+
 def _step_all(sampler: Sampler, keys, states, t):
     """Global step ``t`` of every chain: the sampler step with keys k(seed, c, t), then, if
     the sampler carries a cluster update and (t + 1) % cluster_every == 0, that update
     (``lax.cond`` on the unbatched step, so skipped steps cost nothing). Returns
     ``(states, info, cluster)`` with ``cluster`` = (iterations, mean size, ran) or None."""
-    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+    step_keys = _step_keys(keys, t)
     states, info = jax.vmap(sampler.step)(step_keys, states)
     if sampler.cluster is None:
         return states, info, None
@@ -110,15 +115,11 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
         it, size, count = cl
         diag["cluster_iterations"] = it / count  # 0/0 = NaN: no update in the interval
         diag["cluster_size"] = size / count
-    return states, _state_diagnostics(sampler, states, diag)
-
-
-def _state_diagnostics(sampler: Sampler, states, diag):
     for name in sampler.diagnostics:  # the state's value at the measurement
         diag[name] = getattr(states, name).astype(states.phi.dtype)
     if sampler.weighted:
         diag["log_w"] = states.log_w.astype(states.phi.dtype)
-    return diag
+    return states, diag
 
 
 def _batched(sampler: Sampler, keys, states):
@@ -142,7 +143,7 @@ def _advance_batched(b, keys, carry, step0, n_steps: int):
     def body(i, c):
         carry, acc, edh = c
         t = step0 + i
-        carry, info = b.step(t, jax.vmap(jax.random.fold_in, (0, None))(keys, t), carry)
+        carry, info = b.step(t, _step_keys(keys, t), carry)
         return carry, acc + info.acceptance, edh + jnp.exp(-info.delta_h)
 
     zero = jnp.zeros(keys.shape[0], carry.phi.dtype)

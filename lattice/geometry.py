@@ -2,8 +2,8 @@
 
 Conventions (DESIGN.md §1): a lattice of shape ``(L0, ..., L_{d-1})`` is periodic; a field
 array has the lattice axes *last*, so ``phi.shape == batch + shape`` (the functions taking
-``batch_last`` also work on the chain-last layout ``shape + batch`` of the batched Langevin
-step, with the same arithmetic). Lattice momenta are
+``batch_last`` also work on the chain-last layout ``shape + batch`` of the samplers' batched
+steps, with the same arithmetic). Lattice momenta are
 ``p_mu = 2 pi n_mu / L_mu`` and the lattice momentum squared is
 
     p̂² = Σ_μ 4 sin²(p_μ / 2),
@@ -34,7 +34,8 @@ __all__ = [
 
 def lattice_axes(ndim: int, batch_last: bool = False) -> tuple[int, ...]:
     """The last ``ndim`` axes of an array, as negative indices (the first ``ndim`` with
-    ``batch_last``: the chain-last layout of :mod:`lattice.samplers.langevin`)."""
+    ``batch_last``: the chain-last layout of a
+    :class:`~lattice.samplers.base.BatchedStep`)."""
     return tuple(range(ndim)) if batch_last else tuple(range(-ndim, 0))
 
 

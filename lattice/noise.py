@@ -217,14 +217,10 @@ def keep_alive(t, carried) -> jax.Array:
     packed words) is otherwise dropped from the loop as unused, and XLA goes back to
     recomputing it in every consumer (docs/PERFORMANCE.md).
 
-    How it reads the carried words matters. Read inside the hash's kernel at another
-    position (one word per chain, as first written), the old words were still live while
-    the new ones were written, and XLA copied the whole new array into the loop carry every
-    step (Langevin float32 at 64² × 64: 1.1e9 site-updates/s; now 1.2e9). The reduction over
-    each row's first two words is its own small kernel that runs before the hash, so the new
-    words overwrite the carried buffer in place; being per row of the first lattice axis,
-    it stays on each device when that axis is split (no collective; a per-chain reduction
-    over the first rows cost one per step), and it reads 2 words per row, not all of them.
+    The reduction is its own small kernel that runs before the hash, so the new words
+    overwrite the carried buffer in place (read inside the hash's kernel, XLA copied them
+    into the loop carry every step); being per row of the first lattice axis, it stays on
+    each device when that axis is split, and it reads 2 words per row (docs/PERFORMANCE.md).
     """
     m, c = carried.shape[0], carried.shape[-1]
     rows = carried.reshape(m, -1, c)[:, :2] != 0

@@ -49,7 +49,7 @@ def measure(
     theory: Phi4, phi: jax.Array, grad: jax.Array | None = None, batch_last: bool = False
 ) -> dict[str, jax.Array]:
     """All observables of one configuration or a batch (lattice axes last; first with
-    ``batch_last``, the chain-last layout of :mod:`lattice.samplers.langevin`). Each
+    ``batch_last``, the chain-last layout of a :class:`~lattice.samplers.base.BatchedStep`). Each
     observable comes out with the batch axes first either way.
 
     ``grad`` (∂S/∂φ at ``phi``) is reused when a sampler carries it.
