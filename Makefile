@@ -16,8 +16,12 @@ demo: $(STAMP)
 	$(BIN)/lattice run runs/quickstart.toml --force
 	$(BIN)/lattice measure runs/quickstart
 
+# Test processes in parallel (pytest-xdist): one per core, at most 4. `make test WORKERS=0` runs
+# the suite in one process.
+WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lattice tests benchmarks

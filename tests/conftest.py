@@ -1,5 +1,29 @@
+import atexit
+import os
+import shutil
+import tempfile
+import zlib
+
 import jax
 import pytest
+
+# One XLA compilation cache per test session, shared by the pytest-xdist workers and by the CLI
+# subprocesses the tests start, so that a program compiles once per session. A cached executable
+# is the one a fresh compile would give (the key hashes the program, the compile options and the
+# backend), so no result changes. The directory is removed at exit: no session reuses another's.
+_CACHE = os.environ.get("LATTICE_TESTS_XLA_CACHE")
+if _CACHE is None:  # the controlling process; workers and subprocesses inherit the variable
+    _CACHE = tempfile.mkdtemp(prefix="lattice-tests-xla-")
+    os.environ["LATTICE_TESTS_XLA_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=_CACHE,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -8,6 +32,4 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture
 def seed(request) -> int:
     """A fixed seed derived from the test's node id (stable across runs and machines)."""
-    import zlib
-
     return zlib.crc32(request.node.nodeid.encode()) % (2**31)
