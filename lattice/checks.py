@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -298,10 +299,35 @@ def _extrapolation(cfg: RunConfig, data, samples, reporter: Reporter, report: Ch
     return out
 
 
+def agreement_time(a: np.ndarray, b: np.ndarray, block: int, alpha: float = 1e-3):
+    """Where two sets of histories ``a``, ``b`` (chains × measurements) agree for good.
+
+    Both are cut into ``nb`` blocks of ``block`` measurements; block k's chain-averaged means
+    differ by d_k with error σ_k = (v_a/C_a + v_b/C_b)^{1/2}, where v is the variance of block
+    means over chains, pooled over the second half of the blocks (where both are thermalized if
+    they ever are; a block-by-block variance from a few chains would make d_k/σ_k
+    Student-t-distributed with heavy tails). Block k disagrees if |d_k|/σ_k ≥ z*, the Bonferroni
+    threshold for a family-wise false-alarm rate ``alpha`` over the nb blocks (at least
+    ``Z_TOL``). Returns (agreement block = one past the last disagreeing block, nb, z*)."""
+    nb = a.shape[1] // block
+    if nb == 0:
+        return 0, 0, Z_TOL
+    am = a[:, : nb * block].reshape(a.shape[0], nb, block).mean(2)
+    bm = b[:, : nb * block].reshape(b.shape[0], nb, block).mean(2)
+    late = slice(nb // 2, None)
+    err = math.sqrt(
+        am[:, late].var(0, ddof=1).mean() / a.shape[0]
+        + bm[:, late].var(0, ddof=1).mean() / b.shape[0]
+    )
+    z_crit = max(Z_TOL, NormalDist().inv_cdf(1.0 - alpha / (2 * max(nb, 1))))
+    bad = np.nonzero(np.abs(am.mean(0) - bm.mean(0)) >= z_crit * (err + 1e-300))[0]
+    return (0 if len(bad) == 0 else int(bad[-1]) + 1), nb, z_crit
+
+
 def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: CheckReport):
     """Hot and ordered starts with no thermalization; the thermalization time is where their
-    chain-averaged action agrees for good (block averages within 4σ), compared with the
-    run's thermalization and with 5 τ_int of the slowest stored observable."""
+    chain-averaged action agrees for good (:func:`agreement_time`), compared with the run's
+    thermalization and with 5 τ_int of the slowest stored observable."""
     r = cfg.run
     n = samples or r.samples
     reporter.log("check: hot and ordered starts")
@@ -312,13 +338,7 @@ def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: C
     a, b = hist["hot"]["action"], hist["ordered"]["action"]
     tau = max(_est(data[name])[2] for name in ("action", "abs_m"))
     block = max(1, math.ceil(2 * tau))
-    nb = a.shape[1] // block
-    am = a[:, : nb * block].reshape(a.shape[0], nb, block).mean(2)
-    bm = b[:, : nb * block].reshape(b.shape[0], nb, block).mean(2)
-    diff = am.mean(0) - bm.mean(0)
-    err = np.sqrt(am.var(0, ddof=1) / a.shape[0] + bm.var(0, ddof=1) / b.shape[0]) + 1e-300
-    bad = np.nonzero(np.abs(diff) >= Z_TOL * err)[0]
-    agree_block = 0 if len(bad) == 0 else int(bad[-1]) + 1
+    agree_block, nb, z_crit = agreement_time(a, b, block)
     measured = agree_block * block * r.measure_every
     needed = max(measured, math.ceil(5 * tau * r.measure_every))
     ok = agree_block < nb and r.thermalization >= needed
@@ -329,8 +349,10 @@ def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: C
         "thermalization": r.thermalization,
         "needed": needed,
     }
+    agree = f"after {measured} steps" if agree_block else "from the first block on"
     detail = (
-        f"hot and ordered starts agree after {measured} steps; 5 τ_int = "
+        f"hot and ordered starts agree {agree} (blocks of {block * r.measure_every} steps "
+        f"within {z_crit:.2f}σ, family-wise α = 1e-3); 5 τ_int = "
         f"{5 * tau * r.measure_every:.0f} steps; the run thermalizes {r.thermalization}"
     )
     if agree_block >= nb:
