@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ __all__ = [
     "GammaResult",
     "ar1",
     "ar1_tau_int",
+    "family_z",
     "gamma_method",
     "gamma_method_derived",
     "jackknife",
@@ -354,6 +356,18 @@ def jackknife(
         theta = np.array([float(f(*loo[:, k])) for k in range(loo.shape[1])])
     K = theta.size
     return value, math.sqrt((K - 1) / K * float(np.sum((theta - theta.mean()) ** 2)))
+
+
+def family_z(n_tests: int, alpha: float = 1e-3, floor: float = 4.0) -> float:
+    """The |z| threshold for ``n_tests`` simultaneous two-sided normal tests at a family-wise
+    false-alarm rate ``alpha`` (Bonferroni), never below ``floor``, the single-test 4σ:
+
+        z* = max(floor, Φ⁻¹(1 − α / (2 n_tests))).
+
+    >>> [round(family_z(n), 2) for n in (1, 16, 64, 100, 1000)]
+    [4.0, 4.0, 4.32, 4.42, 4.89]
+    """
+    return max(floor, NormalDist().inv_cdf(1.0 - alpha / (2 * max(int(n_tests), 1))))
 
 
 def ar1_tau_int(phi: float) -> float:

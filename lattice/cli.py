@@ -433,7 +433,8 @@ def compare(
     s_tau: Annotated[float, typer.Option("--S", help="Wolff's S_tau for the window.")] = 1.5,
 ) -> None:
     """Runs of one theory by different samplers: observables, τ_int, acceptance, cost per
-    measurement and per independent sample, and z-scores between every pair (|z| > 4 flagged)."""
+    measurement and per independent sample, and z-scores between every pair (flagged above 4,
+    or above the family-wise threshold when many runs are compared)."""
     import tempfile
 
     from .compare import CompareError, compare_runs, cost_per_independent_sample, public
@@ -498,7 +499,7 @@ def compare(
         extra = f"; model training {tr:.0f} s (not included above)" if tr is not None else ""
         out.print(f"{i}: {r['path']} ({r['exactness']}){extra}")
     zs = ", ".join(f"{n} {z:.2f}" for n, z in res["consistency"].items())
-    out.print(f"max |z| between runs: {zs}")
+    out.print(f"max |z| between runs: {zs} (flagged above {res['z_flag']:.3g})")
     for f in res["flagged"]:
         out.print(
             f"[bold red]FLAGGED[/] {f['observable']}: {f['a']} vs {f['b']}: z = {f['z']:+.2f}"

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .analysis import family_z
 from .ensemble import Ensemble, open_ensemble
 from .measure import measure_ensemble
 
@@ -170,6 +171,9 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
         runs.append(entry)
         results.append(res)
     names = [n for n in runs[0]["observables"] if n != "G"]
+    # Bonferroni over observables × pairs at a family-wise 1e-3, at least Z_FLAG: 4 for 2 runs
+    # (10 observables), 4.42 for 5 runs
+    z_flag = family_z(len(names) * len(runs) * (len(runs) - 1) // 2, 1e-3, Z_FLAG)
     pairs, consistency, flagged = [], {n: 0.0 for n in names}, []
     for a, b in combinations(runs, 2):
         zs = {}
@@ -180,7 +184,7 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
             zs[n] = z
             if math.isfinite(z):
                 consistency[n] = max(consistency[n], abs(z))
-                if abs(z) > Z_FLAG:
+                if abs(z) > z_flag:
                     flagged.append({"observable": n, "a": a["path"], "b": b["path"], "z": z})
         pairs.append({"a": a["path"], "b": b["path"], "z": zs})
     return {
@@ -189,6 +193,7 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
         "consistency": consistency,
         "pairs": pairs,
         "flagged": flagged,
+        "z_flag": z_flag,
         "_results": results,
         "_ensembles": ens,
     }
@@ -200,7 +205,7 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
     for r in result["runs"]:
         r = {k: v for k, v in r.items() if k != "provenance"}
         runs.append(r)
-    return {"runs": runs, "consistency": result["consistency"]}
+    return {"runs": runs, "consistency": result["consistency"], "z_flag": result["z_flag"]}
 
 
 def cost_per_independent_sample(run: dict[str, Any], name: str = "abs_m") -> tuple[float, float]:
@@ -259,10 +264,11 @@ def report_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
             f"({c['evals_unit']}) | {tr} | {s:.3g} | {e:.3g} | "
             f"{'—' if ess is None else f'{ess:.3g}'} |"
         )
-    lines += ["", f"## Consistency (max |z| over pairs; flagged above {Z_FLAG:g})", ""]
+    z_flag = result["z_flag"]
+    lines += ["", f"## Consistency (max |z| over pairs; flagged above {z_flag:.3g})", ""]
     lines += ["| observable | max \\|z\\| |", "|---|---|"]
     for n, z in result["consistency"].items():
-        flag = " **FLAGGED**" if z > Z_FLAG else ""
+        flag = " **FLAGGED**" if z > z_flag else ""
         lines.append(f"| {n} | {z:.2f}{flag} |")
     if result["flagged"]:
         lines += ["", "Flagged pairs:", ""]

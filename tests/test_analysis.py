@@ -18,6 +18,7 @@ from lattice.analysis import (
     GammaResult,
     ar1,
     ar1_tau_int,
+    family_z,
     gamma_method,
     gamma_method_derived,
     jackknife,
@@ -237,3 +238,18 @@ def test_jackknife_block_size_one_is_the_standard_error(seed):
     assert error == pytest.approx(x.std(ddof=1) / math.sqrt(x.size), rel=1e-10)
     with pytest.raises(ValueError):
         jackknife(lambda a: a, [x], block_size=10, n_blocks=10)
+
+
+@pytest.mark.parametrize("n_tests", [1, 10, 100])
+def test_family_z_holds_the_family_wise_false_alarm_rate(n_tests, seed):
+    """n independent N(0, 1) z's exceed z* = family_z(n, α, floor=0) somewhere with probability
+    exactly 1 − (1 − 2Q(z*))^n ≤ α (Bonferroni), and ≈ α for independent tests. α = 0.02 so
+    20000 families resolve it: the binomial σ is 1e-3."""
+    alpha, fams = 0.02, 20000
+    z_star = family_z(n_tests, alpha, floor=0.0)
+    z = np.random.default_rng(seed).normal(size=(fams, n_tests))
+    rate = np.mean(np.abs(z).max(1) >= z_star)
+    exact = 1.0 - (1.0 - math.erfc(z_star / math.sqrt(2))) ** n_tests
+    assert 0.99 * alpha < exact <= alpha * (1 + 1e-12)
+    assert abs(rate - exact) / math.sqrt(exact * (1 - exact) / fams) < Z
+    assert family_z(n_tests) >= 4.0 and family_z(10**6) > family_z(10**3) > 4.0

@@ -148,20 +148,23 @@ def test_check_on_a_run_directory_and_bad_targets(tmp_path):
 
 def test_agreement_time_has_no_false_alarms_on_equilibrium_histories(seed):
     """Two sets of 8 equilibrium histories of 2000 measurements (1000 blocks): the agreement
-    time must be 0 in all 30 replicas (family-wise false-alarm rate 1e-3 each). A block-by-block
+    time must be 0 in all but at most one of 30 replicas (the family-wise false-alarm rate is
+    ≤ 1e-3 each, ~7e-4 simulated, so two alarms happen with probability ~2e-4). A block-by-block
     4σ test with the variance of 8 chains per block (Student-t tails) flagged a late block in
     most such replicas: `lattice check` then demanded thousands of extra HMC trajectories."""
     from lattice.checks import agreement_time
 
     rng = np.random.default_rng(seed)
-    naive = 0
+    naive = alarms = 0
     for _ in range(30):
         a, b = rng.normal(size=(2, 8, 2000))
         agree, nb, z_crit = agreement_time(a, b, block=2)
-        assert (agree, nb) == (0, 1000) and 4.0 < z_crit < 6.0
+        assert nb == 1000 and 4.0 < z_crit < 6.0
+        alarms += agree > 0
         am, bm = a.reshape(8, nb, 2).mean(2), b.reshape(8, nb, 2).mean(2)
         z = (am.mean(0) - bm.mean(0)) / np.sqrt((am.var(0, ddof=1) + bm.var(0, ddof=1)) / 8)
         naive += bool(np.any(np.abs(z) >= 4.0))
+    assert alarms <= 1
     assert naive >= 10  # what the per-block test would have said
 
 

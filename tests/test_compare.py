@@ -8,6 +8,8 @@ import json
 import pytest
 from test_jobs import cli
 
+from lattice.analysis import family_z
+
 RUN = """
 name = "{name}"
 [lattice]
@@ -52,6 +54,7 @@ def test_two_exact_samplers_of_one_theory_agree(runs):
     print({k: round(v, 2) for k, v in res["consistency"].items()})
     assert set(res["consistency"]) >= {"abs_m", "phi2", "chi", "action", "binder"}
     assert all(z < 4 for z in res["consistency"].values())
+    assert res["z_flag"] == family_z(len(res["consistency"])) == 4.0  # 2 runs: 4σ
     for r in res["runs"]:
         assert 0 < r["acceptance"] <= 1
         assert r["cost"]["seconds_per_measurement"] > 0

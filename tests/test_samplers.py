@@ -80,7 +80,11 @@ def test_fourier_acceleration_free_field_values(scheme, seed):
 
 
 def _mode_lag1(sampler, theory, seed, n_steps=400, chains=32):
-    """Lag-1 autocorrelation of Re φ̃(p) for p = 0 and p = p_max, one estimate per chain."""
+    """Lag-1 autocorrelation of Re φ̃(p) for p = 0 and p = p_max, and its jackknife error over
+    chains. ρ̂ = Σ x_t x_{t−1} / Σ ½(x_t² + x_{t−1}²) over all chains, uncentred (⟨φ̃(p)⟩ = 0
+    exactly): on exact AR(1) (4000 replicas of 32 × 400, ρ = 0.96 and 0.64) z has mean −0.02
+    and 0.01, sd 1.03–1.05, P(|z| > 4) = 2.5e-4. (Per-chain estimates centred on each chain's
+    mean are biased by −(1 + 3ρ)/n: −3.5σ at ρ = 0.96.)"""
     keys = chain_keys(seed, chains)
     st = init_states(sampler, initial_field(keys, theory, "hot"))
     st, _ = evolve(sampler, keys, st, 0, 200)
@@ -91,9 +95,12 @@ def _mode_lag1(sampler, theory, seed, n_steps=400, chains=32):
         return st, jnp.stack([ft[:, 0, 0], ft[:, 4, 4]], -1)
 
     _, modes = jax.lax.scan(body, st, jnp.arange(1000, 1000 + n_steps))
-    x = np.asarray(modes) - np.asarray(modes).mean(0)
-    rho1 = (x[1:] * x[:-1]).mean(0) / (x * x).mean(0)  # [chains, 2]
-    return rho1.mean(0), rho1.std(0, ddof=1) / np.sqrt(chains)
+    x = np.asarray(modes)
+    num = (x[1:] * x[:-1]).sum(0)  # [chains, 2]
+    den = 0.5 * (x[1:] ** 2 + x[:-1] ** 2).sum(0)
+    jack = (num.sum(0) - num) / (den.sum(0) - den)  # leave one chain out
+    err = np.sqrt((chains - 1) / chains * ((jack - jack.mean(0)) ** 2).sum(0))
+    return num.sum(0) / den.sum(0), err
 
 
 def test_fourier_acceleration_decorrelates_every_mode_equally(seed):
