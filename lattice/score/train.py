@@ -544,13 +544,14 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> dict[str, Any]:
-    """Validation loss on a σ grid (with the exact ℓ* for a free field), the cosine
+    """Validation loss on a σ grid (Γ-method error; with the exact ℓ* for a free field), the cosine
     similarity between ŝ(y, σ_min) and −∂S/∂φ(y) on held-out y = φ + σ_min z, and the score
     norms u(σ) = σ² E‖ŝ‖²/V on the same grid (``path.py`` eq. (3))."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
+    from ..analysis import gamma_method
     from .gaussian import exact_dsm_loss
     from .path import norm_table
 
@@ -562,7 +563,9 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: _Trainer) -> di
     for tv in ts:
         per = tr.losses(params, phi, jnp.full((m,), tv, jnp.float32), z)
         sig = float(sde.sigma(tv))
-        row = {"sigma": sig, "loss": float(per.mean()), "error": float(per.std() / math.sqrt(m))}
+        # the held-out configurations are the ends of Markov chains, in order: Γ-method error
+        g = gamma_method(np.asarray(per, np.float64))
+        row = {"sigma": sig, "loss": float(g.value), "error": float(g.error)}
         if data.theory.lam == 0:
             row["exact"] = float(exact_dsm_loss(data.theory, sig))
         grid.append(row)
