@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.sparse.linalg
+import scipy.stats
 
 from lattice import fokker_planck as fp
 
@@ -123,9 +124,10 @@ def test_walkers_deterministic_and_start():
 def test_walkers_follow_fokker_planck(result):
     r = result
     assert r["ks_critical"] == pytest.approx(1.95 / math.sqrt(N_WALKERS), rel=0.01)
-    # each time separately: KS at significance 1e-3 (times are correlated, the family-wise
-    # rate is at most 26e-3 and with this seed nothing is close)
-    assert np.all(r["ks"] < r["ks_critical"]), r["ks"]
+    # every time at once: KS below the Bonferroni critical value for the family-wise rate
+    # 1e-3 over the times, as `lattice check` does (ks_critical is one time's 1e-3 value)
+    crit = scipy.stats.kstwo.ppf(1.0 - 1e-3 / len(r["ks"]), N_WALKERS)
+    assert crit > r["ks_critical"] and np.all(r["ks"] < crit), (r["ks"], crit)
     # L1 of the histogram is at its multinomial floor: E|δ_b| summed, spread √Σ(1−2/π)p(1−p)/n
     assert np.all(np.abs(r["l1"] - r["l1_floor"]) < 5 * r["l1_floor_error"]), r["l1"]
     # the FP distance to equilibrium decays at the gap at late times
