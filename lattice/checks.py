@@ -305,9 +305,9 @@ def agreement_time(a: np.ndarray, b: np.ndarray, block: int, alpha: float = 1e-3
 
     Both are cut into ``nb`` blocks of ``block`` measurements; block k's chain-averaged means
     differ by d_k with error σ_k = (v_a/C_a + v_b/C_b)^{1/2}, where v is the variance of block
-    means over chains, pooled over the second half of the blocks (where both are thermalized if
-    they ever are; a block-by-block variance from a few chains would make d_k/σ_k
-    Student-t-distributed with heavy tails). Block k disagrees if |d_k|/σ_k ≥ z* =
+    means over chains (over time for a single chain), pooled over the second half of the blocks
+    (where both are thermalized if they ever are; a block-by-block variance from few chains would
+    make d_k/σ_k Student-t-distributed with heavy tails). Block k disagrees if |d_k|/σ_k ≥ z* =
     ``family_z(nb, alpha)``, the Bonferroni threshold for a family-wise false-alarm rate
     ``alpha`` over the nb blocks (at least ``Z_TOL``). Returns (agreement block = one past the
     last disagreeing block, nb, z*)."""
@@ -317,10 +317,11 @@ def agreement_time(a: np.ndarray, b: np.ndarray, block: int, alpha: float = 1e-3
     am = a[:, : nb * block].reshape(a.shape[0], nb, block).mean(2)
     bm = b[:, : nb * block].reshape(b.shape[0], nb, block).mean(2)
     late = slice(nb // 2, None)
-    err = math.sqrt(
-        am[:, late].var(0, ddof=1).mean() / a.shape[0]
-        + bm[:, late].var(0, ddof=1).mean() / b.shape[0]
-    )
+
+    def v(m):  # one chain: the variance of its late block means over time
+        return m[:, late].var(0, ddof=1).mean() if len(m) > 1 else m[0, late].var(ddof=1)
+
+    err = math.sqrt(v(am) / a.shape[0] + v(bm) / b.shape[0])
     z_crit = family_z(nb, alpha, Z_TOL)
     bad = np.nonzero(np.abs(am.mean(0) - bm.mean(0)) >= z_crit * (err + 1e-300))[0]
     return (0 if len(bad) == 0 else int(bad[-1]) + 1), nb, z_crit
