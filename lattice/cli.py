@@ -394,6 +394,12 @@ def measure(
             row += [f"{o['exact']:.6g}", f"{z:+.2f}"]
         t.add_row(*row)
     out.print(t)
+    failed = [n for n, r in res["results"].items() if r.windowing_failed]
+    if failed:
+        out.print(
+            f"[yellow]windowing failed[/] for {', '.join(failed)}: no window W ≤ N/2 met Wolff's "
+            "criterion, so their τ_int and errors are lower bounds; run longer"
+        )
     g = res["observables"]["G"]
     pairs = zip(g["value"], g["error"], strict=True)
     out.print("G(t): " + ", ".join(f"{v:.4g} ± {e:.2g}" for v, e in pairs))
@@ -437,7 +443,13 @@ def compare(
     or above the family-wise threshold when many runs are compared)."""
     import tempfile
 
-    from .compare import CompareError, compare_runs, cost_per_independent_sample, public
+    from .compare import (
+        CompareError,
+        compare_runs,
+        cost_per_independent_sample,
+        public,
+        unsure_note,
+    )
 
     if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
         _fail(f"--report: {report} must end in .md or .html")
@@ -503,6 +515,7 @@ def compare(
     for f in res["flagged"]:
         out.print(
             f"[bold red]FLAGGED[/] {f['observable']}: {f['a']} vs {f['b']}: z = {f['z']:+.2f}"
+            + unsure_note(f)
         )
 
 

@@ -175,7 +175,7 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
     # (10 observables), 4.42 for 5 runs
     z_flag = family_z(len(names) * len(runs) * (len(runs) - 1) // 2, 1e-3, Z_FLAG)
     pairs, consistency, flagged = [], {n: 0.0 for n in names}, []
-    for a, b in combinations(runs, 2):
+    for (a, ra), (b, rb) in combinations(zip(runs, results, strict=True), 2):
         zs = {}
         for n in names:
             oa, ob = a["observables"][n], b["observables"][n]
@@ -185,7 +185,13 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
             if math.isfinite(z):
                 consistency[n] = max(consistency[n], abs(z))
                 if abs(z) > z_flag:
-                    flagged.append({"observable": n, "a": a["path"], "b": b["path"], "z": z})
+                    # a failed window makes the error a lower bound: z may be too large
+                    unsure = [
+                        r["path"] for r, m in ((a, ra), (b, rb)) if m["results"][n].windowing_failed
+                    ]
+                    flagged.append(
+                        {"observable": n, "a": a["path"], "b": b["path"], "z": z, "unsure": unsure}
+                    )
         pairs.append({"a": a["path"], "b": b["path"], "z": zs})
     return {
         "theory": _theory(ens[0]),
@@ -206,6 +212,16 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
         r = {k: v for k, v in r.items() if k != "provenance"}
         runs.append(r)
     return {"runs": runs, "consistency": result["consistency"], "z_flag": result["z_flag"]}
+
+
+def unsure_note(flag: dict[str, Any]) -> str:
+    """The caveat of a flagged pair whose error is only a lower bound (failed Γ windowing)."""
+    if not flag["unsure"]:
+        return ""
+    return (
+        f" (Γ-method windowing failed in {', '.join(map(str, flag['unsure']))}: its error is a "
+        "lower bound; run longer before reading this z)"
+    )
 
 
 def cost_per_independent_sample(run: dict[str, Any], name: str = "abs_m") -> tuple[float, float]:
@@ -273,7 +289,9 @@ def report_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
     if result["flagged"]:
         lines += ["", "Flagged pairs:", ""]
         for f in result["flagged"]:
-            lines.append(f"- {f['observable']}: `{f['a']}` vs `{f['b']}`: z = {f['z']:+.2f}")
+            lines.append(
+                f"- {f['observable']}: `{f['a']}` vs `{f['b']}`: z = {f['z']:+.2f}{unsure_note(f)}"
+            )
     if images:
         lines += ["", "## Plots", ""]
         for title, ref in images.items():

@@ -82,6 +82,34 @@ def test_measure_table_discard_and_plots(hmc_run, tmp_path):
     assert all((tmp_path / "pl" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
     assert "chi_conn" in p.stdout and "tau_int" in p.stdout and "exact" in p.stdout
     assert "300 measurements" in p.stdout
+    assert "windowing failed" not in p.stdout  # every window was found
+
+
+def test_a_too_short_run_is_told_its_errors_are_lower_bounds(hmc_run, tmp_path):
+    """40 Langevin steps of ε = 0.001 from a hot start: τ_int ≫ N/2, so the Γ-method windowing
+    fails; `measure` says so, and `compare` says it of every flagged pair it concerns."""
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(
+        FREE.format(kind="langevin", every=1)
+        .replace('kind = "langevin"', 'kind = "langevin"\nstep_size = 0.001')
+        .replace("thermalization = 100", "thermalization = 0")
+        .replace("samples = 400", "samples = 40")
+    )
+    assert cli("run", cfg, "-q").returncode == 0
+    slow = open_ensemble(tmp_path / "slow" / "ensemble.h5")
+    from lattice.measure import measure_ensemble
+
+    failed = {n for n, r in measure_ensemble(slow)["results"].items() if r.windowing_failed}
+    assert failed
+    p = cli("measure", tmp_path / "slow")
+    assert p.returncode == 0 and "windowing failed" in p.stdout, p.stdout
+    assert all(n in p.stdout.split("windowing failed")[1] for n in failed)
+    from lattice.compare import compare_runs
+
+    res = compare_runs([hmc_run, tmp_path / "slow"])
+    assert res["flagged"]  # unthermalized and biased: something is flagged
+    for f in res["flagged"]:
+        assert f["unsure"] == ([str(tmp_path / "slow")] if f["observable"] in failed else [])
 
 
 def test_euler_langevin_is_compared_with_its_exact_finite_step_values(tmp_path):
