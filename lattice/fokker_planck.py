@@ -431,7 +431,7 @@ def compare(
     p0_width: float = 0.1,
     n_grid: int = 800,
     n_bins: int = 160,
-    n_jack: int = 50,
+    n_jack: int = 200,
     min_snr: float = 3.0,
     scheme: str = "sqra",
 ) -> dict[str, Any]:
