@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from lattice import exact
+from lattice.compare import compare_runs
 from lattice.config import parse_config
 from lattice.ensemble import open_ensemble
 from lattice.jobs import build_theory
-from lattice.measure import to_pyerrors
+from lattice.measure import measure_ensemble, to_pyerrors
 
 FREE = """
 name = "free"
@@ -97,15 +98,11 @@ def test_a_too_short_run_is_told_its_errors_are_lower_bounds(hmc_run, tmp_path):
     )
     assert cli("run", cfg, "-q").returncode == 0
     slow = open_ensemble(tmp_path / "slow" / "ensemble.h5")
-    from lattice.measure import measure_ensemble
-
     failed = {n for n, r in measure_ensemble(slow)["results"].items() if r.windowing_failed}
     assert failed
     p = cli("measure", tmp_path / "slow")
     assert p.returncode == 0 and "windowing failed" in p.stdout, p.stdout
     assert all(n in p.stdout.split("windowing failed")[1] for n in failed)
-    from lattice.compare import compare_runs
-
     res = compare_runs([hmc_run, tmp_path / "slow"])
     assert res["flagged"]  # unthermalized and biased: something is flagged
     for f in res["flagged"]:
