@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_of, machine  # noqa: E402
-from langevin import force_only_sampler  # noqa: E402
+from common import machine  # noqa: E402
+from langevin import force_only_sampler, lattice_rate  # noqa: E402
 
 from lattice import Phi4, exact, hmc, langevin, run_chains  # noqa: E402
 from lattice.analysis import gamma_method  # noqa: E402
@@ -47,19 +47,6 @@ def bandwidth_of(kind: str) -> float | None:
         if name in kind:
             return gbs
     return None
-
-
-def rate(L: int, chains: int, steps: int, make, dtype) -> float:
-    """Sampler steps × sites × chains per second of ``evolve`` (best of 3)."""
-    th = Phi4.kappa_form([L, L], 0.27, 0.022)
-    s = make(th)
-    keys = chain_keys(0, chains)
-    st = init_states(s, initial_field(keys, th, "hot", dtype))
-
-    def go():
-        evolve(s, keys, st, 0, steps)[0].phi.block_until_ready()
-
-    return L * L * chains * steps / best_of(go)
 
 
 def correctness() -> list[dict]:
@@ -101,13 +88,15 @@ def speed(cases, bandwidth_gbs: float | None) -> list[dict]:
         row = {
             "L": L,
             "chains": chains,
-            "langevin_float32": rate(L, chains, steps, lambda th: langevin(th, 0.01), jnp.float32),
-            "langevin_float64": rate(
-                L, chains, steps // 2, lambda th: langevin(th, 0.01), jnp.float64
+            "langevin_float32": lattice_rate(
+                L, chains, steps, sampler=lambda th: langevin(th, 0.01)
             ),
-            "force_alone": rate(L, chains, steps, force_only_sampler, jnp.float32),
+            "langevin_float64": lattice_rate(
+                L, chains, steps // 2, sampler=lambda th: langevin(th, 0.01), dtype=jnp.float64
+            ),
+            "force_alone": lattice_rate(L, chains, steps, sampler=force_only_sampler),
             "hmc_forces_float32": 10
-            * rate(L, chains, max(steps // 20, 2), lambda th: hmc(th, 1.0, 10), jnp.float32),
+            * lattice_rate(L, chains, max(steps // 20, 2), sampler=lambda th: hmc(th, 1.0, 10)),
         }
         row["hmc_over_force"] = row["force_alone"] / row["hmc_forces_float32"]
         if bandwidth_gbs:
