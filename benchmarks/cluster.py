@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from common import machine
 
-from lattice.analysis import gamma_method
-from lattice.chains import chain_keys, evolve, init_states, initial_field, sample
-from lattice.phi4 import Phi4
+from lattice.numerics.analysis import gamma_method
+from lattice.numerics.phi4 import Phi4
 from lattice.samplers import hmc, langevin, with_clusters
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.samplers.cluster import swendsen_wang_batch
 
 KAPPA, LAM, CHAINS = 0.2709, 0.022, 64

@@ -74,10 +74,11 @@ def _run(name: str, text: str) -> Path:
     if SCALE != 1.0:
         name = f"{name}_x{SCALE:g}"
         text = text.replace('name = "', f'name = "x{SCALE:g}_', 1)
-    from lattice.config import parse_config
-    from lattice.ensemble import EnsembleError, open_ensemble
-    from lattice.jobs import resume_job, run_job
-    from lattice.progress import make_reporter
+    from lattice.app.console import make_reporter
+    from lattice.config.run import parse_config
+    from lattice.io.ensemble import EnsembleError
+    from lattice.io.reader import open_ensemble
+    from lattice.runs.sampling import resume_job, run_job
 
     ROOT.mkdir(parents=True, exist_ok=True)
     cfg_path = ROOT / f"{name}.toml"
@@ -99,8 +100,8 @@ def _run(name: str, text: str) -> Path:
 
 
 def _measure(d: Path) -> dict:
-    from lattice.ensemble import open_ensemble
-    from lattice.measure import measure_ensemble
+    from lattice.io.reader import open_ensemble
+    from lattice.results.measure import measure_ensemble
 
     ens = open_ensemble(d / "ensemble.h5")
     res = measure_ensemble(ens)
@@ -206,9 +207,9 @@ def stage_diffusion(
     path-space MH run with K = V/2 steps. ``train_scale`` multiplies the training steps only
     (2000·L/8 by default), so a CPU budget can shorten the one expensive piece; ``proposals``
     the measured proposals per chain (300 by default)."""
-    from lattice.score.config import parse_train_config
-    from lattice.score.model import load_model
-    from lattice.score.train import resume_training, train_model
+    from lattice.config.train import parse_train_config
+    from lattice.io.model import load_model
+    from lattice.runs.training import resume_training, train_model
 
     results = _load()
     diff = results.setdefault("diffusion", {})
@@ -237,7 +238,7 @@ def stage_diffusion(
         n = int((proposals or 300) * scale)
         d = _run(f"diffusion_L{L}", _toml(f"diffusion_L{L}", L, kappa, sampler, 8, 20, n, 1))
         m = _measure(d)
-        from lattice.ensemble import open_ensemble
+        from lattice.io.reader import open_ensemble
 
         ens = open_ensemble(d / "ensemble.h5")
         acc = float(np.mean(ens.diagnostics["acceptance"]))
@@ -252,7 +253,7 @@ def stage_diffusion(
 def _amortized(L: str, d: dict) -> float:
     """Seconds per independent |m| with the model's training spread over the run's
     independent samples: (run + training seconds) / (N / 2τ_int)."""
-    from lattice.ensemble import open_ensemble
+    from lattice.io.reader import open_ensemble
 
     ens = open_ensemble(ROOT / f"diffusion_L{L}" / "ensemble.h5", load_observables=False)
     n_indep = ens.chains * ens.committed / (2 * d["abs_m"][2])

@@ -3,7 +3,7 @@
 One short, prepared script for a lent GPU (or any backend; on the CPU it is a smoke test):
 
 1. **Correctness.** A free-field Langevin run (float64, RK2) against the exact finite-step
-   ⟨φ²⟩ (`lattice.exact.free_phi2`), and HMC on an interacting theory (float32 and float64)
+   ⟨φ²⟩ (`lattice.numerics.exact.free_phi2`), and HMC on an interacting theory (float32 and float64)
    for ⟨e^{−ΔH}⟩ = 1; z-scores with Γ-method errors, |z| < 4 to pass.
 2. **Speed.** Langevin float32 / float64 site-updates/s, the force alone, and HMC's force
    evaluations per second (10 leapfrog steps, float32) on lattices from the CPU benchmark
@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 from langevin import force_only_sampler, lattice_rate  # noqa: E402
 
-from lattice import Phi4, exact, hmc, langevin, run_chains  # noqa: E402
-from lattice.analysis import gamma_method  # noqa: E402
-from lattice.chains import chain_keys, evolve, init_states, initial_field, trace  # noqa: E402
+from lattice import Phi4, hmc, langevin, run_chains  # noqa: E402
+from lattice.numerics import exact  # noqa: E402
+from lattice.numerics.analysis import gamma_method  # noqa: E402
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, trace  # noqa: E402
 
 # (L, chains): the CPU benchmark cases, then accelerator-sized ones (sites x chains = 2^24, 2^26)
 CASES = [(64, 64), (16, 1024), (512, 64), (1024, 64)]

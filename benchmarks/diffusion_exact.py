@@ -35,7 +35,7 @@ from common import machine
 jax.config.update("jax_enable_x64", True)
 
 from lattice import Phi4  # noqa: E402
-from lattice.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
+from lattice.samplers.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
 from lattice.samplers.diffusion import diffusion  # noqa: E402
 
 
@@ -156,7 +156,7 @@ def main() -> None:
             print_rows(f"free field L = {L}, kappa = {args.kappa}, exact score", rows)
             out.append({"theory": theory.describe(), "rows": rows})
     else:
-        from lattice.score.model import load_model
+        from lattice.io.model import load_model
 
         model = load_model(args.model)
         theory = model.theory

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 from lattice import Phi4, hmc, langevin  # noqa: E402
-from lattice.chains import chain_keys, evolve, init_states, initial_field, sample  # noqa: E402
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample  # noqa: E402
 
 
 def collectives(compiled_text: str) -> dict[str, int]:

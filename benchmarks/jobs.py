@@ -25,9 +25,9 @@ jax.config.update("jax_enable_x64", True)
 
 from common import machine  # noqa: E402
 
-from lattice.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
-from lattice.config import parse_config  # noqa: E402
-from lattice.jobs import build_sampler, build_theory, run_job  # noqa: E402
+from lattice.config.run import parse_config  # noqa: E402
+from lattice.runs.sampling import build_sampler, build_theory, run_job  # noqa: E402
+from lattice.samplers.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
 
 CONFIG = """
 name = "bench"

@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from common import best_of, machine
 
-from lattice.chains import chain_keys, evolve, init_states, initial_field, sample
-from lattice.phi4 import Phi4
+from lattice.numerics.phi4 import Phi4
 from lattice.samplers import hmc, langevin
 from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.samplers.langevin import LangevinState
 
 CASES = [(64, 64), (16, 1024)]

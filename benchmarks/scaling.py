@@ -24,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lattice import Phi4, hmc, langevin
-from lattice.chains import chain_keys, evolve, init_states, initial_field
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field
 L, C = 64, 64
 th = Phi4.kappa_form([L, L], 0.27, 0.022)
 n = len(jax.devices())

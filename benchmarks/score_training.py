@@ -18,8 +18,8 @@ from pathlib import Path
 
 from common import machine
 
-from lattice.score.config import load_train_config
-from lattice.score.train import train_model
+from lattice.config.train import load_train_config
+from lattice.runs.training import train_model
 
 
 def main() -> None:
@@ -91,8 +91,9 @@ def _paired(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from lattice.score.model import load_model
-    from lattice.score.train import dsm_loss, load_training_data
+    from lattice.io.model import load_model
+    from lattice.runs.training import load_training_data
+    from lattice.score.train import dsm_loss
 
     a, b = (load_model(args.out / v) for v in args.variants)
     cfg = load_train_config(args.config, args.overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lattice.analysis import gamma_method
+from lattice.numerics.analysis import gamma_method
 
 Z_MAX = 4.0
 

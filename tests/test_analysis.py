@@ -1,4 +1,4 @@
-"""The Γ-method (lattice.analysis) on AR(1) series with exact τ_int, its coverage, replica,
+"""The Γ-method (lattice.numerics.analysis) on AR(1) series with exact τ_int, its coverage, replica,
 pyerrors as an oracle, the jackknife, and degenerate data.
 
 Statistical assertions use |estimate − exact| < 4σ with σ from the analysis itself.
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from lattice.analysis import (
+from lattice.numerics.analysis import (
     GammaResult,
     ar1,
     ar1_tau_int,

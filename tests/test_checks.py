@@ -49,7 +49,7 @@ save_every = 0
 
 def check(path, *args):
     p = subprocess.run(
-        [sys.executable, "-m", "lattice.cli", "check", str(path), "--json", *args],
+        [sys.executable, "-m", "lattice", "check", str(path), "--json", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -132,14 +132,14 @@ def test_check_on_a_run_directory_and_bad_targets(tmp_path):
     cfg.write_text(INTERACTING.format(kind="hmc", every=1))
     assert (
         subprocess.run(
-            [sys.executable, "-m", "lattice.cli", "run", str(cfg), "-q"], capture_output=True
+            [sys.executable, "-m", "lattice", "run", str(cfg), "-q"], capture_output=True
         ).returncode
         == 0
     )
     code, rep = check(tmp_path / "hmc", "--no-fokker-planck", "--no-thermalization")
     assert code == 0, rep
     p = subprocess.run(
-        [sys.executable, "-m", "lattice.cli", "check", str(tmp_path / "nope")],
+        [sys.executable, "-m", "lattice", "check", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
     )
@@ -152,7 +152,7 @@ def test_agreement_time_has_no_false_alarms_on_equilibrium_histories(seed):
     ≤ 1e-3 each, ~7e-4 simulated, so two alarms happen with probability ~2e-4). A block-by-block
     4σ test with the variance of 8 chains per block (Student-t tails) flagged a late block in
     most such replicas: `lattice check` then demanded thousands of extra HMC trajectories."""
-    from lattice.checks import agreement_time
+    from lattice.results.checks import agreement_time
 
     rng = np.random.default_rng(seed)
     naive = alarms = 0
@@ -173,7 +173,7 @@ def test_agreement_time_finds_a_decaying_offset(seed):
     beyond z*σ lies where the offset crosses z*σ, give or take the noise: between where it is
     (z* + 3)σ and (z* − 4.5)σ (outside in 0.15% of 2000 seeds with 8 chains, 0.2% with one,
     mostly the 1e-3 false alarms)."""
-    from lattice.checks import agreement_time
+    from lattice.results.checks import agreement_time
 
     rng = np.random.default_rng(seed)
     t = np.arange(2000)

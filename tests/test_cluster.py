@@ -12,11 +12,18 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from stats import Z_MAX as Z
 
-from lattice import exact
-from lattice.analysis import gamma_method
-from lattice.chains import chain_keys, evolve, init_states, initial_field, run_chains, sample
-from lattice.phi4 import Phi4
+from lattice.numerics import exact
+from lattice.numerics.analysis import gamma_method
+from lattice.numerics.phi4 import Phi4
 from lattice.samplers import hmc, langevin, mala, with_clusters
+from lattice.samplers.chains import (
+    chain_keys,
+    evolve,
+    init_states,
+    initial_field,
+    run_chains,
+    sample,
+)
 from lattice.samplers.cluster import (
     bond_probabilities,
     label_clusters,
@@ -301,7 +308,7 @@ def test_cli_run_info_and_measure_with_clusters(tmp_path):
 
     def cli(*args):
         p = subprocess.run(
-            [sys.executable, "-m", "lattice.cli", *map(str, args)],
+            [sys.executable, "-m", "lattice", *map(str, args)],
             capture_output=True,
             text=True,
             timeout=300,

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_jobs import cli
 
-from lattice.analysis import family_z
+from lattice.numerics.analysis import family_z
 
 RUN = """
 name = "{name}"

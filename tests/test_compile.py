@@ -13,7 +13,7 @@ import sys, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 from lattice import Phi4, langevin, hmc, run_chains
-from lattice.compile import cpu_options
+from lattice.numerics.compile import cpu_options
 th = Phi4.kappa_form([12, 10], 0.26, 0.022)
 out = {"options": np.array(str(cpu_options()))}
 for name, s, dt in (("euler32", langevin(th, 0.01), jnp.float32),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import tomllib
 
-from lattice.config import (
+from lattice.config.run import (
     ConfigError,
     RunConfig,
     apply_overrides,
     load_config,
     parse_config,
-    tomllib,  # the stdlib module, or its backport tomli on Python 3.10
 )
 
 BASE = """
@@ -449,8 +449,8 @@ def test_every_shipped_run_config_is_valid():
     """The configs in runs/ (the README's commands use them) load without error."""
     from pathlib import Path
 
-    from lattice.config import load_config
-    from lattice.score.config import load_train_config
+    from lattice.config.run import load_config
+    from lattice.config.train import load_train_config
 
     paths = sorted((Path(__file__).parent.parent / "runs").glob("*.toml"))
     assert {p.name for p in paths} >= {"quickstart.toml", "critical_sw.toml", "score_8x8.toml"}

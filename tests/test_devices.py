@@ -35,7 +35,7 @@ dtype = "float32"
 def _cli(*args, devices=4):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        [sys.executable, "-m", "lattice", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,

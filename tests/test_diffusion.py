@@ -12,8 +12,9 @@ import pytest
 from stats import assert_consistent, zscore
 from test_jobs import cli
 
-from lattice import Phi4, exact, run_chains
-from lattice.measure import _Estimator, _normalized_weights
+from lattice import Phi4, run_chains
+from lattice.numerics import exact
+from lattice.results.measure import _Estimator, _normalized_weights
 from lattice.samplers.diffusion import diffusion
 from lattice.score.gaussian import exact_gaussian_model
 from lattice.score.network import NetworkSpec, build_network
@@ -28,8 +29,8 @@ def _save_model(path, seed=2, channels=4):
     path kernel needs (measured on exact free-field draws, as training would)."""
     import jax
 
+    from lattice.io.model import save_model
     from lattice.score.gaussian import free_field_samples
-    from lattice.score.model import save_model
     from lattice.score.path import score_norms
 
     spec = NetworkSpec(channels=channels, blocks=1, embedding=8)
@@ -95,9 +96,9 @@ embedding = 16
 @pytest.fixture(scope="module")
 def poor_model(tmp_path_factory):
     """A plain network trained for only 20 steps on HMC free-field configurations."""
-    from lattice.score.config import parse_train_config
-    from lattice.score.model import load_model
-    from lattice.score.train import train_model
+    from lattice.config.train import parse_train_config
+    from lattice.io.model import load_model
+    from lattice.runs.training import train_model
 
     d = tmp_path_factory.mktemp("poor")
     (d / "free.toml").write_text(FREE_RUN)
@@ -222,7 +223,7 @@ def test_missing_or_incompatible_model_exits_2_before_work(tmp_path):
     assert "sampler.model" in p.stderr and "no such model" in p.stderr
     assert not (tmp_path / "d").exists()
     # a model trained for another shape
-    from lattice.score.model import save_model
+    from lattice.io.model import save_model
 
     other = Phi4.kappa_form([6, 6], 0.2, 0.0)
     net = build_network(NetworkSpec(channels=4, blocks=1, embedding=8), other, 0.6)
@@ -242,7 +243,7 @@ def test_missing_or_incompatible_model_exits_2_before_work(tmp_path):
 def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_path):
     import json
 
-    from lattice.ensemble import open_ensemble
+    from lattice.io.reader import open_ensemble
 
     _save_model(tmp_path / "m")
     cfg = tmp_path / "d.toml"
@@ -276,7 +277,7 @@ def test_lattice_run_with_a_model_writes_an_exact_ensemble_with_diagnostics(tmp_
 
 def test_weighted_measurement_matches_a_direct_computation():
     """The self-normalized estimate Σ w O / Σ w of measure_ensemble, against numpy."""
-    from lattice.measure import _Estimator, _normalized_weights
+    from lattice.results.measure import _Estimator, _normalized_weights
 
     rng = np.random.default_rng(0)
     lw = rng.normal(size=(3, 400))
@@ -309,7 +310,7 @@ def test_killed_diffusion_run_resumes_bitwise(tmp_path):
     ref = datasets(tmp_path / "ref" / "ensemble.h5")
     d = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lattice.cli", "run", str(cfg), "-o", str(d), "-q"],
+        [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(d), "-q"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -34,7 +34,7 @@ dtype = "float32"
 
 def _cli(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        [sys.executable, "-m", "lattice", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -51,7 +51,7 @@ def _two_processes(command, cfg_or_dir, out=None):
     port = _free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "lattice.cli", command, str(cfg_or_dir)]
+            [sys.executable, "-m", "lattice", command, str(cfg_or_dir)]
             + (["-o", str(out)] if out else [])
             + ["-q", "--coordinator", f"127.0.0.1:{port}", "--processes", "2"]
             + ["--process-id", str(i)],

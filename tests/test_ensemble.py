@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lattice.ensemble import EnsembleWriter, open_ensemble
+from lattice.io.ensemble import EnsembleWriter
+from lattice.io.reader import open_ensemble
 
 
 def _write(path, direct: bool, saved: np.ndarray, shape, dtype, blocks) -> EnsembleWriter:

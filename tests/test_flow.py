@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lattice.phi4 import Phi4
+from lattice.numerics.phi4 import Phi4
 from lattice.score.flow import exact_divergence, sample_with_density
 from lattice.score.gaussian import GaussianScore
 from lattice.score.network import NetworkSpec, build_network

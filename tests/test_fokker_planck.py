@@ -8,7 +8,8 @@ import scipy.linalg
 import scipy.sparse.linalg
 import scipy.stats
 
-from lattice import fokker_planck as fp
+from lattice.app.plots import plot_relaxation
+from lattice.numerics import fokker_planck as fp
 
 # One walker run shared by the statistical tests and the figure (a constant seed).
 SEED = 314159
@@ -152,6 +153,6 @@ def test_walker_decay_rate_matches_gap(result):
 
 def test_plot_relaxation_writes_png(result, tmp_path):
     path = tmp_path / "relax.png"
-    fp.plot_relaxation(result, path)
+    plot_relaxation(result, path)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lattice.ensemble import open_ensemble
+from lattice.io.reader import open_ensemble
 
 TINY = """
 name = "tiny"
@@ -38,7 +38,7 @@ checkpoint_every = 8
 
 def cli(*args, check=None, timeout=300):
     p = subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        [sys.executable, "-m", "lattice", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -231,7 +231,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, se
     rng = np.random.default_rng(seed)
     run_dir = tmp_path / "killed"
     committed, kills, last, during_sampling = 0, 0, -1, 0
-    cmd = [sys.executable, "-m", "lattice.cli", "run", str(cfg), "-o", str(run_dir)]
+    cmd = [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(run_dir)]
     while kills < 4:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -253,7 +253,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, se
         for k, v in datasets(run_dir / "ensemble.h5").items():
             want = ref[k][: len(v)] if k == "configs_index" else ref[k][:, : v.shape[1]]
             np.testing.assert_array_equal(v, want, k)
-        cmd = [sys.executable, "-m", "lattice.cli", "resume", str(run_dir)]
+        cmd = [sys.executable, "-m", "lattice", "resume", str(run_dir)]
     assert kills >= 3, f"the run finished after {kills} kills"
     assert during_sampling >= 2, "no kill landed while measurements were being written"
     cli("resume", run_dir, check=0)
@@ -291,8 +291,8 @@ def test_chain_last_run_crashed_mid_sampling_resumes_bitwise(tmp_path, kind):
     """float32 Langevin and HMC run their loops chain-last (docs/physics.md, "Layout"): a
     run stopped in thermalization or sampling resumes from its checkpoint to bitwise the
     uninterrupted result (in process, through the Python API)."""
-    from lattice.config import parse_config
-    from lattice.jobs import resume_job, run_job
+    from lattice.config.run import parse_config
+    from lattice.runs.sampling import resume_job, run_job
 
     text = TINY.format(kind=kind).replace("chains = 3", 'chains = 3\ndtype = "float32"')
     cfg = parse_config(text.replace("[6, 4]", "[8, 5]"))

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from lattice import exact
-from lattice.compare import compare_runs
-from lattice.config import parse_config
-from lattice.ensemble import open_ensemble
-from lattice.jobs import build_theory
-from lattice.measure import measure_ensemble, to_pyerrors
+from lattice.config.run import parse_config
+from lattice.io.reader import open_ensemble
+from lattice.numerics import exact
+from lattice.results.compare import compare_runs
+from lattice.results.measure import measure_ensemble, to_pyerrors
+from lattice.runs.sampling import build_theory
 
 FREE = """
 name = "free"
@@ -35,7 +35,7 @@ save_every = 0
 
 def cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "lattice.cli", *map(str, args)],
+        [sys.executable, "-m", "lattice", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -127,7 +127,7 @@ def test_pyerrors_export_matches_our_gamma_method(hmc_run):
     ens = open_ensemble(hmc_run / "ensemble.h5")
     o = to_pyerrors(ens, "phi2")
     o.gamma_method(S=1.5)
-    from lattice.analysis import gamma_method
+    from lattice.numerics.analysis import gamma_method
 
     r = gamma_method(ens.observables["phi2"])
     assert o.value == pytest.approx(r.value, rel=1e-12)

@@ -10,7 +10,7 @@ import pytest
 from jax.extend.random import threefry_2x32
 from scipy import stats
 
-from lattice import noise
+from lattice.numerics import noise
 
 N = 2**20
 
@@ -107,7 +107,7 @@ def test_single_precision_noise_is_the_float32_stream_cast():
     """A float64 Langevin step with noise_precision = "single" uses exactly the float32
     normals (so its stream is the float32 run's), "full" the float64 transform."""
     from lattice import Phi4, langevin
-    from lattice.chains import chain_keys, evolve, init_states
+    from lattice.samplers.chains import chain_keys, evolve, init_states
 
     th = Phi4.kappa_form([6, 5], 0.2, 0.0)  # free field: force is linear, the step exact
     keys = chain_keys(3, 2)
@@ -131,7 +131,7 @@ def test_single_precision_noise_is_the_float32_stream_cast():
 def test_chain_last_words_are_the_same_stream(shape):
     """The chain-last noise of the batched Langevin step (pair_words → site_bits) gives every
     site of every chain bitwise the word of :func:`noise.normal`, packed or not."""
-    from lattice.chains import chain_keys
+    from lattice.samplers.chains import chain_keys
 
     keys = chain_keys(5, 19)
     n, half = math.prod(shape), (math.prod(shape) + 1) // 2

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from stats import assert_consistent, estimate, z_between
 
-from lattice import Phi4, exact, run_chains
-from lattice.measure import _Estimator, _normalized_weights
+from lattice import Phi4, run_chains
+from lattice.numerics import exact
+from lattice.results.measure import _Estimator, _normalized_weights
 from lattice.samplers import hmc
 from lattice.samplers.diffusion import diffusion
 from lattice.score.gaussian import (

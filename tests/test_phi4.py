@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lattice.phi4 import Phi4
+from lattice.numerics.phi4 import Phi4
 
 SHAPES = [[5], [1], [2], [4, 6], [2, 3], [1, 4], [16, 4], [3, 4, 5], [2, 2, 1]]
 
@@ -44,7 +44,7 @@ def test_action_matches_definition(shape):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_action_from_the_gradient_matches_definition(shape):
-    """S = Σ φ (½ ∂S/∂φ − g φ³) (eq. (4) of lattice.phi4, what HMC uses), in both layouts."""
+    """S = Σ φ (½ ∂S/∂φ − g φ³) (eq. (4) of lattice.numerics.phi4, what HMC uses), in both layouts."""
     rng = np.random.default_rng(2)
     phi = rng.normal(size=(3, *shape))
     for th in theories(shape):

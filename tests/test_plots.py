@@ -1,14 +1,15 @@
-"""lattice.plots: the cosh effective mass, and the measure plots of a synthetic ensemble."""
+"""lattice.app.plots: the cosh effective mass, and the measure plots of a synthetic ensemble."""
 
 import math
 
 import numpy as np
 import pytest
 
-from lattice.analysis import ar1
-from lattice.ensemble import EnsembleWriter, open_ensemble
-from lattice.measure import measure_ensemble
-from lattice.plots import effective_mass, write_measure_plots
+from lattice.app.plots import effective_mass, write_measure_plots
+from lattice.io.ensemble import EnsembleWriter
+from lattice.io.reader import open_ensemble
+from lattice.numerics.analysis import ar1
+from lattice.results.measure import measure_ensemble
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

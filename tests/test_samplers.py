@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 from stats import Z_MAX, assert_consistent, estimate, z_between
 
-from lattice import exact
-from lattice.chains import chain_keys, evolve, init_states, initial_field, run_chains, sample, trace
-from lattice.phi4 import Phi4
+from lattice.numerics import exact
+from lattice.numerics.fourier import fourier_mass2_auto
+from lattice.numerics.phi4 import Phi4
 from lattice.samplers import hmc, langevin, mala
+from lattice.samplers.chains import (
+    chain_keys,
+    evolve,
+    init_states,
+    initial_field,
+    run_chains,
+    sample,
+    trace,
+)
 from lattice.samplers.hmc import hmc_trajectory
-from lattice.samplers.langevin import fourier_mass2_auto
 
 FREE = Phi4.kappa_form([8, 8], 0.2, 0.0)
 INTERACTING = Phi4.kappa_form([8, 8], 0.25, 0.5)  # DESIGN.md's m² = −4, λ = 8 point
@@ -302,8 +310,8 @@ def test_a_chain_alone_measures_bitwise_what_it_measures_in_a_batch(dtype):
     """Fields *and observables* of chain 2 run alone equal those of chain 2 among 8, on a
     lattice (32x32) where XLA's batched ``jnp.sum`` over sites rounds differently (fixed by
     ``geometry.site_sum``)."""
-    from lattice.chains import chain_keys, init_states, initial_field, sample
     from lattice.samplers import with_clusters
+    from lattice.samplers.chains import chain_keys, init_states, initial_field, sample
 
     th = Phi4.kappa_form((32, 32), 0.27, 0.022)
     for s in (langevin(th, 0.01), hmc(th, 1.0, 5), with_clusters(hmc(th, 1.0, 5), th, 2)):
@@ -332,7 +340,7 @@ def test_chain_last_loops_compute_the_vmapped_steps(scheme, shape):
     measured there too): the fields, observables, acceptances and saved configurations of
     vmap(step), up to how XLA contracts a·b + c into fused multiply-adds in each layout
     (≤ a few ulp)."""
-    from lattice.chains import _batched
+    from lattice.samplers.chains import _batched
 
     th = Phi4.kappa_form(shape, 0.27, 0.022)
     s = hmc(th, 1.0, 5) if scheme == "hmc" else langevin(th, 0.01, scheme)
@@ -358,7 +366,7 @@ def test_chain_last_loops_compute_the_vmapped_steps(scheme, shape):
 
 @pytest.mark.parametrize("shape", [(7,), (8, 8), (5, 6), (3, 4, 5), (1, 9)])
 def test_site_sum_is_the_sum(shape, seed):
-    from lattice.geometry import site_sum
+    from lattice.numerics.geometry import site_sum
 
     x = np.random.default_rng(seed).standard_normal((3, *shape))
     got = np.asarray(site_sum(jnp.asarray(x), len(shape)))

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from test_jobs import cli
 
-from lattice.phi4 import Phi4
+from lattice.io.model import load_model, save_model
+from lattice.numerics.phi4 import Phi4
 from lattice.score.gaussian import GaussianScore, exact_dsm_loss, free_field_samples
-from lattice.score.model import ModelError, check_compatible, load_model, save_model
+from lattice.score.model import ModelError, check_compatible
 from lattice.score.network import NetworkSpec, build_network, count_parameters
 from lattice.score.sde import VESDE, VPSDE
 from lattice.score.train import _augment_one, _symmetries, dsm_loss
@@ -130,7 +131,7 @@ def _loss_samples(score, theory, key, n, sigma_lo=0.05, sigma_hi=20.0):
 def test_free_field_samples_have_the_exact_covariance(seed):
     theory = Phi4.kappa_form([8, 6], 0.2, 0.0)
     phi = np.asarray(free_field_samples(theory, jax.random.key(seed), 4000))
-    from lattice.exact import free_phi2
+    from lattice.numerics.exact import free_phi2
 
     x = (phi**2).mean(axis=(1, 2))  # independent draws: the naive error is honest
     z = (x.mean() - free_phi2(theory)) / (x.std(ddof=1) / np.sqrt(len(x)))
@@ -319,7 +320,7 @@ def test_killed_training_resumes_bitwise(tmp_path, free_ensemble):
     cli("train", cfg, "-o", tmp_path / "ref", "-q", check=0)
     d = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lattice.cli", "train", str(cfg), "-o", str(d), "-q"],
+        [sys.executable, "-m", "lattice", "train", str(cfg), "-o", str(d), "-q"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -7,7 +7,7 @@ A sampler is a pair of pure functions closed over its parameters:
 * ``step(key, state) -> (state, info)`` advances that chain by one sampler step.
 
 Chains are ``jax.vmap`` over keys and states and time is ``lax.scan`` (see
-:mod:`lattice.chains`); kernels never see a batch axis and never touch the host.
+:mod:`lattice.samplers.chains`); kernels never see a batch axis and never touch the host.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import noise
+from lattice.numerics import noise
 
 __all__ = ["StepInfo", "Sampler", "BatchedStep", "exact_step_info", "chain_last", "chain_first"]
 
@@ -41,8 +41,8 @@ class BatchedStep(NamedTuple):
 
     ``vmap(step)`` keeps the chain axis first; on a small lattice the stencil then works on
     rows shorter than a vector register. A sampler may also give its step for the whole
-    batch in the chain-last layout ``[*shape, chains]``; :func:`lattice.chains.evolve` and
-    :func:`~lattice.chains.sample` then run their loops, and measure, in that layout:
+    batch in the chain-last layout ``[*shape, chains]``; :func:`lattice.samplers.chains.evolve` and
+    :func:`~lattice.samplers.chains.sample` then run their loops, and measure, in that layout:
     ``enter(states) -> carry``, ``step(t, step_keys, carry) -> (carry, info)`` at global
     step t (``info``: a :class:`StepInfo` of per-chain values), ``leave(carry) -> states``.
     The carry has the fields ``phi`` and ``force`` or ``grad``, chain axis last.

@@ -1,7 +1,7 @@
 """Swendsen–Wang updates of the embedded Ising signs (Brower & Tamayo, PRL 62 (1989) 1087).
 
 Embedding. Write φ_x = s_x |φ_x| with s_x = ±1. With the magnitudes held fixed, only the
-hopping term of the canonical action (:mod:`lattice.phi4`, eq. 1) depends on the signs::
+hopping term of the canonical action (:mod:`lattice.numerics.phi4`, eq. 1) depends on the signs::
 
     S = const − Σ_{x,μ} h |φ_x| |φ_{x+μ̂}| s_x s_{x+μ̂}                                 (1)
 
@@ -44,9 +44,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .. import noise
-from ..phi4 import Phi4
-from .base import Sampler
+from lattice.numerics import noise
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import Sampler
 
 __all__ = [
     "ClusterInfo",
@@ -177,7 +177,7 @@ def with_clusters(sampler: Sampler, theory: Phi4, every: int = 1) -> Sampler:
     """``sampler`` followed by one SW update after every ``every``-th step.
 
     The update runs on the field after global step t when (t + 1) % every == 0 (see
-    :func:`lattice.chains.evolve`), with the key derived from that step's key; the sampler's
+    :func:`lattice.samplers.chains.evolve`), with the key derived from that step's key; the sampler's
     state is then rebuilt from the flipped field (one force evaluation).
     """
     if every < 1:

@@ -31,15 +31,20 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import noise
-from ..config import DIFFUSION_DENSITY_METHODS as DENSITY_METHODS
-from ..phi4 import Phi4
-from .base import Sampler, StepInfo, metropolis
+from lattice.numerics import noise
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import Sampler, StepInfo, metropolis
+from lattice.score.flow import probe_colors, sample_with_density
+from lattice.score.model import check_compatible, provenance
+from lattice.score.path import kernel_variances, noise_levels, sample_path, stored_norm_function
+from lattice.score.reverse import annealed_langevin, predictor_corrector
 
 __all__ = ["DiffusionState", "diffusion", "METHODS"]
 
 METHODS = ("ode", "sde", "pc", "annealed")
-#: per-chain values recorded at every measurement under /diagnostics (see lattice.chains)
+#: the methods whose proposals carry an exact weight (Metropolis or reweighting)
+DENSITY_METHODS = ("sde", "ode")
+#: per-chain values recorded at every measurement under /diagnostics (see lattice.samplers.chains)
 DIAGNOSTICS = ("proposal_log_w", "score_evaluations")
 
 
@@ -67,16 +72,16 @@ def diffusion(
     steps_per_level: int = 5,
     step_scale: float = 0.1,
     kernel: str = "analytic",
+    norm=None,
 ) -> Sampler:
     """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
 
     ``metropolis_step`` needs ``method = "sde"`` or ``"ode"`` (the routes with a weight).
+    ``norm`` is u(σ) = σ²Γ(σ), the table of the analytic path kernel (``path.py`` eq. (3)):
+    by default the one the model carries (:func:`lattice.score.path.stored_norm_function`);
+    the sampler reads no files, so for an older model without the table the caller measures
+    it (:func:`lattice.io.model.norm_function_of`).
     """
-    from ..score.flow import probe_colors, sample_with_density
-    from ..score.model import check_compatible, provenance
-    from ..score.path import kernel_variances, model_norm_function, noise_levels, sample_path
-    from ..score.reverse import annealed_langevin, predictor_corrector
-
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
     if metropolis_step and method not in DENSITY_METHODS:
@@ -92,7 +97,13 @@ def diffusion(
         probes = int(colors.max()) + 1
     if method == "sde":  # path space (lattice.score.path): VE variable, levels σ_0 = 0 … σ_K
         levels = noise_levels(sde, steps)
-        norm = model_norm_function(model) if kernel == "analytic" else None
+        if kernel == "analytic" and norm is None:
+            norm = stored_norm_function(model)
+            if norm is None:
+                raise ValueError(
+                    "the analytic path kernel needs the model's score_norms table (none in"
+                    " its model.json); measure it with lattice.io.model.norm_function_of"
+                )
         variances = kernel_variances(levels, kernel, norm)
         y_prior = float(sde.prior_std() / sde.alpha(1.0))
 

@@ -13,11 +13,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import noise
-from ..geometry import site_sum
-from ..phi4 import Phi4
-from .base import BatchedStep, Sampler, StepInfo, chain_first, chain_last, metropolis
-from .integrators import INTEGRATORS
+from lattice.numerics import noise
+from lattice.numerics.geometry import site_sum
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import (
+    BatchedStep,
+    Sampler,
+    StepInfo,
+    chain_first,
+    chain_last,
+    metropolis,
+)
+from lattice.samplers.integrators import INTEGRATORS
 
 __all__ = ["HMCState", "hmc", "hmc_trajectory"]
 
@@ -70,7 +77,7 @@ def _update(
     at once (fields ``[*shape, chains]``, one key per chain)."""
     phi, s0, g0 = state
     phi1, pi1, g1 = hmc_trajectory(theory, phi, pi, g0, eps, steps, integrator, batch_last)
-    s1 = theory.action_from_grad(phi1, g1, batch_last)  # eq. (4) of lattice.phi4
+    s1 = theory.action_from_grad(phi1, g1, batch_last)  # eq. (4) of lattice.numerics.phi4
     nd = theory.ndim
     kin = 0.5 * (site_sum(pi1 * pi1, nd, batch_last) - site_sum(pi * pi, nd, batch_last))
     delta_h = kin + (s1 - s0)

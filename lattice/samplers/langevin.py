@@ -41,12 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import noise
-from ..geometry import phat2, rfft_phat2
-from ..phi4 import Phi4
-from .base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
+from lattice.numerics import noise
+from lattice.numerics.fourier import fourier_mass2_auto, fourier_step_factor
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
 
-__all__ = ["LangevinState", "RK2State", "langevin", "fourier_mass2_auto", "fourier_step_factor"]
+__all__ = ["LangevinState", "RK2State", "langevin"]
 
 
 class LangevinState(NamedTuple):
@@ -63,21 +63,6 @@ class RK2State(NamedTuple):
     trial: jax.Array
 
 
-def fourier_mass2_auto(theory: Phi4) -> float:
-    """Default M²: the bare mass² of the Gaussian part if positive, else p̂² of the smallest
-    nonzero lattice momentum, 4 sin²(π / L_max)."""
-    m2 = theory.bare_mass2
-    if m2 > 0:
-        return m2
-    return 4.0 * math.sin(math.pi / max(theory.shape)) ** 2
-
-
-def fourier_step_factor(shape, mass2: float, half: bool = True) -> np.ndarray:
-    """ε(p)/ε = (p̂²_max + M²)/(p̂² + M²) on the rfft half grid (or the full grid)."""
-    p2 = rfft_phat2(shape) if half else phat2(shape)
-    return (phat2(shape).max() + mass2) / (p2 + mass2)
-
-
 def langevin(
     theory: Phi4,
     step_size: float,
@@ -89,7 +74,7 @@ def langevin(
     """Langevin sampler of the given scheme (``"euler"`` or ``"rk2"``).
 
     ``noise_precision = "single"`` (default) draws ξ by the float32 transform of
-    :mod:`lattice.noise` (24-bit uniforms, tails at |ξ| = 5.4, variance deficit 1e-6) and
+    :mod:`lattice.numerics.noise` (24-bit uniforms, tails at |ξ| = 5.4, variance deficit 1e-6) and
     casts it to the field's dtype; ``"full"`` draws at the field's dtype (float64: 32-bit
     uniforms, tails at 6.3, deficit 3e-8). Both are far below the O(ε) bias of the scheme;
     single precision makes a float64 step ~5× faster (docs/PERFORMANCE.md). For float32
@@ -181,7 +166,7 @@ def _chain_last(theory: Phi4, rk2: bool, update, colour, xi_dtype) -> BatchedSte
 
     The stencil then shifts whole rows of chains (a 16-site row of the chain-first layout
     is a single vector register, and XLA's rolls on it cost ~80% of a 16² step), and the
-    noise is :func:`lattice.noise.normal` in that layout. Same arithmetic in the same
+    noise is :func:`lattice.numerics.noise.normal` in that layout. Same arithmetic in the same
     order as ``step``; XLA may contract a·b + c into a fused multiply-add differently in
     the two layouts (1 ulp on some sites of odd-length rows), so a run's results depend on
     (seed, chain, step) and on which path its dtype takes, never on the chain count or the

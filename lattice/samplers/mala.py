@@ -13,10 +13,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import noise
-from ..geometry import site_sum
-from ..phi4 import Phi4
-from .base import Sampler, StepInfo, metropolis
+from lattice.numerics import noise
+from lattice.numerics.geometry import site_sum
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import Sampler, StepInfo, metropolis
 
 __all__ = ["MALAState", "mala"]
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .sde import SDE
+from lattice.score.sde import SDE
 
 __all__ = ["FlowResult", "flow_field", "probe_colors", "exact_divergence", "sample_with_density"]
 

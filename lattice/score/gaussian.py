@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from ..phi4 import Phi4
+from lattice.numerics.phi4 import Phi4
 
 __all__ = ["GaussianScore", "exact_gaussian_model", "exact_dsm_loss", "free_field_samples"]
 
@@ -83,6 +83,6 @@ def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndar
 def exact_gaussian_model(theory: Phi4, sde):
     """A :class:`~lattice.score.ScoreModel` whose "network" is the exact score of eq. (1): a
     model without training, for tests and for measuring the samplers with a perfect score."""
-    from .model import ScoreModel
+    from lattice.score.model import ScoreModel
 
     return ScoreModel(net=GaussianScore(theory), sde=sde)

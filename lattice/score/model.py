@@ -20,38 +20,25 @@ The model's score in the SDE's own variable x = α(t) y (``sde.py`` eq. (2))::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 
-from ..ensemble import write_file_atomic
-from ..phi4 import Phi4
-from .network import NetworkSpec, ScoreNet, build_network
-from .sde import SDE, make_sde
+from lattice.numerics.phi4 import Phi4
+from lattice.score.network import ScoreNet
+from lattice.score.sde import SDE
 
 __all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
     "ModelError",
     "ScoreModel",
-    "save_model",
-    "load_model",
     "check_compatible",
     "provenance",
     "theory_to_dict",
     "theory_from_dict",
 ]
-
-FORMAT = "lattice-score-model"
-FORMAT_VERSION = 1
-WEIGHTS = "model.eqx"
-META = "model.json"
 
 
 class ModelError(Exception):
@@ -105,109 +92,6 @@ class ScoreModel:
         a = self.sde.alpha(t).astype(x.dtype)
         a = a.reshape((-1,) + (1,) * (x.ndim - 1))
         return self.net.batch(x / a, self.sde.sigma(t).astype(x.dtype)) / a
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sde_to_dict(sde: SDE) -> dict[str, Any]:
-    d = {"kind": sde.name, "sigma_min": float(sde.sigma_min), "sigma_max": float(sde.sigma_max)}
-    if sde.name == "vp":
-        d.update(beta_min=sde.beta_min, beta_max=sde.beta_max)
-    d["t_min"] = float(sde.t_min)
-    return d
-
-
-def sde_from_dict(d: dict[str, Any]) -> SDE:
-    return make_sde(
-        d["kind"], d["sigma_min"], d["sigma_max"], d.get("beta_min", 0.1), d.get("beta_max", 20.0)
-    )
-
-
-def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, Any]) -> Path:
-    """Write ``model.eqx`` then ``model.json`` (atomically, in that order); returns the dir."""
-    import io
-
-    import equinox as eqx
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, net)
-    write_file_atomic(directory / WEIGHTS, buf.getvalue())
-    from .. import __version__
-
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "lattice_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "theory": theory_to_dict(net.theory),
-        "sde": sde_to_dict(sde),
-        "sigma_data": net.sigma_data,
-        "network": net.spec.to_dict(),
-        "receptive_field": net.spec.receptive_field,
-        **meta,
-        "weights": {"file": WEIGHTS, "sha256": _sha256(directory / WEIGHTS)},
-    }
-    write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
-    return directory
-
-
-def load_model(directory: str | Path) -> ScoreModel:
-    """Read a model directory; :class:`ModelError` names what is missing or damaged."""
-    import equinox as eqx
-
-    d = Path(directory)
-    if d.suffix == ".json" and d.is_file():
-        d = d.parent
-    if not d.is_dir():
-        raise ModelError(f"{d}: no such model directory")
-    meta_path = d / META
-    if not meta_path.exists():
-        hint = (
-            " (training is unfinished: continue it with `lattice resume " + str(d) + "`)"
-            if (d / "checkpoint.h5").exists()
-            else ""
-        )
-        raise ModelError(f"{d}: not a trained model (no {META}){hint}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{meta_path}: unreadable ({str(e).splitlines()[0]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_path}: not a lattice score model (no format = '{FORMAT}')")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(
-            f"{meta_path}: format_version {meta['format_version']} is newer than this lattice"
-            f" ({FORMAT_VERSION})"
-        )
-    weights = d / WEIGHTS
-    if not weights.exists():
-        raise ModelError(f"{d}: the weights file {WEIGHTS} is missing")
-    try:
-        expected = meta["weights"]["sha256"]
-        theory = theory_from_dict(meta["theory"])
-        spec = NetworkSpec.from_dict(meta["network"])
-        sde = sde_from_dict(meta["sde"])
-        sigma_data = float(meta["sigma_data"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{meta_path}: damaged metadata ({type(e).__name__}: {e})") from None
-    if _sha256(weights) != expected:
-        raise ModelError(
-            f"{weights}: the weights do not match the checksum in {META} (corrupt or replaced)"
-        )
-    like = build_network(spec, theory, sigma_data, seed=0)
-    try:
-        net = eqx.tree_deserialise_leaves(weights, like)
-    except Exception as e:  # equinox/numpy raise assorted errors for a bad file
-        raise ModelError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
-    return ScoreModel(net=net, sde=sde, meta=meta, path=d)
 
 
 def provenance(model: ScoreModel) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..phi4 import Phi4
+from lattice.numerics.phi4 import Phi4
 
 __all__ = ["NetworkSpec", "ScoreNet", "build_network", "count_parameters"]
 

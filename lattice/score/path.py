@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .sde import SDE
+from lattice.score.sde import SDE
 
 __all__ = [
     "KERNELS",
@@ -67,7 +67,7 @@ __all__ = [
     "sample_path",
     "score_norms",
     "norm_function",
-    "model_norm_function",
+    "stored_norm_function",
 ]
 
 KERNELS = ("analytic", "em")
@@ -194,11 +194,12 @@ def norm_function(sigmas, u) -> Callable[[np.ndarray], np.ndarray]:
     return lambda s: np.interp(np.log(np.asarray(s, dtype=np.float64)), ls, u)
 
 
-def model_norm_function(model) -> Callable[[np.ndarray], np.ndarray]:
-    """u(σ) = σ²Γ(σ) of a :class:`~lattice.score.ScoreModel`: closed form for the exact
-    free-field score, else the ``score_norms`` table in its model.json (written by training)."""
-    from .gaussian import GaussianScore, exact_dsm_loss
-    from .model import ModelError
+def stored_norm_function(model) -> Callable[[np.ndarray], np.ndarray] | None:
+    """u(σ) = σ²Γ(σ) of a :class:`~lattice.score.ScoreModel`, where the model carries it: in
+    closed form for the exact free-field score, else from the ``score_norms`` table of its
+    model.json (written by training). None for an older model without the table
+    (:func:`lattice.io.model.norm_function_of` then measures it on the training ensemble)."""
+    from lattice.score.gaussian import GaussianScore, exact_dsm_loss
 
     if isinstance(model.net, GaussianScore):
         theory = model.net.theory
@@ -206,19 +207,4 @@ def model_norm_function(model) -> Callable[[np.ndarray], np.ndarray]:
     table = model.meta.get("score_norms")
     if table:
         return norm_function(table["sigma"], table["u"])
-    # an older model: measure u(σ) now on the last configurations of its training ensemble
-    where = model.path or "the model"
-    src = (model.meta.get("data") or {}).get("ensemble")
-    try:
-        from ..ensemble import open_ensemble
-
-        phi, _ = open_ensemble(src, load_observables=False).configs()
-    except Exception:  # no ensemble recorded, moved, or unreadable
-        raise ModelError(
-            f"{where}: no score_norms in model.json, which the analytic path kernel needs, and"
-            f" its training ensemble ({src}) cannot be read to measure them; retrain with this"
-            " lattice, or use kernel = 'em'"
-        ) from None
-    phi = np.asarray(phi[:, -max(1, NORM_FIELDS // phi.shape[0]) :]).reshape((-1,) + model.shape)
-    table = norm_table(model.net.batch, model.sde, phi.astype(np.float32))
-    return norm_function(table["sigma"], table["u"])
+    return None

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .sde import SDE
+from lattice.score.sde import SDE
 
 __all__ = ["predictor_corrector", "annealed_langevin"]
 

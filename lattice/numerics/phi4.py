@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .geometry import cos_sum, forward_product_sum, neighbour_sum, site_sum
+from lattice.numerics.geometry import cos_sum, forward_product_sum, neighbour_sum, site_sum
 
 __all__ = ["Phi4"]
 

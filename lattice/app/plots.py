@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.optimize import brentq
 
-from .analysis import GammaResult, jackknife
-from .ensemble import Ensemble
+from lattice.io.ensemble import Ensemble
+from lattice.numerics.analysis import GammaResult, jackknife
 
 __all__ = ["effective_mass", "rho_error", "write_measure_plots"]
 
@@ -119,7 +120,7 @@ def _meff_with_errors(G: np.ndarray, g_results: Sequence[GammaResult]):
     """m_eff(t) of the mean correlator with blocked-jackknife errors.
 
     ``G`` is ``[chains, n, T]``. For each t the jackknife resamples the per-measurement
-    series G(t), G(t+1) jointly (``lattice.analysis.jackknife``), so their correlation and
+    series G(t), G(t+1) jointly (``lattice.numerics.analysis.jackknife``), so their correlation and
     the nonlinearity of the solver are accounted for. Blocks are ≥ 4 max_t τ_int(G(t))
     measurements long (at least N/50), and never straddle chains.
     """
@@ -148,7 +149,7 @@ def write_measure_plots(
 ) -> list[Path]:
     """Write diagnostic PNGs of a measured ensemble into ``out_dir`` (created if missing).
 
-    ``result`` is what :func:`lattice.measure.measure_ensemble` returned for the same
+    ``result`` is what :func:`lattice.results.measure.measure_ensemble` returned for the same
     ``discard``. Files, each titled with the ensemble path and sampler name:
 
     - ``history.png``: Monte Carlo history of each of ``observables``, one line per chain,
@@ -245,7 +246,7 @@ def write_check_plots(report, out_dir) -> list[Path]:
     """Plots of ``lattice check``: the ε → 0 extrapolation against HMC, the hot/ordered
     thermalization histories, the two-point Schwinger–Dyson correlator G_sd(t) = δ_t0, and the
     single-site Fokker–Planck relaxation. Returns the written paths."""
-    from .analysis import gamma_method
+    from lattice.numerics.analysis import gamma_method
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,8 +307,6 @@ def write_check_plots(report, out_dir) -> list[Path]:
 
     fp = report.data.get("fokker_planck")
     if fp is not None:
-        from .fokker_planck import plot_relaxation
-
         path = out / "fokker_planck.png"
         plot_relaxation(fp, path)
         written.append(path)
@@ -361,7 +360,7 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
 
 # ------------------------------------------------------------------------------ compare
 def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """The figures of ``lattice compare`` (``result`` from :func:`lattice.compare.compare_runs`):
+    """The figures of ``lattice compare`` (``result`` from :func:`lattice.results.compare.compare_runs`):
 
     - ``compare_hist_m.png``: overlaid normalized histograms of m (chains pooled);
     - ``compare_rho.png``: ρ(t) of |m| and of S/V per run, t in measurements of that run;
@@ -370,7 +369,7 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
     - ``compare_cost.png``: seconds and evaluations per independent |m| (2 τ_int × cost per
       measurement), log scale.
     """
-    from .compare import cost_per_independent_sample
+    from lattice.results.compare import cost_per_independent_sample
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -442,3 +441,91 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
         ax.set_yticks(y, labels, fontsize=7)
     _save(f, out / "compare_cost.png", written)
     return written
+
+
+# ---------------------------------------------------------------- the Fokker–Planck picture
+def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
+    """Slide figure of a ``compare`` result, written to ``path`` (format from the suffix).
+
+    (a) P(φ, τ) (lines) and walker histograms (steps) at up to ``n_curves`` times, e^{−S}/Z
+    dashed; (b) KS distance to equilibrium vs τ, walkers and FP, with the slope e^{−Λ₁τ} and the
+    finite-n noise floor √(π/2) ln2 / √n; (c) |⟨φ⟩ − ⟨φ⟩_eq| vs τ with the fit and its window.
+    """
+    r = result
+    tt, grid, p, pos = r["times"], r["grid"], r["P"], r["positions"]
+    edges, gap, n = r["bin_edges"], r["gap"], r["n_walkers"]
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
+
+    idx = np.unique(np.round(np.geomspace(1, tt.size, n_curves) - 1).astype(int))
+    colors = [_viridis(i / max(1, len(idx) - 1)) for i in range(len(idx))]
+    for c, k in zip(colors, idx, strict=True):
+        ax1.plot(grid, p[k], color=c, lw=1.6, label=f"τ = {tt[k]:.3g}")
+        dens, _ = np.histogram(pos[k], bins=edges, density=False)
+        ax1.stairs(dens / (n * np.diff(edges)), edges, color=c, lw=0.9, alpha=0.8)
+    ax1.plot(grid, r["P_eq"], "k--", lw=1.4, label="e$^{-S}$/Z")
+    sup = grid[(r["P_eq"] > 1e-4 * r["P_eq"].max()) | (p.max(axis=0) > 1e-4 * p.max())]
+    ax1.set_xlim(sup.min(), sup.max())
+    top = 1.05 * min(p.max(), 4.0 * r["P_eq"].max())
+    ax1.set_ylim(0, top)
+    if p.max() > top:  # keep the late curves readable; say so
+        ax1.text(
+            0.98,
+            0.97,
+            f"peak {p.max():.3g} clipped",
+            transform=ax1.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="0.4",
+        )
+    ax1.set_xlabel("φ")
+    ax1.set_ylabel("P(φ, τ)")
+    ax1.set_title("FP (lines) vs walkers (steps)")
+    ax1.legend(fontsize=8, frameon=False)
+
+    floor = math.sqrt(math.pi / 2) * math.log(2) / math.sqrt(n)
+    ax2.semilogy(tt, r["ks_eq_fp"], "C0-", label="FP: sup|F(τ) − F$_{eq}$|")
+    ax2.semilogy(tt, r["ks_eq_walkers"], "C1o", ms=4, label="walkers: KS to e$^{-S}$/Z")
+    late = tt >= r["fit_window"][0]
+    k0 = int(np.argmax(late))
+    ax2.semilogy(
+        tt[late],
+        r["ks_eq_fp"][k0] * np.exp(-gap * (tt[late] - tt[k0])),
+        "k:",
+        label=f"∝ exp(−Λ₁τ), Λ₁ = {gap:.4f}",
+    )
+    ax2.axhline(floor, color="0.5", lw=1, ls="--", label="KS noise floor ⟨D⟩ at n")
+    ax2.axhline(r["ks_critical"], color="0.5", lw=1, ls="-.", label="KS critical (α = 1e-3)")
+    ax2.set_xlabel("τ")
+    ax2.set_ylabel("distance to equilibrium")
+    ax2.legend(fontsize=8, frameon=False)
+    ax2.set_ylim(0.3 * floor, 1.5)
+
+    m, dm, mfp = np.abs(r["mean_walkers"]), r["mean_error"], np.abs(r["mean_fp"])
+    lo, hi = r["fit_window"]
+    ax3.axvspan(lo, hi, color="0.92", label="fit window")
+    ax3.semilogy(tt, mfp, "C0-", label="FP")
+    ax3.errorbar(tt, m, dm, fmt="C1o", ms=4, label="walkers")
+    tw = tt[r["fit_mask"]]
+    amp = abs(r["rate_amplitude"])
+    ax3.semilogy(
+        tw,
+        amp * np.exp(-r["rate"] * tw),
+        "k:",
+        label=f"fit γ = {r['rate']:.3f} ± {r['rate_error']:.3f}",
+    )
+    ax3.set_ylim(0.3 * dm.min(), 2 * max(m.max(), mfp.max()))
+    ax3.set_xlabel("τ")
+    ax3.set_ylabel("|⟨φ⟩ − ⟨φ⟩$_{eq}$|")
+    ax3.legend(fontsize=8, frameon=False)
+    fig.suptitle(
+        f"single-site Langevin vs Fokker–Planck: S = (1−2λ)φ² + λφ⁴, λ = {r['lam']:g}, "
+        f"ε = {r['step_size']:g}, {n} walkers (Euler–Maruyama)"
+    )
+    fig.savefig(path, dpi=150)
+
+
+def _viridis(x: float):
+    return colormaps["viridis"](0.9 * x)

@@ -61,7 +61,7 @@ def _processes(
     Bad options are refused before ``jax.distributed.initialize`` waits for the others."""
     if not (distributed or coordinator or processes is not None or process_id is not None):
         return None
-    from .distributed import initialize
+    from lattice.runs.distributed import initialize
 
     if not distributed and (coordinator is None or processes is None or process_id is None):
         raise _Usage(
@@ -99,9 +99,9 @@ def run(
     With --distributed (or --coordinator/--processes/--process-id) every process runs its
     share of the chains into RUN_DIR/shard-NNNN and RUN_DIR/manifest.json joins them
     (docs/scaling.md)."""
-    from .config import ConfigError, load_config
-    from .jobs import JobError, default_run_dir, run_job
-    from .progress import make_reporter
+    from lattice.app.console import make_reporter
+    from lattice.config.run import ConfigError, load_config
+    from lattice.runs.sampling import JobError, default_run_dir, run_job
 
     try:
         cfg = load_config(config, set_ or [])
@@ -110,7 +110,7 @@ def run(
         if where is None:
             path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
         else:
-            from .distributed import run_sharded
+            from lattice.runs.distributed import run_sharded
 
             path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
     except (ConfigError, JobError, _Usage) as e:
@@ -128,17 +128,23 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a score model by denoising score matching on an ensemble's saved configurations."""
-    from .config import ConfigError
-    from .jobs import default_run_dir
-    from .progress import make_reporter
-    from .score.config import load_train_config
-    from .score.train import TrainError, train_model
+    from lattice.app.console import make_reporter
+    from lattice.app.plots import write_training_plots
+    from lattice.config.run import ConfigError
+    from lattice.config.train import load_train_config
+    from lattice.runs.sampling import default_run_dir
+    from lattice.runs.training import TrainError, train_model
 
     try:
         cfg = load_train_config(config, set_ or [])
         model_dir = output or default_run_dir(config)
         path = train_model(
-            cfg, model_dir, force=force, reporter=make_reporter(quiet), config_dir=config.parent
+            cfg,
+            model_dir,
+            force=force,
+            reporter=make_reporter(quiet),
+            config_dir=config.parent,
+            on_trained=write_training_plots,
         )
     except (ConfigError, TrainError) as e:
         _fail(str(e), getattr(e, "exit_code", 2))
@@ -161,15 +167,18 @@ def resume(
 
     A multi-process run resumes on the same number of processes (the same options as its
     `lattice run`), or shard by shard: `lattice resume RUN_DIR/shard-0001`."""
-    from .config import ConfigError
-    from .ensemble import EnsembleError
-    from .jobs import JobError, resume_job
-    from .progress import make_reporter
-    from .score.train import TrainError, is_training_dir, resume_training
+    from lattice.app.console import make_reporter
+    from lattice.app.plots import write_training_plots
+    from lattice.config.run import ConfigError
+    from lattice.io.ensemble import EnsembleError
+    from lattice.runs.sampling import JobError, resume_job
+    from lattice.runs.training import TrainError, is_training_dir, resume_training
 
     if is_training_dir(run_dir):
         try:
-            path = resume_training(run_dir, reporter=make_reporter(quiet))
+            path = resume_training(
+                run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
+            )
         except (ConfigError, TrainError) as e:
             _fail(str(e), getattr(e, "exit_code", 2))
         if not quiet:
@@ -178,7 +187,7 @@ def resume(
     try:
         where = _processes(distributed, coordinator, processes, process_id)
         if where is None:
-            from .distributed import is_sharded
+            from lattice.io.manifest import is_sharded
 
             if is_sharded(run_dir):
                 raise JobError(
@@ -188,7 +197,7 @@ def resume(
                 )
             path = resume_job(run_dir, reporter=make_reporter(quiet))
         else:
-            from .distributed import resume_sharded
+            from lattice.runs.distributed import resume_sharded
 
             path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
     except (ConfigError, JobError, EnsembleError, _Usage) as e:
@@ -198,7 +207,8 @@ def resume(
 
 
 def _model_info(directory: Path) -> None:
-    from .score.model import ModelError, load_model
+    from lattice.io.model import load_model
+    from lattice.score.model import ModelError
 
     try:
         m = load_model(directory)
@@ -245,8 +255,9 @@ def info(
 ) -> None:
     """Shape, action, sampler, chains, samples, and whether the run is complete (or, for a
     model directory, what the score model was trained on and how well)."""
-    from .ensemble import EnsembleError, open_ensemble
-    from .score.train import is_training_dir
+    from lattice.io.ensemble import EnsembleError
+    from lattice.io.reader import open_ensemble
+    from lattice.runs.training import is_training_dir
 
     if file.is_dir() and ((file / "model.json").exists() or is_training_dir(file)):
         _model_info(file)
@@ -338,9 +349,10 @@ def measure(
     plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
 ) -> None:
     """Observables with Γ-method errors and integrated autocorrelation times."""
-    from .config import parse_config
-    from .ensemble import EnsembleError, open_ensemble
-    from .measure import measure_ensemble
+    from lattice.config.run import parse_config
+    from lattice.io.ensemble import EnsembleError
+    from lattice.io.reader import open_ensemble
+    from lattice.results.measure import measure_ensemble
 
     try:
         ens = open_ensemble(target)
@@ -348,7 +360,7 @@ def measure(
     except (EnsembleError, ValueError) as e:
         _fail(str(e))
     if plots is not None:
-        from .plots import write_measure_plots
+        from lattice.app.plots import write_measure_plots
 
         paths = write_measure_plots(ens, res, plots, discard=discard)
         err.print(f"{len(paths)} plots written to {plots}")
@@ -443,7 +455,7 @@ def compare(
     or above the family-wise threshold when many runs are compared)."""
     import tempfile
 
-    from .compare import (
+    from lattice.results.compare import (
         CompareError,
         compare_runs,
         cost_per_independent_sample,
@@ -459,12 +471,12 @@ def compare(
         _fail(str(e))
     files = []
     if plots is not None or report is not None:
-        from .plots import write_compare_plots
+        from lattice.app.plots import write_compare_plots
 
         with tempfile.TemporaryDirectory() as tmp:
             files = write_compare_plots(res, plots if plots is not None else tmp)
             if report is not None:
-                from .compare import write_report
+                from lattice.app.report import write_report
 
                 write_report(res, report, files)
                 err.print(f"report written to {report}")
@@ -534,10 +546,10 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Boltzmann-equilibrium checks; exit status 1 when one fails."""
-    from .checks import run_checks
-    from .config import ConfigError
-    from .ensemble import EnsembleError
-    from .progress import make_reporter
+    from lattice.app.console import make_reporter
+    from lattice.config.run import ConfigError
+    from lattice.io.ensemble import EnsembleError
+    from lattice.results.checks import run_checks
 
     if samples is not None and samples < 20:
         _fail(f"--samples must be >= 20 (got {samples})")
@@ -556,7 +568,7 @@ def check(
     except (ConfigError, EnsembleError, ValueError) as e:
         _fail(str(e))
     if plots is not None:
-        from .plots import write_check_plots
+        from lattice.app.plots import write_check_plots
 
         report.plots = [str(p) for p in write_check_plots(report, plots)]
     if json_:

@@ -12,7 +12,7 @@ Every check is a statistic with a tolerance; statistical ones are z-scores
    user's ε compared with HMC directly, with the bias b ε^k reported beside the error.
 3. Exact results: for λ = 0 the exact e^{−S} values of ⟨φ²⟩, χ and G(t) (and, for Langevin,
    the exact finite-ε values, which test the implementation); ⟨e^{−ΔH}⟩ = 1 for HMC and MALA.
-4. Fokker–Planck relaxation of a single site (d = 0), see :mod:`lattice.fokker_planck`.
+4. Fokker–Planck relaxation of a single site (d = 0), see :mod:`lattice.numerics.fokker_planck`.
 5. Thermalization: hot and ordered starts, their agreement time against τ_int.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import family_z, gamma_method
-from .config import RunConfig, parse_config
-from .progress import QuietReporter, Reporter
+from lattice.config.run import RunConfig, parse_config
+from lattice.numerics.analysis import family_z, gamma_method
+from lattice.runs.progress import QuietReporter, Reporter
 
 __all__ = ["Check", "CheckReport", "run_checks", "Z_TOL"]
 
@@ -115,8 +115,8 @@ def _simulate(
     """An in-memory run of (a variant of) the config; returns obs and diagnostics."""
     import jax.numpy as jnp
 
-    from .chains import run_chains
-    from .jobs import build_sampler, build_theory
+    from lattice.runs.sampling import build_sampler, build_theory
+    from lattice.samplers.chains import run_chains
 
     over = []
     if kind is not None and kind != cfg.sampler.kind:
@@ -142,7 +142,7 @@ def _simulate(
 
 
 def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
-    from .ensemble import open_ensemble
+    from lattice.io.reader import open_ensemble
 
     ens = open_ensemble(target)  # a run directory, a sharded run, or an ensemble file
     if ens.committed < 20:
@@ -179,8 +179,8 @@ def _schwinger_dyson(data) -> list[Check]:
 
 
 def _exact_free(cfg: RunConfig, data) -> list[Check]:
-    from .exact import free_field_observables
-    from .jobs import build_theory
+    from lattice.numerics.exact import free_field_observables
+    from lattice.runs.sampling import build_theory
 
     theory = build_theory(cfg)
     s = cfg.sampler
@@ -205,7 +205,7 @@ def _exact_free(cfg: RunConfig, data) -> list[Check]:
         )
     )
     if s.kind == "langevin":
-        from .measure import free_field_reference
+        from lattice.results.measure import free_field_reference
 
         at_eps = free_field_reference(cfg)[0]
         for name in ("phi2", "chi"):
@@ -375,8 +375,8 @@ def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: C
 
 
 def _fokker_planck(cfg: RunConfig, reporter: Reporter, report: CheckReport) -> list[Check]:
-    from . import fokker_planck as fp
-    from .jobs import build_theory
+    from lattice.numerics import fokker_planck as fp
+    from lattice.runs.sampling import build_theory
 
     lam = build_theory(cfg).to_kappa().lam if cfg.action.form == "mass" else cfg.action.lam
     reporter.log(f"check: single-site Fokker–Planck relaxation at lambda = {lam:g}")
@@ -427,7 +427,7 @@ def run_checks(
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from .config import load_config
+    from lattice.config.run import load_config
 
     reporter = reporter or QuietReporter()
     t0 = time.perf_counter()

@@ -20,18 +20,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
 
-from ..config import (
+from lattice.config.run import (
     ConfigError,
+    Document,
     NonNegInt,
     PosFloat,
     PosInt,
-    _Document,
-    _rule,
-    _Section,
-    _show,
+    Section,
     load_document,
     parse_document,
     positive_or_auto,
+    rule,
+    show,
 )
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
 NonNegFloat = Annotated[float, Field(ge=0, strict=True)]
 
 
-class TrainSection(_Section):
+class TrainSection(Section):
     """``[train]``: data, noise schedule, optimizer and cadence."""
 
     ensemble: StrictStr
@@ -72,7 +72,7 @@ class TrainSection(_Section):
     @classmethod
     def _not_empty(cls, v: str) -> str:
         if not v.strip():
-            raise _rule("", "must name a run directory or an ensemble.h5 file (got '')")
+            raise rule("", "must name a run directory or an ensemble.h5 file (got '')")
         return v
 
     @field_validator("sigma_min", "sigma_max", mode="plain")
@@ -83,28 +83,28 @@ class TrainSection(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TrainSection:
         if self.checkpoint_every % self.log_every:
-            raise _rule(
+            raise rule(
                 "checkpoint_every",
                 f"must be a multiple of log_every = {self.log_every} (got {self.checkpoint_every})",
             )
         if self.sde == "ve":
             lo, hi = self.sigma_min, self.sigma_max
             if lo != "auto" and hi != "auto" and not lo < hi:
-                raise _rule("sigma_max", f"must be > sigma_min = {_show(lo)} (got {_show(hi)})")
+                raise rule("sigma_max", f"must be > sigma_min = {show(lo)} (got {show(hi)})")
         else:
             if self.sigma_max != "auto":
-                raise _rule("sigma_max", 'not used by sde = "vp" (its range is set by beta_max)')
+                raise rule("sigma_max", 'not used by sde = "vp" (its range is set by beta_max)')
             if not self.beta_min < self.beta_max:
-                raise _rule(
+                raise rule(
                     "beta_max",
-                    f"must be > beta_min = {_show(self.beta_min)} (got {_show(self.beta_max)})",
+                    f"must be > beta_min = {show(self.beta_min)} (got {show(self.beta_max)})",
                 )
         if self.warmup >= self.steps:
-            raise _rule("warmup", f"must be < steps = {self.steps} (got {self.warmup})")
+            raise rule("warmup", f"must be < steps = {self.steps} (got {self.warmup})")
         return self
 
 
-class NetworkSection(_Section):
+class NetworkSection(Section):
     """``[network]``: the score network of ``lattice.score.network``."""
 
     channels: PosInt = 32
@@ -120,11 +120,11 @@ class NetworkSection(_Section):
     @classmethod
     def _odd(cls, v: int) -> int:
         if v % 2 == 0:
-            raise _rule("", f"must be odd, so that the kernel is centred on the site (got {v})")
+            raise rule("", f"must be odd, so that the kernel is centred on the site (got {v})")
         return v
 
 
-class TrainConfig(_Document):
+class TrainConfig(Document):
     """The fully resolved training config."""
 
     name: StrictStr = "model"

@@ -26,8 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .geometry import pairwise_sum, site_sum
-from .phi4 import Phi4
+from lattice.numerics.geometry import pairwise_sum, site_sum
+from lattice.numerics.phi4 import Phi4
 
 __all__ = ["measure", "SCALAR_OBSERVABLES", "observable_shapes"]
 

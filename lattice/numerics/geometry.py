@@ -65,7 +65,7 @@ def pairwise_sum(y: jnp.ndarray, axis: int, reduce_last: bool = False) -> jnp.nd
     ``reduce_last`` does the last addition as a reduction of two elements (0 + a + b, the
     same value). XLA then keeps the sum a separate kernel: it does not fuse a transpose of
     the result into the tree (which read the sites strided, 4× slower in
-    :func:`lattice.observables.measure`), and it does not recompute the tree for every site
+    :func:`lattice.numerics.observables.measure`), and it does not recompute the tree for every site
     of a per-chain consumer (HMC's accept/reject select: 2× slower at 16² × 1024,
     docs/PERFORMANCE.md). Used for the chain-last sums, where it is bitwise independent of
     the chain count and the devices (tested); the chain-first :func:`site_sum` keeps the

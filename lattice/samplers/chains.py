@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import noise
-from .compile import hot_jit
-from .observables import measure
-from .phi4 import Phi4
-from .samplers.base import Sampler, chain_first
+from lattice.numerics import noise
+from lattice.numerics.compile import hot_jit
+from lattice.numerics.observables import measure
+from lattice.numerics.phi4 import Phi4
+from lattice.samplers.base import Sampler, chain_first
 
 __all__ = ["chain_keys", "initial_field", "init_states", "evolve", "sample", "trace", "run_chains"]
 
@@ -125,7 +125,7 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
 def _batched(sampler: Sampler, keys, states):
     """The sampler's :class:`~lattice.samplers.base.BatchedStep` if the loops run in its
     chain-last layout for these keys and states (no cluster update, a dtype it is used for,
-    threefry keys: its noise is :mod:`lattice.noise`'s words), else None."""
+    threefry keys: its noise is :mod:`lattice.numerics.noise`'s words), else None."""
     b = sampler.batched
     if b is None or sampler.cluster is not None or states.phi.dtype.name not in b.dtypes:
         return None

@@ -53,15 +53,17 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lattice._version import __version__
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "EnsembleError",
     "EnsembleWriter",
     "Ensemble",
-    "open_ensemble",
-    "write_checkpoint",
-    "read_checkpoint",
+    "open_ensemble_file",
+    "short_error",
+    "plain_value",
 ]
 
 FORMAT = "lattice-ensemble"
@@ -113,8 +115,6 @@ class EnsembleWriter:
         diagnostics: tuple[str, ...] = DIAGNOSTICS,
         weights: bool = False,
     ) -> EnsembleWriter:
-        from . import __version__
-
         w = cls(path)
         with h5py.File(path, "w", **_FILE_LAYOUT) as f:
             f.attrs.update(
@@ -355,7 +355,7 @@ class Ensemble:
     weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
     diagnostics: dict[str, np.ndarray] | None = None  # /diagnostics/<name> [chains, committed]
     uuid: str | None = None  # random id given at creation (None in files older than 0.1.0)
-    #: a multi-process run joined from its shards (:mod:`lattice.distributed`), in chain order
+    #: a multi-process run joined from its shards (:mod:`lattice.runs.distributed`), in chain order
     shards: tuple[Ensemble, ...] = ()
 
     def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -371,24 +371,17 @@ class Ensemble:
             return f["configs"][chains, : self.saved][:, which], idx
 
 
-def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
-    """Open an ensemble for reading: an ``ensemble.h5``, a run directory, or a multi-process
-    run (its directory or ``manifest.json``: the shards joined, :mod:`lattice.distributed`).
-    Raises :class:`EnsembleError` with a clear message for a missing, foreign, truncated or
-    corrupt file."""
+def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensemble:
+    """Open one ``ensemble.h5`` for reading (:func:`lattice.io.reader.open_ensemble` also takes
+    run directories and manifests). Raises :class:`EnsembleError` with a clear message for a
+    missing, foreign, truncated or corrupt file."""
     path = Path(path)
-    if path.is_dir():
-        path = path / ("manifest.json" if (path / "manifest.json").exists() else "ensemble.h5")
-    if path.suffix == ".json":
-        from .distributed import open_manifest
-
-        return open_manifest(path, load_observables)
     if not path.exists():
         raise EnsembleError(f"{path}: no such file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise EnsembleError(f"{path}: not a readable HDF5 file ({_short(e)})") from None
+        raise EnsembleError(f"{path}: not a readable HDF5 file ({short_error(e)})") from None
     try:
         with f:
             if f.attrs.get("format") != FORMAT:
@@ -407,7 +400,9 @@ def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
             return Ensemble(
                 path=path,
                 config_toml=str(f["config"].attrs["toml"]),
-                config_attrs={k: _plain(v) for k, v in f["config"].attrs.items() if k != "toml"},
+                config_attrs={
+                    k: plain_value(v) for k, v in f["config"].attrs.items() if k != "toml"
+                },
                 observables=obs,
                 acceptance=diag["acceptance"],
                 diagnostics=diag,
@@ -426,14 +421,16 @@ def open_ensemble(path: str | Path, load_observables: bool = True) -> Ensemble:
     except EnsembleError:
         raise
     except (KeyError, OSError, ValueError, TypeError) as e:
-        raise EnsembleError(f"{path}: damaged or incomplete ensemble file ({_short(e)})") from None
+        raise EnsembleError(
+            f"{path}: damaged or incomplete ensemble file ({short_error(e)})"
+        ) from None
 
 
-def _short(e: Exception) -> str:
+def short_error(e: Exception) -> str:
     return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
-def _plain(v):
+def plain_value(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     if isinstance(v, np.generic):
@@ -441,50 +438,3 @@ def _plain(v):
     if isinstance(v, bytes):
         return v.decode()
     return v
-
-
-# ---------------------------------------------------------------------- checkpoint
-def write_file_atomic(path: str | Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` atomically: temporary file, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_checkpoint(
-    path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
-) -> None:
-    """Write a checkpoint atomically: temporary file, fsync, ``os.replace``, fsync the dir."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for k, v in arrays.items():
-            f.create_dataset(k, data=np.asarray(v))
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        f.flush()
-        os.fsync(f.id.get_vfd_handle())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    try:
-        with h5py.File(path, "r") as f:
-            arrays: dict[str, np.ndarray] = {}
-            f.visititems(
-                lambda name, obj: (
-                    arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-                )
-            )
-            return arrays, {k: _plain(v) for k, v in f.attrs.items()}
-    except OSError as e:
-        raise EnsembleError(f"{path}: unreadable checkpoint ({_short(e)})") from None

@@ -23,18 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError, RunConfig, load_config, parse_config
-from .ensemble import (
-    EnsembleError,
-    EnsembleWriter,
-    open_ensemble,
-    read_checkpoint,
-    write_checkpoint,
-    write_file_atomic,
-)
-from .progress import QuietReporter, Reporter
+from lattice.config.run import ConfigError, RunConfig, load_config, parse_config
+from lattice.io.atomic import write_file_atomic
+from lattice.io.checkpoint import read_checkpoint, write_checkpoint
+from lattice.io.ensemble import EnsembleError, EnsembleWriter
+from lattice.io.reader import open_ensemble
+from lattice.runs.progress import QuietReporter, Reporter
 
-#: the extra /diagnostics of a sampler with cluster updates (see lattice.chains._advance)
+#: the extra /diagnostics of a sampler with cluster updates (see lattice.samplers.chains._advance)
 CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
 
 __all__ = [
@@ -94,7 +90,7 @@ def default_run_dir(config_path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------- building blocks
 def build_theory(cfg: RunConfig):
-    from .phi4 import Phi4
+    from lattice.numerics.phi4 import Phi4
 
     a = cfg.action
     if a.form == "kappa":
@@ -110,7 +106,7 @@ def build_sampler(cfg: RunConfig, theory):
 
 @functools.lru_cache(maxsize=32)
 def _cached_sampler(s, theory):
-    from .samplers import hmc, langevin, mala, with_clusters
+    from lattice.samplers import hmc, langevin, mala, with_clusters
 
     if s.kind == "langevin":
         base = langevin(
@@ -126,14 +122,18 @@ def _cached_sampler(s, theory):
     elif s.kind == "hmc":
         base = hmc(theory, s.trajectory_length, s.steps, s.scheme)
     elif s.kind == "diffusion":
-        from .samplers.diffusion import diffusion
-        from .score.model import load_model
+        from lattice.io.model import load_model, norm_function_of
+        from lattice.score.model import check_compatible
+        from lattice.samplers.diffusion import diffusion
 
         # the resolved config holds exactly the keys of its method (config._DIFFUSION_KEYS)
         keys = ("rtol", "atol", "max_steps", "divergence", "snr", "corrector_steps")
         keys += ("steps_per_level", "step_scale", "kernel")
         opts = {k: getattr(s, k) for k in keys if getattr(s, k) is not None}
         model = load_model(s.model)
+        check_compatible(model, theory)  # before the kernel table is looked for
+        if s.kernel == "analytic":  # the kernel's table, measured now for an older model
+            opts["norm"] = norm_function_of(model)
         base = diffusion(
             theory, model, method=s.method, metropolis_step=s.metropolis, steps=s.steps, **opts
         )
@@ -339,7 +339,7 @@ def _check_model(cfg: RunConfig) -> None:
     """A diffusion sampler's model must load and fit the run's theory before any work."""
     if cfg.sampler.kind != "diffusion":
         return
-    from .score.model import ModelError
+    from lattice.score.model import ModelError
 
     try:
         build_sampler(cfg, build_theory(cfg))
@@ -363,8 +363,8 @@ def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) 
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from .chains import chain_keys, evolve, init_states, initial_field, sample
-    from .observables import observable_shapes
+    from lattice.numerics.observables import observable_shapes
+    from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 
     r = cfg.run
     dtype = jnp.dtype(r.dtype)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import gamma_method, gamma_method_derived
-from .ensemble import Ensemble
+from lattice.io.ensemble import Ensemble
+from lattice.numerics.analysis import gamma_method, gamma_method_derived
 
 __all__ = [
     "OBSERVABLES",
@@ -143,7 +143,7 @@ def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
     """Exact values for a free-field (λ = 0) ensemble: at the run's step size and scheme for
     Langevin (the exact finite-ε values), the exact e^{−S} values for exact samplers.
     Returns (values, description) or None."""
-    from .config import parse_config
+    from lattice.config.run import parse_config
 
     return free_field_reference(parse_config(ens.config_toml))
 
@@ -152,9 +152,9 @@ def free_field_reference(cfg) -> tuple[dict[str, Any], str] | None:
     """(exact values of what the config's sampler samples, description) for a free field;
     None for λ ≠ 0. For Langevin these are the exact finite-ε values of its scheme (with
     Fourier acceleration if used), for exact samplers the e^{−S} values."""
-    from .exact import free_field_observables
-    from .jobs import build_theory
-    from .samplers.langevin import fourier_mass2_auto
+    from lattice.numerics.exact import free_field_observables
+    from lattice.numerics.fourier import fourier_mass2_auto
+    from lattice.runs.sampling import build_theory
 
     if cfg.action.lam != 0.0:
         return None

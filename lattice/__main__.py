@@ -1,0 +1,5 @@
+"""``python -m lattice``: the ``lattice`` command."""
+
+from lattice.app.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""The model directory (``lattice train``'s output): ``model.eqx`` (the network's weights,
+equinox serialisation) and ``model.json`` (format, theory, SDE, network spec, provenance,
+training record, the sha256 of the weights and the kernel tables)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import numpy as np
+
+from lattice._version import __version__
+from lattice.io.atomic import write_file_atomic
+from lattice.io.reader import open_ensemble
+from lattice.score.model import ModelError, ScoreModel, theory_from_dict, theory_to_dict
+from lattice.score.network import NetworkSpec, ScoreNet, build_network
+from lattice.score.path import NORM_FIELDS, norm_function, norm_table, stored_norm_function
+from lattice.score.sde import SDE, make_sde
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS",
+    "META",
+    "save_model",
+    "load_model",
+    "norm_function_of",
+    "sde_to_dict",
+    "sde_from_dict",
+]
+
+FORMAT = "lattice-score-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.eqx"
+META = "model.json"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sde_to_dict(sde: SDE) -> dict[str, Any]:
+    d = {"kind": sde.name, "sigma_min": float(sde.sigma_min), "sigma_max": float(sde.sigma_max)}
+    if sde.name == "vp":
+        d.update(beta_min=sde.beta_min, beta_max=sde.beta_max)
+    d["t_min"] = float(sde.t_min)
+    return d
+
+
+def sde_from_dict(d: dict[str, Any]) -> SDE:
+    return make_sde(
+        d["kind"], d["sigma_min"], d["sigma_max"], d.get("beta_min", 0.1), d.get("beta_max", 20.0)
+    )
+
+
+def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, Any]) -> Path:
+    """Write ``model.eqx`` then ``model.json`` (atomically, in that order); returns the dir."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, net)
+    write_file_atomic(directory / WEIGHTS, buf.getvalue())
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lattice_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "theory": theory_to_dict(net.theory),
+        "sde": sde_to_dict(sde),
+        "sigma_data": net.sigma_data,
+        "network": net.spec.to_dict(),
+        "receptive_field": net.spec.receptive_field,
+        **meta,
+        "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)},
+    }
+    write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    return directory
+
+
+def load_model(directory: str | Path) -> ScoreModel:
+    """Read a model directory; :class:`ModelError` names what is missing or damaged."""
+    d = Path(directory)
+    if d.suffix == ".json" and d.is_file():
+        d = d.parent
+    if not d.is_dir():
+        raise ModelError(f"{d}: no such model directory")
+    meta_path = d / META
+    if not meta_path.exists():
+        hint = (
+            " (training is unfinished: continue it with `lattice resume " + str(d) + "`)"
+            if (d / "checkpoint.h5").exists()
+            else ""
+        )
+        raise ModelError(f"{d}: not a trained model (no {META}){hint}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{meta_path}: unreadable ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: not a lattice score model (no format = '{FORMAT}')")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(
+            f"{meta_path}: format_version {meta['format_version']} is newer than this lattice"
+            f" ({FORMAT_VERSION})"
+        )
+    weights = d / WEIGHTS
+    if not weights.exists():
+        raise ModelError(f"{d}: the weights file {WEIGHTS} is missing")
+    try:
+        expected = meta["weights"]["sha256"]
+        theory = theory_from_dict(meta["theory"])
+        spec = NetworkSpec.from_dict(meta["network"])
+        sde = sde_from_dict(meta["sde"])
+        sigma_data = float(meta["sigma_data"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{meta_path}: damaged metadata ({type(e).__name__}: {e})") from None
+    if sha256_of(weights) != expected:
+        raise ModelError(
+            f"{weights}: the weights do not match the checksum in {META} (corrupt or replaced)"
+        )
+    like = build_network(spec, theory, sigma_data, seed=0)
+    try:
+        net = eqx.tree_deserialise_leaves(weights, like)
+    except Exception as e:  # equinox/numpy raise assorted errors for a bad file
+        raise ModelError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
+    return ScoreModel(net=net, sde=sde, meta=meta, path=d)
+
+
+def norm_function_of(model: ScoreModel) -> Callable[[np.ndarray], np.ndarray]:
+    """u(σ) = σ²Γ(σ) of a model, the input of the analytic path kernel
+    (:mod:`lattice.score.path` eq. (3)): what the model carries
+    (:func:`~lattice.score.path.stored_norm_function`), else measured now on the last
+    configurations of its training ensemble (a model older than the stored table)."""
+    stored = stored_norm_function(model)
+    if stored is not None:
+        return stored
+    # an older model: measure u(σ) now on the last configurations of its training ensemble
+    where = model.path or "the model"
+    src = (model.meta.get("data") or {}).get("ensemble")
+    try:
+        phi, _ = open_ensemble(src, load_observables=False).configs()
+    except Exception:  # no ensemble recorded, moved, or unreadable
+        raise ModelError(
+            f"{where}: no score_norms in model.json, which the analytic path kernel needs, and"
+            f" its training ensemble ({src}) cannot be read to measure them; retrain with this"
+            " lattice, or use kernel = 'em'"
+        ) from None
+    phi = np.asarray(phi[:, -max(1, NORM_FIELDS // phi.shape[0]) :]).reshape((-1,) + model.shape)
+    table = norm_table(model.net.batch, model.sde, phi.astype(np.float32))
+    return norm_function(table["sigma"], table["u"])

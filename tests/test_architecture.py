@@ -1,0 +1,168 @@
+"""The package's layers (docs/architecture.md): every import, including those inside
+functions, goes from a layer to the same or a lower one; the module graph has no cycle; and
+every module imports on its own."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lattice"
+
+#: layer of each top-level part, lowest first (an import may only go to the same or a lower one)
+LAYERS = {
+    "_version": 0,
+    "numerics": 1,
+    "score": 2,
+    "samplers": 3,
+    "config": 4,
+    "io": 5,
+    "runs": 6,
+    "results": 7,
+    "app": 8,
+    "__init__": 9,
+    "__main__": 9,
+}
+#: third-party packages only the app layer may import (presentation and global config)
+APP_ONLY = ("rich", "matplotlib", "typer")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        parts = list(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """Every module ``name`` imports, anywhere in the file (absolute names, with the line)."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append((mod, node.lineno))
+            # `from lattice.numerics import exact` imports the submodule lattice.numerics.exact
+            out += [(f"{mod}.{a.name}", node.lineno) for a in node.names]
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for target, _ in _imports(m, p):
+            if target in mods and target != m:
+                graph[m].add(target)
+    return graph
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return LAYERS["__init__"]
+    return LAYERS[parts[1]]
+
+
+def test_every_module_belongs_to_a_layer():
+    for m in _modules():
+        _layer(m)  # KeyError names a module outside the layers
+
+
+def test_imports_go_down_the_layers():
+    bad = []
+    mods = _modules()
+    for m, p in mods.items():
+        for target, line in _imports(m, p):
+            if target in mods and _layer(target) > _layer(m):
+                bad.append(f"{p.relative_to(PACKAGE.parent)}:{line} imports {target}")
+            top = target.split(".")[0]
+            if top in APP_ONLY and _layer(m) < LAYERS["app"]:
+                bad.append(f"{p.relative_to(PACKAGE.parent)}:{line} imports {target} (app only)")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    # the package face and a package's __init__ re-export their own submodules: leave the
+    # edges from a package to its own children out (they are not a cycle of the code)
+    for m in graph:
+        graph[m] = {t for t in graph[m] if not t.startswith(m + ".")}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, stack: list[str]) -> bool:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycle.extend(stack[stack.index(t) :] + [m, t] if t in stack else [m, t])
+                return True
+            if t not in state and visit(t, [*stack, m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if m not in state and visit(m, []):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path):
+    """The two checks above can fail: a function-level import that closes a circle is found."""
+    a = "from lattice.io import ensemble\n"
+    b = "def f():\n    from lattice.numerics import phi4\n    return phi4\n"
+    pa, pb = tmp_path / "a.py", tmp_path / "b.py"
+    pa.write_text(a)
+    pb.write_text(b)
+    assert ("lattice.io.ensemble", 1) in _imports("lattice.numerics.phi4", pa)
+    assert ("lattice.numerics.phi4", 2) in _imports("lattice.io.ensemble", pb)
+    assert _layer("lattice.io.ensemble") > _layer("lattice.numerics.phi4")
+
+
+_ALONE = """
+import importlib, sys
+failed = []
+for name in sys.argv[1:]:
+    for m in [m for m in sys.modules if m == "lattice" or m.startswith("lattice.")]:
+        del sys.modules[m]
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed.append(f"{name}: {type(e).__name__}: {e}")
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imports with no lattice module loaded before it (one interpreter; the
+    lattice modules are dropped from sys.modules between imports)."""
+    names = [m for m in _modules() if m != "lattice.__main__"]
+    r = subprocess.run(
+        [sys.executable, "-c", _ALONE, *names], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("heavy", ["matplotlib", "equinox", "diffrax", "scipy.signal", "rich"])
+def test_import_lattice_is_light(heavy):
+    """``import lattice`` loads none of the heavy dependencies (they load on first use)."""
+    code = f"import sys, lattice; print({heavy!r} in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
