@@ -105,11 +105,11 @@ def _measure(d: Path) -> dict:
 
     ens = open_ensemble(d / "ensemble.h5")
     res = measure_ensemble(ens)
-    out = {k: v for k, v in res["observables"].items() if k != "G"}
+    out = {k: e.to_json() for k, e in res.observables.items()}
     out["_seconds"] = ens.seconds
     out["_steps"] = ens.steps
     out["_chains"] = ens.chains
-    out["_samples"] = res["samples"]
+    out["_samples"] = res.samples
     out["_forces"] = float(ens.config_attrs.get("sampler.forces_per_step", 1))
     return out
 

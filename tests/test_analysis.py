@@ -1,5 +1,5 @@
 """The Γ-method (lattice.numerics.analysis) on AR(1) series with exact τ_int, its coverage, replica,
-pyerrors as an oracle, the jackknife, and degenerate data.
+pyerrors as an oracle, the jackknife, degenerate data, the cosh effective mass and Kish's ESS.
 
 Statistical assertions use |estimate − exact| < 4σ with σ from the analysis itself.
 """
@@ -18,10 +18,12 @@ from lattice.numerics.analysis import (
     GammaResult,
     ar1,
     ar1_tau_int,
+    effective_mass,
     family_z,
     gamma_method,
     gamma_method_derived,
     jackknife,
+    kish_ess,
 )
 
 jax.config.update("jax_enable_x64", True)
@@ -129,10 +131,35 @@ def test_bad_input():
 
 
 def test_as_dict(seed):
-    d = gamma_method(ar1(seed, 500, 0.3)).as_dict()
-    assert set(d) == {"value", "error", "tau_int", "tau_int_error"}
-    assert all(type(v) is float for v in d.values())
+    r = gamma_method(ar1(seed, 500, 0.3))
+    d = r.as_dict()
+    assert list(d) == ["value", "error", "tau_int", "tau_int_error", "window"]
+    assert all(type(d[k]) is float for k in ("value", "error", "tau_int", "tau_int_error"))
+    assert type(d["window"]) is int and d["window"] == r.window
     assert isinstance(gamma_method([1.0, 2.0]), GammaResult)
+
+
+@pytest.mark.parametrize("T", [16, 7])
+def test_effective_mass_recovers_the_mass_of_a_cosh(T):
+    m, t = 0.3, np.arange(T)
+    meff = effective_mass(2.5 * np.cosh(m * (t - T / 2)), T)
+    assert meff.shape == (T // 2,)
+    np.testing.assert_allclose(meff, m, rtol=0, atol=1e-10)
+
+
+def test_effective_mass_is_nan_where_undefined():
+    G = np.array([1.0, 2.0, -1.0, 0.5, 0.4, 0.5])  # rising, then negative
+    meff = effective_mass(G)
+    assert np.isnan(meff).all()
+    assert effective_mass([1.0, 1.0, 1.0, 1.0])[0] == 0.0  # flat: m = 0
+
+
+def test_kish_ess():
+    """(Σ w)²/Σ w²: N for equal weights (any scale), 1 for one nonzero weight."""
+    assert kish_ess(np.full(40, 3.5)) == pytest.approx(40.0, rel=1e-15)
+    assert kish_ess(np.array([0.0, 2.0, 0.0])) == 1.0
+    w = np.random.default_rng(0).exponential(size=500)
+    assert kish_ess(w) == w.sum() ** 2 / np.sum(w * w)
 
 
 # ------------------------------------------------------------------------------ pyerrors

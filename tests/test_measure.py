@@ -11,7 +11,7 @@ from lattice.config.run import parse_config
 from lattice.io.reader import open_ensemble
 from lattice.numerics import exact
 from lattice.results.compare import compare_runs
-from lattice.results.measure import measure_ensemble, to_pyerrors
+from lattice.results.measure import OBSERVABLES, measure_ensemble, to_pyerrors
 from lattice.runs.sampling import build_theory
 
 FREE = """
@@ -56,6 +56,10 @@ def test_measure_json_is_one_object_that_agrees_with_the_exact_free_field(hmc_ru
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)  # exactly one JSON object on stdout, nothing else
     assert set(data) >= {"observables", "chains", "samples", "config"}
+    assert list(data) == ["observables", "chains", "samples", "config", "exactness"]
+    # the JSON is the one serialisation of the Measurement measure_ensemble returns
+    res = measure_ensemble(open_ensemble(hmc_run))
+    assert json.loads(json.dumps(res.to_json())) == data
     assert data["chains"] == 8 and data["samples"] == 400
     assert data["config"]["sampler"]["kind"] == "hmc"
     obs = data["observables"]
@@ -63,6 +67,8 @@ def test_measure_json_is_one_object_that_agrees_with_the_exact_free_field(hmc_ru
     assert set(obs) == names
     for name in names - {"G"}:
         assert set(obs[name]) >= {"value", "error", "tau_int", "tau_int_error"}
+        assert list(obs[name]) == ["value", "error", "tau_int", "tau_int_error", "window", "exact"]
+    assert list(obs) == [*OBSERVABLES, "G"] and list(obs["G"]) == ["value", "error", "exact"]
     th = build_theory(parse_config(data["config"]))
     want = exact.free_field_observables(th)
     for name in ("phi2", "chi", "action", "sd", "phi4", "abs_m", "chi_conn", "binder", "m"):
@@ -98,15 +104,15 @@ def test_a_too_short_run_is_told_its_errors_are_lower_bounds(hmc_run, tmp_path):
     )
     assert cli("run", cfg, "-q").returncode == 0
     slow = open_ensemble(tmp_path / "slow" / "ensemble.h5")
-    failed = {n for n, r in measure_ensemble(slow)["results"].items() if r.windowing_failed}
+    failed = {n for n, o in measure_ensemble(slow).observables.items() if o.gamma.windowing_failed}
     assert failed
     p = cli("measure", tmp_path / "slow")
     assert p.returncode == 0 and "windowing failed" in p.stdout, p.stdout
     assert all(n in p.stdout.split("windowing failed")[1] for n in failed)
     res = compare_runs([hmc_run, tmp_path / "slow"])
-    assert res["flagged"]  # unthermalized and biased: something is flagged
-    for f in res["flagged"]:
-        assert f["unsure"] == ([str(tmp_path / "slow")] if f["observable"] in failed else [])
+    assert res.flagged  # unthermalized and biased: something is flagged
+    for f in res.flagged:
+        assert f.unsure == ([str(tmp_path / "slow")] if f.observable in failed else [])
 
 
 def test_euler_langevin_is_compared_with_its_exact_finite_step_values(tmp_path):

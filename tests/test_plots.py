@@ -1,11 +1,10 @@
-"""lattice.app.plots: the cosh effective mass, and the measure plots of a synthetic ensemble."""
+"""lattice.app.plots: the measure plots of a synthetic ensemble."""
 
 import math
 
 import numpy as np
-import pytest
 
-from lattice.app.plots import effective_mass, write_measure_plots
+from lattice.app.plots import write_measure_plots
 from lattice.io.ensemble import EnsembleWriter
 from lattice.io.reader import open_ensemble
 from lattice.numerics.analysis import ar1
@@ -26,21 +25,6 @@ kind = "hmc"
 chains = 3
 samples = 200
 """
-
-
-@pytest.mark.parametrize("T", [16, 7])
-def test_effective_mass_recovers_the_mass_of_a_cosh(T):
-    m, t = 0.3, np.arange(T)
-    meff = effective_mass(2.5 * np.cosh(m * (t - T / 2)), T)
-    assert meff.shape == (T // 2,)
-    np.testing.assert_allclose(meff, m, rtol=0, atol=1e-10)
-
-
-def test_effective_mass_is_nan_where_undefined():
-    G = np.array([1.0, 2.0, -1.0, 0.5, 0.4, 0.5])  # rising, then negative
-    meff = effective_mass(G)
-    assert np.isnan(meff).all()
-    assert effective_mass([1.0, 1.0, 1.0, 1.0])[0] == 0.0  # flat: m = 0
 
 
 def _synthetic_ensemble(path, seed, chains=3, n=200, shape=(8, 4)):

@@ -298,30 +298,6 @@ def info(
         out.print(f"[bold]{k:>14}[/]  {v}")
 
 
-def _diffusion_summary(ens) -> dict | None:
-    """Acceptance, the distribution of log(e^{−S}/q) over the recorded proposals, the
-    importance-sampling ESS per proposal, and the cost per proposal; None for other samplers."""
-    import numpy as np
-
-    d = ens.diagnostics or {}
-    if "proposal_log_w" not in d:
-        return None
-    lw = np.asarray(d["proposal_log_w"], np.float64)
-    ok = np.isfinite(lw)
-    w = np.exp(lw[ok] - lw[ok].max()) if ok.any() else np.zeros(1)
-    steps = max(ens.steps * ens.chains, 1)
-    return {
-        "acceptance": float(np.mean(d["acceptance"])),
-        "proposals": int(lw.size),
-        "failed": int(lw.size - ok.sum()),
-        "log_w_mean": float(lw[ok].mean()) if ok.any() else float("nan"),
-        "log_w_std": float(lw[ok].std()) if ok.any() else float("nan"),
-        "ess_fraction": float(w.sum() ** 2 / np.sum(w * w) / max(w.size, 1)),
-        "score_evaluations": float(np.mean(d["score_evaluations"])),
-        "seconds": ens.seconds / steps,
-    }
-
-
 def _cluster_summary(ens) -> str | None:
     """One line on the cluster updates of an ensemble, or None without them."""
     import numpy as np
@@ -349,7 +325,6 @@ def measure(
     plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
 ) -> None:
     """Observables with Γ-method errors and integrated autocorrelation times."""
-    from lattice.config.run import parse_config
     from lattice.io.ensemble import EnsembleError
     from lattice.io.reader import open_ensemble
     from lattice.results.measure import measure_ensemble
@@ -365,75 +340,60 @@ def measure(
         paths = write_measure_plots(ens, res, plots, discard=discard)
         err.print(f"{len(paths)} plots written to {plots}")
     if json_:
-        payload = {
-            "observables": res["observables"],
-            "chains": res["chains"],
-            "samples": res["samples"],
-            "config": parse_config(ens.config_toml).to_dict(),
-            "exactness": res["exactness"],
-        }
-        if res["reweighting"] is not None:
-            payload["reweighting"] = res["reweighting"]
-        diff = _diffusion_summary(ens)
-        if diff is not None:
-            payload["diffusion"] = diff
-        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.write(json.dumps(res.to_json()) + "\n")
         return
     from rich.table import Table
 
-    exact_cols = res["exact_kind"] is not None
+    exact_cols = res.exact_kind is not None
     t = Table(
-        title=f"{ens.path}  ({res['chains']} chains x {res['samples']} measurements, "
-        f"sampler exactness: {res['exactness']})"
+        title=f"{ens.path}  ({res.chains} chains x {res.samples} measurements, "
+        f"sampler exactness: {res.exactness})"
     )
     cols = ["observable", "value", "error", "tau_int", "tau_int error", "window"]
     cols += ["exact", "z"] if exact_cols else []
     for col in cols:
         t.add_column(col, justify="right" if col != "observable" else "left")
-    for name, o in res["observables"].items():
-        if name == "G":
-            continue
+    for name, o in res.observables.items():
         row = [
             name,
-            f"{o['value']:.6g}",
-            f"{o['error']:.2g}",
-            f"{o['tau_int']:.2f}",
-            f"{o['tau_int_error']:.2f}",
-            str(o["window"]),
+            f"{o.value:.6g}",
+            f"{o.error:.2g}",
+            f"{o.tau_int:.2f}",
+            f"{o.tau_int_error:.2f}",
+            str(o.window),
         ]
         if exact_cols:
-            z = (o["value"] - o["exact"]) / o["error"] if o["error"] > 0 else float("nan")
-            row += [f"{o['exact']:.6g}", f"{z:+.2f}"]
+            z = (o.value - o.exact) / o.error if o.error > 0 else float("nan")
+            row += [f"{o.exact:.6g}", f"{z:+.2f}"]
         t.add_row(*row)
     out.print(t)
-    failed = [n for n, r in res["results"].items() if r.windowing_failed]
+    failed = [n for n, o in res.observables.items() if o.gamma.windowing_failed]
     if failed:
         out.print(
             f"[yellow]windowing failed[/] for {', '.join(failed)}: no window W ≤ N/2 met Wolff's "
             "criterion, so their τ_int and errors are lower bounds; run longer"
         )
-    g = res["observables"]["G"]
-    pairs = zip(g["value"], g["error"], strict=True)
+    pairs = zip(res.G.value, res.G.error, strict=True)
     out.print("G(t): " + ", ".join(f"{v:.4g} ± {e:.2g}" for v, e in pairs))
     if exact_cols:
-        out.print(f"exact: {res['exact_kind']}")
+        out.print(f"exact: {res.exact_kind}")
     cl = _cluster_summary(ens)
     if cl:
         out.print(f"clusters: {cl}")
-    rw = res["reweighting"]
+    rw = res.reweighting
     if rw is not None:
         out.print(
             f"reweighted with the importance weights /weights/log_w (self-normalized): "
-            f"ESS {rw['ess']:.1f} of {rw['samples']} samples ({rw['ess'] / rw['samples']:.1%})"
-            + (f", {rw['dropped']} failed solves dropped" if rw["dropped"] else "")
+            f"ESS {rw.ess:.1f} of {rw.samples} samples ({rw.ess / rw.samples:.1%})"
+            + (f", {rw.dropped} failed solves dropped" if rw.dropped else "")
         )
-    diff = _diffusion_summary(ens)
+    diff = res.diffusion
     if diff is not None:
         out.print(
-            f"diffusion proposals: acceptance {diff['acceptance']:.3f}, log(e^-S/q) "
-            f"mean {diff['log_w_mean']:.3g}, std {diff['log_w_std']:.3g}; importance ESS "
-            f"{diff['ess_fraction']:.1%} per proposal; {diff['score_evaluations']:.3g} score "
-            f"evaluations and {diff['seconds']:.3g} s per proposal"
+            f"diffusion proposals: acceptance {diff.acceptance:.3f}, log(e^-S/q) "
+            f"mean {diff.log_w_mean:.3g}, std {diff.log_w_std:.3g}; importance ESS "
+            f"{diff.ess_fraction:.1%} per proposal; {diff.score_evaluations:.3g} score "
+            f"evaluations and {diff.seconds:.3g} s per proposal"
         )
     if not ens.complete:
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
@@ -459,7 +419,6 @@ def compare(
         CompareError,
         compare_runs,
         cost_per_independent_sample,
-        public,
         unsure_note,
     )
 
@@ -483,13 +442,11 @@ def compare(
         if plots is not None:
             err.print(f"{len(files)} plots written to {plots}")
     if json_:
-        sys.stdout.write(json.dumps(public(res)) + "\n")
+        sys.stdout.write(json.dumps(res.to_json()) + "\n")
         return
     from rich.table import Table
 
-    t = Table(
-        title="Sampler comparison: " + ", ".join(f"{k} = {v}" for k, v in res["theory"].items())
-    )
+    t = Table(title="Sampler comparison: " + ", ".join(f"{k} = {v}" for k, v in res.theory.items()))
     t.add_column("#")
     t.add_column("sampler")
     for col in (
@@ -504,30 +461,29 @@ def compare(
         "s/indep |m|",
     ):
         t.add_column(col, justify="right")
-    for i, r in enumerate(res["runs"], 1):
-        o = r["observables"]
+    for i, r in enumerate(res.runs, 1):
+        o = r.measurement.observables
         sec, _ = cost_per_independent_sample(r)
         t.add_row(
             str(i),
-            r["sampler"],
-            *(f"{o[n]['value']:.5g} ± {o[n]['error']:.2g}" for n in ("abs_m", "chi", "action")),
-            *(f"{o[n]['tau_int']:.3g} ± {o[n]['tau_int_error']:.2g}" for n in ("abs_m", "chi")),
-            "—" if r["acceptance"] is None else f"{r['acceptance']:.3f}",
-            f"{r['cost']['seconds_per_measurement']:.3g}",
-            f"{r['cost']['evals_per_measurement']:.3g}",
+            r.sampler,
+            *(f"{o[n].value:.5g} ± {o[n].error:.2g}" for n in ("abs_m", "chi", "action")),
+            *(f"{o[n].tau_int:.3g} ± {o[n].tau_int_error:.2g}" for n in ("abs_m", "chi")),
+            "—" if r.acceptance is None else f"{r.acceptance:.3f}",
+            f"{r.cost.seconds_per_measurement:.3g}",
+            f"{r.cost.evals_per_measurement:.3g}",
             f"{sec:.3g}",
         )
     out.print(t)
-    for i, r in enumerate(res["runs"], 1):
-        tr = r["cost"]["training_seconds"]
+    for i, r in enumerate(res.runs, 1):
+        tr = r.cost.training_seconds
         extra = f"; model training {tr:.0f} s (not included above)" if tr is not None else ""
-        out.print(f"{i}: {r['path']} ({r['exactness']}){extra}")
-    zs = ", ".join(f"{n} {z:.2f}" for n, z in res["consistency"].items())
-    out.print(f"max |z| between runs: {zs} (flagged above {res['z_flag']:.3g})")
-    for f in res["flagged"]:
+        out.print(f"{i}: {r.path} ({r.exactness}){extra}")
+    zs = ", ".join(f"{n} {z:.2f}" for n, z in res.consistency.items())
+    out.print(f"max |z| between runs: {zs} (flagged above {res.z_flag:.3g})")
+    for f in res.flagged:
         out.print(
-            f"[bold red]FLAGGED[/] {f['observable']}: {f['a']} vs {f['b']}: z = {f['z']:+.2f}"
-            + unsure_note(f)
+            f"[bold red]FLAGGED[/] {f.observable}: {f.a} vs {f.b}: z = {f.z:+.2f}" + unsure_note(f)
         )
 
 

@@ -9,88 +9,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy.optimize import brentq
 
 from lattice.io.ensemble import Ensemble
-from lattice.numerics.analysis import GammaResult, jackknife
+from lattice.numerics.analysis import GammaResult, effective_mass_jackknife, rho_error
 
-__all__ = ["effective_mass", "rho_error", "write_measure_plots"]
+if TYPE_CHECKING:
+    from lattice.results.compare import Comparison
+    from lattice.results.measure import Measurement
 
-
-def _log_cosh(x: float) -> float:
-    """log cosh x without overflow."""
-    x = abs(x)
-    return x + math.log1p(math.exp(-2.0 * x)) - math.log(2.0)
-
-
-def _meff_one(g0: float, g1: float, t: int, T: int) -> float:
-    """The m ≥ 0 with G(t)/G(t+1) = cosh(m (t − T/2)) / cosh(m (t + 1 − T/2)), else NaN."""
-    if not (g0 > 0.0 and g1 > 0.0) or not 2 * (t + 1) <= T:
-        return math.nan
-    a, b = T / 2.0 - t, T / 2.0 - t - 1.0  # a = b + 1 > 0, b >= 0
-    log_r = math.log(g0) - math.log(g1)
-    if log_r == 0.0:
-        return 0.0
-    if not log_r > 0.0:  # cosh(m a)/cosh(m b) increases from 1 at m = 0: no solution
-        return math.nan
-
-    def f(m: float) -> float:
-        return _log_cosh(m * a) - _log_cosh(m * b) - log_r
-
-    # log cosh is 1-Lipschitz and a − b = 1, so f(m) <= m − log r: the root is >= log r
-    hi = 2.0 * log_r
-    while f(hi) < 0.0:
-        hi *= 2.0
-    return brentq(f, log_r, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
-
-
-def effective_mass(G: Any, T: int | None = None) -> np.ndarray:
-    """Cosh effective mass of a periodic time-slice correlator.
-
-    For t = 0..⌊T/2⌋ − 1, m_eff(t) is the root m ≥ 0 of
-
-        G(t) / G(t+1) = cosh(m (t − T/2)) / cosh(m (t + 1 − T/2)),
-
-    exact for G(t) = A cosh(m (t − T/2)) (a single state on a periodic lattice of extent T).
-    The right side grows monotonically from 1 (m = 0), so a root exists iff G(t) ≥ G(t+1) > 0;
-    elsewhere the entry is NaN.
-
-    Args:
-        G: the correlator G(0..T−1) (at least ⌊T/2⌋ + 1 entries).
-        T: the time extent L0; default ``len(G)``.
-
-    Returns:
-        ``[⌊T/2⌋]`` array of m_eff(t), NaN where undefined.
-    """
-    g = np.asarray(G, dtype=np.float64).ravel()
-    T = g.size if T is None else int(T)
-    n = T // 2
-    if g.size < n + 1:
-        raise ValueError(f"need G(0..{n}) for T = {T}, got {g.size} values")
-    return np.array([_meff_one(float(g[t]), float(g[t + 1]), t, T) for t in range(n)])
-
-
-def rho_error(r: GammaResult) -> np.ndarray:
-    """Approximate error of ρ(t), t = 0..W_max (hep-lat/0306017 eq. (E.11), as in UWerr):
-
-        δρ(t)² ≈ (1/N) Σ_{k = max(1, t−W)}^{t+W} [ρ(k+t) + ρ(|k−t|) − 2 ρ(k) ρ(t)]²,
-
-    with ρ = 0 beyond W_max and W the chosen window."""
-    rho, W = np.asarray(r.rho, np.float64), int(r.window)
-    w_max = rho.size - 1
-    ext = np.zeros(2 * w_max + W + 2)
-    ext[: rho.size] = rho
-    out = np.zeros(rho.size)
-    for t in range(1, rho.size):
-        k = np.arange(max(1, t - W), t + W + 1)
-        out[t] = np.sum((ext[k + t] + ext[np.abs(k - t)] - 2.0 * ext[t] * ext[k]) ** 2)
-    return np.sqrt(out / r.n)
+__all__ = [
+    "plot_relaxation",
+    "write_check_plots",
+    "write_compare_plots",
+    "write_measure_plots",
+    "write_training_plots",
+]
 
 
 # ------------------------------------------------------------------------------ figures
@@ -116,33 +55,9 @@ def _t_max(r: GammaResult) -> int:
     return min(r.rho.size - 1, max(4 * int(r.window), 20))
 
 
-def _meff_with_errors(G: np.ndarray, g_results: Sequence[GammaResult]):
-    """m_eff(t) of the mean correlator with blocked-jackknife errors.
-
-    ``G`` is ``[chains, n, T]``. For each t the jackknife resamples the per-measurement
-    series G(t), G(t+1) jointly (``lattice.numerics.analysis.jackknife``), so their correlation and
-    the nonlinearity of the solver are accounted for. Blocks are ≥ 4 max_t τ_int(G(t))
-    measurements long (at least N/50), and never straddle chains.
-    """
-    chains, n, T = G.shape
-    tau = max((float(r.tau_int) for r in g_results), default=0.5)
-    block = max(n * chains // 50, math.ceil(4.0 * tau), 1)
-    block = max(1, min(block, n, (n * chains) // 2))
-    t_all = np.arange(T // 2)
-    val, err = np.full(t_all.size, np.nan), np.full(t_all.size, np.nan)
-    for t in t_all:
-        v, e = jackknife(
-            lambda a, b, t=int(t): _meff_one(float(a), float(b), t, T),
-            [G[..., t], G[..., t + 1]],
-            block_size=block,
-        )
-        val[t], err[t] = v, e
-    return t_all, val, err
-
-
 def write_measure_plots(
     ens: Ensemble,
-    result: dict[str, Any],
+    result: Measurement,
     out_dir: str | Path,
     discard: int = 0,
     observables: Sequence[str] = ("abs_m", "action", "phi2", "chi"),
@@ -155,18 +70,19 @@ def write_measure_plots(
     - ``history.png``: Monte Carlo history of each of ``observables``, one line per chain,
       against the measurement index in the file (first ``discard`` dropped);
     - ``hist_m.png``: histogram of m (chains pooled) with ±⟨|m|⟩ and its error marked;
-    - ``rho.png``: ρ(t) = Γ(t)/Γ(0) with the error band of :func:`rho_error` and the window W;
+    - ``rho.png``: ρ(t) = Γ(t)/Γ(0) with the error band of
+      :func:`lattice.numerics.analysis.rho_error` and the window W;
     - ``tau_int.png``: τ_int(W) ± δτ_int(W) (hep-lat/0306017 eq. (42)) and the chosen window;
     - ``G.png``: G(t) ± σ (Γ-method) on a log scale, positive values only;
-    - ``meff.png``: the cosh effective mass (:func:`effective_mass`) of the mean G, errors
-      by a blocked jackknife over the G(t), G(t+1) series (``_meff_with_errors``).
+    - ``meff.png``: the cosh effective mass of the mean G, errors by a blocked jackknife over
+      the G(t), G(t+1) series (:func:`lattice.numerics.analysis.effective_mass_jackknife`).
 
     Names in ``observables`` without a stored series (derived ones such as ``chi_conn``) get
     no history panel. Returns the written paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, GammaResult] = result["results"]
+    results = {name: e.gamma for name, e in result.observables.items()}
     obs = {k: np.asarray(v[:, discard:], np.float64) for k, v in ens.observables.items()}
     names = [o for o in observables if o in results]
     written: list[Path] = []
@@ -218,7 +134,7 @@ def write_measure_plots(
     _save(fig_t, out / "tau_int.png", written)
 
     # 5. G(t)
-    g_res = result["G_results"]
+    g_res = result.G.gammas
     gv = np.array([float(r.value) for r in g_res])
     ge = np.array([float(r.error) for r in g_res])
     fig, (ax,) = _figure(ens, "time-slice correlator G(t)")
@@ -230,7 +146,7 @@ def write_measure_plots(
     _save(fig, out / "G.png", written)
 
     # 6. effective mass
-    t, mv, me = _meff_with_errors(obs["G"], g_res)
+    t, mv, me = effective_mass_jackknife(obs["G"], g_res)
     fig, (ax,) = _figure(ens, "cosh effective mass")
     ok = np.isfinite(mv) & np.isfinite(me)
     ax.errorbar(t[ok], mv[ok], me[ok], fmt="o", ms=3, capsize=2)
@@ -359,8 +275,9 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------ compare
-def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """The figures of ``lattice compare`` (``result`` from :func:`lattice.results.compare.compare_runs`):
+def write_compare_plots(result: Comparison, out_dir: str | Path) -> list[Path]:
+    """The figures of ``lattice compare`` (``result``: the :class:`Comparison` of
+    :func:`lattice.results.compare.compare_runs`):
 
     - ``compare_hist_m.png``: overlaid normalized histograms of m (chains pooled);
     - ``compare_rho.png``: ρ(t) of |m| and of S/V per run, t in measurements of that run;
@@ -373,8 +290,8 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs, results, ens = result["runs"], result["_results"], result["_ensembles"]
-    labels = [f"{i + 1}: {r['sampler']}" for i, r in enumerate(runs)]
+    runs, ens = result.runs, result.ensembles
+    labels = [f"{i + 1}: {r.sampler}" for i, r in enumerate(runs)]
     written: list[Path] = []
 
     def fig(n=1, title=""):
@@ -394,8 +311,8 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
 
     f, axes = fig(2, "normalized autocorrelation ρ(t) (Γ-method)")
     for ax, name in zip(axes, ("abs_m", "action"), strict=True):
-        for res, lab in zip(results, labels, strict=True):
-            r = res["results"][name]
+        for run, lab in zip(runs, labels, strict=True):
+            r = run.measurement.observables[name].gamma
             t = np.arange(_t_max(r) + 1)
             ax.plot(t, r.rho[: t.size], label=f"{lab} (τ_int {r.tau_int:.3g})")
         ax.axhline(0.0, color="k", lw=0.5)
@@ -409,8 +326,8 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
     width = 0.8 / len(runs)
     x = np.arange(len(names))
     for i, (r, lab) in enumerate(zip(runs, labels, strict=True)):
-        tau = [r["observables"][n]["tau_int"] for n in names]
-        dt = [r["observables"][n]["tau_int_error"] for n in names]
+        tau = [r.measurement.observables[n].tau_int for n in names]
+        dt = [r.measurement.observables[n].tau_int_error for n in names]
         ax.bar(x + i * width, tau, width, yerr=dt, label=lab, capsize=2)
     ax.set_xticks(x + 0.4 - width / 2, ["|m|", "χ", "S/V"])
     ax.set_yscale("log")
@@ -419,8 +336,8 @@ def write_compare_plots(result: dict[str, Any], out_dir: str | Path) -> list[Pat
 
     f, (ax,) = fig(1, "correlator G(t)")
     for r, lab in zip(runs, labels, strict=True):
-        g = r["observables"]["G"]
-        v, e = np.asarray(g["value"]), np.asarray(g["error"])
+        g = r.measurement.G
+        v, e = np.asarray(g.value), np.asarray(g.error)
         t = np.arange(v.size)
         ok = v > 0
         ax.errorbar(t[ok], v[ok], yerr=e[ok], fmt="o-", ms=3, lw=0.8, capsize=2, label=lab)

@@ -6,43 +6,42 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
 
 from lattice.io.atomic import write_file_atomic
-from lattice.results.compare import cost_per_independent_sample, unsure_note
+from lattice.results.compare import Comparison, cost_per_independent_sample, unsure_note
+from lattice.results.measure import Estimate
 
 __all__ = ["report_markdown", "write_report"]
 
 REPORT_OBSERVABLES = ("abs_m", "phi2", "chi", "chi_conn", "binder", "action")
 
 
-def _fmt(o: dict[str, Any]) -> str:
-    return f"{o['value']:.6g} ± {o['error']:.2g}"
+def _fmt(o: Estimate) -> str:
+    return f"{o.value:.6g} ± {o.error:.2g}"
 
 
-def report_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
+def report_markdown(result: Comparison, images: dict[str, str]) -> str:
     """The comparison as Markdown: theory, the per-run table, τ_int, costs, consistency, the
     plots (``images``: title → an image reference, e.g. a data URI) and the provenance."""
-    runs = result["runs"]
+    runs = result.runs
     lines = ["# Sampler comparison", ""]
-    lines += ["Theory: " + ", ".join(f"{k} = {v}" for k, v in result["theory"].items()), ""]
+    lines += ["Theory: " + ", ".join(f"{k} = {v}" for k, v in result.theory.items()), ""]
     lines += ["## Runs", ""]
     lines += ["| # | run | sampler | exactness | chains × measurements | acceptance |"]
     lines += ["|---|---|---|---|---|---|"]
     for i, r in enumerate(runs, 1):
-        acc = "—" if r["acceptance"] is None else f"{r['acceptance']:.3f}"
+        acc = "—" if r.acceptance is None else f"{r.acceptance:.3f}"
         lines.append(
-            f"| {i} | `{r['path']}` | {r['sampler']} | {r['exactness']} | "
-            f"{r['chains']} × {r['samples']} | {acc} |"
+            f"| {i} | `{r.path}` | {r.sampler} | {r.exactness} | {r.chains} × {r.samples} | {acc} |"
         )
     lines += ["", "## Observables (value ± error; τ_int ± error in measurements)", ""]
-    names = [n for n in REPORT_OBSERVABLES if n in runs[0]["observables"]]
+    names = [n for n in REPORT_OBSERVABLES if n in runs[0].measurement.observables]
     lines += ["| # | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for i, r in enumerate(runs, 1):
         cells = []
         for n in names:
-            o = r["observables"][n]
-            cells.append(f"{_fmt(o)}<br>τ {o['tau_int']:.3g} ± {o['tau_int_error']:.2g}")
+            o = r.measurement.observables[n]
+            cells.append(f"{_fmt(o)}<br>τ {o.tau_int:.3g} ± {o.tau_int_error:.2g}")
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost", ""]
     lines += [
@@ -51,35 +50,33 @@ def report_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(runs, 1):
-        c = r["cost"]
+        c = r.cost
         s, e = cost_per_independent_sample(r)
-        tr = "—" if c["training_seconds"] is None else f"{c['training_seconds']:.0f}"
-        ess = r["ess_per_second"].get("abs_m")
+        tr = "—" if c.training_seconds is None else f"{c.training_seconds:.0f}"
+        ess = r.ess_per_second.get("abs_m")
         lines.append(
-            f"| {i} | {c['seconds_per_measurement']:.3g} | {c['evals_per_measurement']:.3g} "
-            f"({c['evals_unit']}) | {tr} | {s:.3g} | {e:.3g} | "
+            f"| {i} | {c.seconds_per_measurement:.3g} | {c.evals_per_measurement:.3g} "
+            f"({c.evals_unit}) | {tr} | {s:.3g} | {e:.3g} | "
             f"{'—' if ess is None else f'{ess:.3g}'} |"
         )
-    z_flag = result["z_flag"]
+    z_flag = result.z_flag
     lines += ["", f"## Consistency (max |z| over pairs; flagged above {z_flag:.3g})", ""]
     lines += ["| observable | max \\|z\\| |", "|---|---|"]
-    for n, z in result["consistency"].items():
+    for n, z in result.consistency.items():
         flag = " **FLAGGED**" if z > z_flag else ""
         lines.append(f"| {n} | {z:.2f}{flag} |")
-    if result["flagged"]:
+    if result.flagged:
         lines += ["", "Flagged pairs:", ""]
-        for f in result["flagged"]:
-            lines.append(
-                f"- {f['observable']}: `{f['a']}` vs `{f['b']}`: z = {f['z']:+.2f}{unsure_note(f)}"
-            )
+        for f in result.flagged:
+            lines.append(f"- {f.observable}: `{f.a}` vs `{f.b}`: z = {f.z:+.2f}{unsure_note(f)}")
     if images:
         lines += ["", "## Plots", ""]
         for title, ref in images.items():
             lines += [f"### {title}", "", f"![{title}]({ref})", ""]
     lines += ["", "## Provenance", ""]
     for i, r in enumerate(runs, 1):
-        p = r["provenance"]
-        lines += [f"### {i}: `{r['path']}`", ""]
+        p = r.provenance
+        lines += [f"### {i}: `{r.path}`", ""]
         for k, v in p.items():
             if k != "config_toml":
                 lines.append(f"- {k}: {v}")
@@ -90,7 +87,7 @@ def report_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
 _PRE = "<pre style='white-space:pre-wrap'>"
 
 
-def write_report(result: dict[str, Any], path: str | Path, plot_files: list[Path]) -> Path:
+def write_report(result: Comparison, path: str | Path, plot_files: list[Path]) -> Path:
     """A self-contained report (``.md`` or ``.html``): the plots are embedded as base64 PNG
     data URIs, so the single file carries the table, the figures and the provenance."""
     path = Path(path)

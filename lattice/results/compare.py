@@ -24,6 +24,7 @@ n_meas and T_meas the measurement-phase seconds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,19 @@ import numpy as np
 from lattice.io.ensemble import Ensemble
 from lattice.io.reader import open_ensemble
 from lattice.numerics.analysis import family_z
-from lattice.results.measure import measure_ensemble
+from lattice.results.measure import Measurement, measure_ensemble
 
-__all__ = ["CompareError", "compare_runs", "Z_FLAG", "THEORY_KEYS"]
+__all__ = [
+    "CompareError",
+    "Comparison",
+    "Cost",
+    "Flag",
+    "Pair",
+    "RunSummary",
+    "compare_runs",
+    "Z_FLAG",
+    "THEORY_KEYS",
+]
 
 Z_FLAG = 4.0
 #: the config attrs that define the theory: runs that differ in any are refused
@@ -84,11 +95,111 @@ def _sampler_params(ens: Ensemble) -> dict[str, Any]:
     return out
 
 
-def _run_entry(ens: Ensemble, discard: int, S: float) -> tuple[dict[str, Any], dict[str, Any]]:
+@dataclass(frozen=True)
+class Cost:
+    """The cost of one measurement per chain, eq. (2), and the model training (not included)."""
+
+    seconds_per_measurement: float
+    evals_per_measurement: float
+    evals_unit: str
+    training_seconds: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One compared run: its :class:`Measurement` (the numbers of ``lattice measure``), the
+    acceptance (None without an accept/reject step), the cost, the effective samples per
+    second N / (2 τ_int) / T_meas of each observable, and its provenance (not in the JSON)."""
+
+    path: str
+    sampler: str
+    exactness: str
+    parameters: dict[str, Any]
+    measurement: Measurement = field(repr=False)
+    acceptance: float | None
+    cost: Cost
+    ess_per_second: dict[str, float | None]
+    chains: int
+    samples: int
+    provenance: dict[str, Any] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The run's entry of ``lattice compare --json`` (everything but the provenance)."""
+        return {
+            "path": self.path,
+            "sampler": self.sampler,
+            "exactness": self.exactness,
+            "parameters": self.parameters,
+            "observables": self.measurement.to_json()["observables"],
+            "acceptance": self.acceptance,
+            "cost": self.cost.to_json(),
+            "ess_per_second": self.ess_per_second,
+            "chains": self.chains,
+            "samples": self.samples,
+        }
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The z-scores, eq. (1), of every observable between runs ``a`` and ``b`` (paths)."""
+
+    a: str
+    b: str
+    z: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """An observable whose |z| between runs ``a`` and ``b`` exceeds the threshold; ``unsure``
+    lists the runs whose Γ-method windowing failed for it (their error is a lower bound)."""
+
+    observable: str
+    a: str
+    b: str
+    z: float
+    unsure: list[str]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_runs` returns; :meth:`to_json` is the object of
+    ``lattice compare --json``.
+
+    Attributes:
+        theory: the config attrs of :data:`THEORY_KEYS` (the same in every run).
+        runs: one :class:`RunSummary` per run, in the order given.
+        consistency: max |z| over the pairs, per observable.
+        pairs: the z-scores of every pair of runs.
+        flagged: the (observable, pair)s above ``z_flag``.
+        z_flag: the family-wise threshold (:func:`lattice.numerics.analysis.family_z`).
+        ensembles: the opened ensembles (for plots; not in the JSON).
+    """
+
+    theory: dict[str, Any]
+    runs: tuple[RunSummary, ...]
+    consistency: dict[str, float]
+    pairs: tuple[Pair, ...]
+    flagged: tuple[Flag, ...]
+    z_flag: float
+    ensembles: tuple[Ensemble, ...] = field(repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"runs": [...], "consistency": {name: max |z|}, "z_flag": z}``."""
+        return {
+            "runs": [r.to_json() for r in self.runs],
+            "consistency": self.consistency,
+            "z_flag": self.z_flag,
+        }
+
+
+def _summary(ens: Ensemble, discard: int, S: float) -> RunSummary:
     res = measure_ensemble(ens, discard=discard, S=S)
     a = ens.config_attrs
-    n_meas = res["samples"]
-    chains = res["chains"]
+    n_meas = res.samples
+    chains = res.chains
     every = int(a.get("run.measure_every", 1))
     diag = ens.diagnostics or {}
     acc = float(np.mean(diag["acceptance"][:, discard:])) if "acceptance" in diag else None
@@ -106,30 +217,29 @@ def _run_entry(ens: Ensemble, discard: int, S: float) -> tuple[dict[str, Any], d
         evals = every * float(a.get("sampler.forces_per_step", 1))
         unit = "force evaluations"
     N = chains * n_meas
-    obs = res["observables"]
     ess = {}
-    for name, o in obs.items():
-        if name == "G" or not o.get("tau_int"):
+    for name, o in res.observables.items():
+        if not o.tau_int:
             continue
-        ess[name] = N / (2.0 * o["tau_int"]) / meas_seconds if meas_seconds > 0 else None
+        ess[name] = N / (2.0 * o.tau_int) / meas_seconds if meas_seconds > 0 else None
     training = a.get("sampler.model_training_seconds")
-    entry = {
-        "path": str(ens.path.parent if ens.path.name == "ensemble.h5" else ens.path),
-        "sampler": str(a.get("sampler.name", "?")),
-        "exactness": str(a.get("sampler.exactness", "unknown")),
-        "parameters": _sampler_params(ens),
-        "observables": obs,
-        "acceptance": acc,
-        "cost": {
-            "seconds_per_measurement": meas_seconds / N,
-            "evals_per_measurement": evals,
-            "evals_unit": unit,
-            "training_seconds": None if training is None else float(training),
-        },
-        "ess_per_second": ess,
-        "chains": chains,
-        "samples": n_meas,
-        "provenance": {
+    return RunSummary(
+        path=str(ens.path.parent if ens.path.name == "ensemble.h5" else ens.path),
+        sampler=str(a.get("sampler.name", "?")),
+        exactness=str(a.get("sampler.exactness", "unknown")),
+        parameters=_sampler_params(ens),
+        measurement=res,
+        acceptance=acc,
+        cost=Cost(
+            seconds_per_measurement=meas_seconds / N,
+            evals_per_measurement=evals,
+            evals_unit=unit,
+            training_seconds=None if training is None else float(training),
+        ),
+        ess_per_second=ess,
+        chains=chains,
+        samples=n_meas,
+        provenance={
             "ensemble": str(ens.path),
             "uuid": ens.uuid,
             "created": ens.created,
@@ -142,15 +252,13 @@ def _run_entry(ens: Ensemble, discard: int, S: float) -> tuple[dict[str, Any], d
                 if k.startswith("sampler.model_")
             },
         },
-    }
-    return entry, res
+    )
 
 
-def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> dict[str, Any]:
-    """Measure every run and compare them (module docstring). Returns ``{"runs": [...],
-    "consistency": {name: max |z|}, "pairs": [{a, b, z: {name: z}}], "flagged": [...],
-    "theory": {...}}``; the raw Γ-method results are under ``"_results"`` (for plots).
-    Raises :class:`CompareError` for fewer than two runs or different theories."""
+def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> Comparison:
+    """Measure every run and compare them (module docstring); ``.to_json()`` of the
+    :class:`Comparison` is the object of ``lattice compare --json``. Raises
+    :class:`CompareError` for fewer than two runs or different theories."""
     from lattice.io.ensemble import EnsembleError
 
     if len(paths) < 2:
@@ -163,71 +271,59 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> d
         except EnsembleError as e:
             raise CompareError(str(e)) from None
     _check_theories(ens)
-    runs, results = [], []
+    runs = []
     for e in ens:
         try:
-            entry, res = _run_entry(e, discard, S)
+            runs.append(_summary(e, discard, S))
         except ValueError as err:
             raise CompareError(str(err)) from None
-        runs.append(entry)
-        results.append(res)
-    names = [n for n in runs[0]["observables"] if n != "G"]
+    names = list(runs[0].measurement.observables)
     # Bonferroni over observables × pairs at a family-wise 1e-3, at least Z_FLAG: 4 for 2 runs
     # (10 observables), 4.42 for 5 runs
     z_flag = family_z(len(names) * len(runs) * (len(runs) - 1) // 2, 1e-3, Z_FLAG)
     pairs, consistency, flagged = [], {n: 0.0 for n in names}, []
-    for (a, ra), (b, rb) in combinations(zip(runs, results, strict=True), 2):
+    for a, b in combinations(runs, 2):
         zs = {}
         for n in names:
-            oa, ob = a["observables"][n], b["observables"][n]
-            den = math.hypot(oa["error"], ob["error"])
-            z = (oa["value"] - ob["value"]) / den if den > 0 else float("nan")
+            oa, ob = a.measurement.observables[n], b.measurement.observables[n]
+            den = math.hypot(oa.error, ob.error)
+            z = (oa.value - ob.value) / den if den > 0 else float("nan")
             zs[n] = z
             if math.isfinite(z):
                 consistency[n] = max(consistency[n], abs(z))
                 if abs(z) > z_flag:
                     # a failed window makes the error a lower bound: z may be too large
                     unsure = [
-                        r["path"] for r, m in ((a, ra), (b, rb)) if m["results"][n].windowing_failed
+                        r.path
+                        for r in (a, b)
+                        if r.measurement.observables[n].gamma.windowing_failed
                     ]
-                    flagged.append(
-                        {"observable": n, "a": a["path"], "b": b["path"], "z": z, "unsure": unsure}
-                    )
-        pairs.append({"a": a["path"], "b": b["path"], "z": zs})
-    return {
-        "theory": _theory(ens[0]),
-        "runs": runs,
-        "consistency": consistency,
-        "pairs": pairs,
-        "flagged": flagged,
-        "z_flag": z_flag,
-        "_results": results,
-        "_ensembles": ens,
-    }
+                    flagged.append(Flag(n, a.path, b.path, z, unsure))
+        pairs.append(Pair(a.path, b.path, zs))
+    return Comparison(
+        theory=_theory(ens[0]),
+        runs=tuple(runs),
+        consistency=consistency,
+        pairs=tuple(pairs),
+        flagged=tuple(flagged),
+        z_flag=z_flag,
+        ensembles=tuple(ens),
+    )
 
 
-def public(result: dict[str, Any]) -> dict[str, Any]:
-    """The JSON object of ``lattice compare --json`` (no private keys, no TOML text)."""
-    runs = []
-    for r in result["runs"]:
-        r = {k: v for k, v in r.items() if k != "provenance"}
-        runs.append(r)
-    return {"runs": runs, "consistency": result["consistency"], "z_flag": result["z_flag"]}
-
-
-def unsure_note(flag: dict[str, Any]) -> str:
+def unsure_note(flag: Flag) -> str:
     """The caveat of a flagged pair whose error is only a lower bound (failed Γ windowing)."""
-    if not flag["unsure"]:
+    if not flag.unsure:
         return ""
     return (
-        f" (Γ-method windowing failed in {', '.join(map(str, flag['unsure']))}: its error is a "
+        f" (Γ-method windowing failed in {', '.join(map(str, flag.unsure))}: its error is a "
         "lower bound; run longer before reading this z)"
     )
 
 
-def cost_per_independent_sample(run: dict[str, Any], name: str = "abs_m") -> tuple[float, float]:
+def cost_per_independent_sample(run: RunSummary, name: str = "abs_m") -> tuple[float, float]:
     """(seconds, evaluations) per independent measurement of ``name``: 2 τ_int × the cost
     per measurement."""
-    tau = run["observables"][name]["tau_int"]
-    c = run["cost"]
-    return 2.0 * tau * c["seconds_per_measurement"], 2.0 * tau * c["evals_per_measurement"]
+    tau = run.measurement.observables[name].tau_int
+    c = run.cost
+    return 2.0 * tau * c.seconds_per_measurement, 2.0 * tau * c.evals_per_measurement

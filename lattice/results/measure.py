@@ -8,15 +8,21 @@ projected fluctuations (hep-lat/0306017 §3). Independent chains are replica.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from lattice.io.ensemble import Ensemble
-from lattice.numerics.analysis import gamma_method, gamma_method_derived
+from lattice.numerics.analysis import GammaResult, gamma_method, gamma_method_derived, kish_ess
 
 __all__ = [
     "OBSERVABLES",
+    "Correlator",
+    "Estimate",
+    "Measurement",
+    "Proposals",
+    "Reweighting",
     "measure_ensemble",
     "exact_reference",
     "free_field_reference",
@@ -29,23 +35,151 @@ MIN_MEASUREMENTS = 20
 OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "chi", "chi_conn", "binder", "sd")
 
 
-def _entry(r) -> dict[str, float]:
-    return {
-        "value": float(r.value),
-        "error": float(r.error),
-        "tau_int": float(r.tau_int),
-        "tau_int_error": float(r.tau_int_error),
-        "window": int(r.window),
-    }
+@dataclass(frozen=True)
+class Estimate:
+    """One observable: its Γ-method result (:class:`GammaResult`, kept whole for plots) and,
+    for a free field, the exact value."""
+
+    gamma: GammaResult = field(repr=False)
+    exact: Any = None
+
+    @property
+    def value(self) -> float:
+        return float(self.gamma.value)
+
+    @property
+    def error(self) -> float:
+        return float(self.gamma.error)
+
+    @property
+    def tau_int(self) -> float:
+        return float(self.gamma.tau_int)
+
+    @property
+    def tau_int_error(self) -> float:
+        return float(self.gamma.tau_int_error)
+
+    @property
+    def window(self) -> int:
+        return int(self.gamma.window)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{value, error, tau_int, tau_int_error, window}`` (:meth:`GammaResult.as_dict`),
+        and ``exact`` when known."""
+        out: dict[str, Any] = self.gamma.as_dict()
+        if self.exact is not None:
+            out["exact"] = self.exact
+        return out
 
 
-def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[str, Any]:
-    """Analyse the committed measurements after discarding the first ``discard`` per chain.
+@dataclass(frozen=True)
+class Correlator:
+    """The time-slice correlator G(t), t = 0..L0−1: one Γ-method result per t, and, for a
+    free field, the exact G(t)."""
 
-    Returns ``{"observables": {name: {value, error, tau_int, tau_int_error, window}, ...,
-    "G": {"value": [...], "error": [...]}}, "chains", "samples", "exactness", "results"}``
-    where ``results`` maps names to the full :class:`GammaResult` (for plots).
+    gammas: tuple[GammaResult, ...] = field(repr=False)
+    exact: Any = None
+
+    @property
+    def value(self) -> list[float]:
+        return [float(r.value) for r in self.gammas]
+
+    @property
+    def error(self) -> list[float]:
+        return [float(r.error) for r in self.gammas]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{value: [...], error: [...]}``, and ``exact: [...]`` when known."""
+        out: dict[str, Any] = {"value": self.value, "error": self.error}
+        if self.exact is not None:
+            out["exact"] = self.exact
+        return out
+
+
+@dataclass(frozen=True)
+class Reweighting:
+    """The importance weights of a weighted ensemble: Kish's ESS = (Σ w)²/Σ w² of the ``samples``
+    finite weights, and the ``dropped`` non-finite ones (failed solves, weight 0)."""
+
+    ess: float
+    samples: int
+    dropped: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """The recorded proposals of a diffusion sampler (every step, no discard): acceptance, the
+    mean and standard deviation of log w = log(e^{−S}/q) over the finite ones, the importance
+    ESS per proposal (Σ w)²/(n Σ w²) with w = e^{log w − max log w}, the mean score evaluations
+    and the wall seconds per proposal (T / (steps · chains))."""
+
+    acceptance: float
+    proposals: int
+    failed: int
+    log_w_mean: float
+    log_w_std: float
+    ess_fraction: float
+    score_evaluations: float
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What :func:`measure_ensemble` returns; :meth:`to_json` is the object of
+    ``lattice measure --json`` (DESIGN.md §3).
+
+    Attributes:
+        observables: the scalar observables in the order of :data:`OBSERVABLES`.
+        G: the time-slice correlator.
+        chains, samples: chains, and measurements per chain after the discard.
+        config: the run's resolved config (``RunConfig.to_dict()``).
+        exactness: the sampler's exactness ("exact", "asymptotic", ...).
+        reweighting: the importance weights' summary, for a weighted ensemble.
+        diffusion: the diffusion proposals' summary, for a diffusion sampler.
+        exact_kind: what the exact values are (free field only); not in the JSON.
     """
+
+    observables: dict[str, Estimate]
+    G: Correlator
+    chains: int
+    samples: int
+    config: dict[str, Any] = field(repr=False)
+    exactness: str
+    reweighting: Reweighting | None = None
+    diffusion: Proposals | None = None
+    exact_kind: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"observables": {name: {value, error, tau_int, tau_int_error, window[, exact]},
+        ..., "G": {value, error[, exact]}}, "chains", "samples", "config", "exactness"}``, then
+        ``"reweighting"`` and ``"diffusion"`` where they apply."""
+        obs = {name: e.to_json() for name, e in self.observables.items()}
+        obs["G"] = self.G.to_json()
+        out: dict[str, Any] = {
+            "observables": obs,
+            "chains": self.chains,
+            "samples": self.samples,
+            "config": self.config,
+            "exactness": self.exactness,
+        }
+        if self.reweighting is not None:
+            out["reweighting"] = self.reweighting.to_json()
+        if self.diffusion is not None:
+            out["diffusion"] = self.diffusion.to_json()
+        return out
+
+
+def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measurement:
+    """Analyse the committed measurements after discarding the first ``discard`` per chain
+    (:class:`Measurement`; ``.to_json()`` is the object of ``lattice measure --json``)."""
+    from lattice.config.run import parse_config
+
     if discard < 0:
         raise ValueError(f"--discard must be >= 0 (got {discard})")
     if discard >= ens.committed:
@@ -78,31 +212,48 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> dict[st
             )
         else:
             results[name] = est.primary(obs[name])
-    out = {name: _entry(r) for name, r in results.items()}
-    g = [est.primary(obs["G"][..., t]) for t in range(obs["G"].shape[-1])]
-    out["G"] = {"value": [float(r.value) for r in g], "error": [float(r.error) for r in g]}
-    exact = exact_reference(ens)
-    if exact is not None:
-        for name, val in exact[0].items():
-            out[name]["exact"] = val
+    g = tuple(est.primary(obs["G"][..., t]) for t in range(obs["G"].shape[-1]))
+    cfg = parse_config(ens.config_toml)
+    exact = free_field_reference(cfg)
+    values = {} if exact is None else exact[0]
     reweighting = None
     if weights is not None:
         w = weights[np.isfinite(weights)]
-        reweighting = {
-            "ess": float(w.sum() ** 2 / np.sum(w * w)),
-            "samples": int(w.size),
-            "dropped": int(weights.size - w.size),
-        }
-    return {
-        "reweighting": reweighting,
-        "exact_kind": None if exact is None else exact[1],
-        "observables": out,
-        "chains": ens.chains,
-        "samples": n,
-        "exactness": ens.config_attrs.get("sampler.exactness", "unknown"),
-        "results": results,
-        "G_results": g,
-    }
+        reweighting = Reweighting(
+            ess=float(kish_ess(w)), samples=int(w.size), dropped=int(weights.size - w.size)
+        )
+    return Measurement(
+        observables={name: Estimate(r, values.get(name)) for name, r in results.items()},
+        G=Correlator(g, values.get("G")),
+        chains=ens.chains,
+        samples=n,
+        config=cfg.to_dict(),
+        exactness=ens.config_attrs.get("sampler.exactness", "unknown"),
+        reweighting=reweighting,
+        diffusion=_proposals(ens),
+        exact_kind=None if exact is None else exact[1],
+    )
+
+
+def _proposals(ens: Ensemble) -> Proposals | None:
+    """The :class:`Proposals` summary of a diffusion sampler's ensemble; None for others."""
+    d = ens.diagnostics or {}
+    if "proposal_log_w" not in d:
+        return None
+    lw = np.asarray(d["proposal_log_w"], np.float64)
+    ok = np.isfinite(lw)
+    w = np.exp(lw[ok] - lw[ok].max()) if ok.any() else np.zeros(1)
+    steps = max(ens.steps * ens.chains, 1)
+    return Proposals(
+        acceptance=float(np.mean(d["acceptance"])),
+        proposals=int(lw.size),
+        failed=int(lw.size - ok.sum()),
+        log_w_mean=float(lw[ok].mean()) if ok.any() else float("nan"),
+        log_w_std=float(lw[ok].std()) if ok.any() else float("nan"),
+        ess_fraction=float(kish_ess(w) / max(w.size, 1)),
+        score_evaluations=float(np.mean(d["score_evaluations"])),
+        seconds=ens.seconds / steps,
+    )
 
 
 def _normalized_weights(log_w: np.ndarray) -> np.ndarray:
