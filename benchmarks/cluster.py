@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from common import machine
 
+from lattice.config.sampler import Hmc, Langevin
 from lattice.numerics.analysis import gamma_method
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers import hmc, langevin, with_clusters
+from lattice.samplers import with_clusters
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.samplers.cluster import swendsen_wang_batch
 
@@ -40,7 +41,7 @@ def sw_cost(L: int) -> dict:
     """Seconds of one vectorized SW update and of one Euler-Langevin step (64 chains, f32)."""
     th = Phi4.kappa_form((L, L), KAPPA, LAM)
     keys = chain_keys(1, CHAINS)
-    s = hmc(th, 1.0, 10)
+    s = Hmc(trajectory_length=1.0, steps=10).build(th)
     st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
     st, _ = evolve(s, keys, st, 0, 300)  # a critical configuration, not a trivial one
     f = jax.jit(lambda k, p: swendsen_wang_batch(th, k, p))
@@ -52,7 +53,7 @@ def sw_cost(L: int) -> dict:
         out = f(ks, st.phi)
     jax.block_until_ready(out)
     t_sw = (time.perf_counter() - t) / n
-    lg = langevin(th, 0.01)
+    lg = Langevin(step_size=0.01).build(th)
     sl = init_states(lg, st.phi)
     jax.block_until_ready(evolve(lg, keys, sl, 0, 1000))
     t = time.perf_counter()
@@ -65,7 +66,7 @@ def tau_run(L: int, every: int, steps: int, therm: int) -> dict:
     """τ_int(|m|) of HMC (every = 0) or HMC + SW every ``every`` trajectories. Every run is
     thermalized with HMC + SW (fast at κ_c) so that HMC alone starts in equilibrium too."""
     th = Phi4.kappa_form((L, L), KAPPA, LAM)
-    base = hmc(th, 1.0, 10)
+    base = Hmc(trajectory_length=1.0, steps=10).build(th)
     warm = with_clusters(base, th, 1)
     s = with_clusters(base, th, every) if every else base
     keys = chain_keys(2, CHAINS)

@@ -374,4 +374,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # as the lattice command does (runs need it)
     main()

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 from langevin import force_only_sampler, lattice_rate  # noqa: E402
 
-from lattice import Phi4, hmc, langevin, run_chains  # noqa: E402
+from lattice import Phi4, run_chains  # noqa: E402
+from lattice.config.sampler import Hmc, Langevin
 from lattice.numerics import exact  # noqa: E402
 from lattice.numerics.analysis import gamma_method  # noqa: E402
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, trace  # noqa: E402
@@ -56,7 +57,7 @@ def correctness() -> list[dict]:
     # free field, RK2: <phi^2> against the exact finite-step value
     th = Phi4.kappa_form([8, 8], 0.2, 0.0)
     res = run_chains(
-        langevin(th, 0.05, scheme="rk2"), th, chains=32, seed=0, n_meas=1000,
+        Langevin(step_size=0.05, scheme="rk2").build(th), th, chains=32, seed=0, n_meas=1000,
         measure_every=2, thermalization=200,
     )  # fmt: skip
     est = gamma_method(np.asarray(res["obs"]["phi2"]))
@@ -66,7 +67,7 @@ def correctness() -> list[dict]:
     # HMC: <exp(-dH)> = 1 on an interacting theory, float32 (chain-last loop) and float64
     th = Phi4.kappa_form([16, 16], 0.25, 0.5)
     for dtype in (jnp.float32, jnp.float64):
-        s = hmc(th, 1.0, 10)
+        s = Hmc(trajectory_length=1.0, steps=10).build(th)
         keys = chain_keys(1, 64)
         st = init_states(s, initial_field(keys, th, "hot", dtype))
         st, _ = evolve(s, keys, st, 0, 100)
@@ -90,14 +91,23 @@ def speed(cases, bandwidth_gbs: float | None) -> list[dict]:
             "L": L,
             "chains": chains,
             "langevin_float32": lattice_rate(
-                L, chains, steps, sampler=lambda th: langevin(th, 0.01)
+                L, chains, steps, sampler=lambda th: Langevin(step_size=0.01).build(th)
             ),
             "langevin_float64": lattice_rate(
-                L, chains, steps // 2, sampler=lambda th: langevin(th, 0.01), dtype=jnp.float64
+                L,
+                chains,
+                steps // 2,
+                sampler=lambda th: Langevin(step_size=0.01).build(th),
+                dtype=jnp.float64,
             ),
             "force_alone": lattice_rate(L, chains, steps, sampler=force_only_sampler),
             "hmc_forces_float32": 10
-            * lattice_rate(L, chains, max(steps // 20, 2), sampler=lambda th: hmc(th, 1.0, 10)),
+            * lattice_rate(
+                L,
+                chains,
+                max(steps // 20, 2),
+                sampler=lambda th: Hmc(trajectory_length=1.0, steps=10).build(th),
+            ),
         }
         row["hmc_over_force"] = row["force_alone"] / row["hmc_forces_float32"]
         if bandwidth_gbs:

@@ -35,8 +35,8 @@ from common import machine
 jax.config.update("jax_enable_x64", True)
 
 from lattice import Phi4  # noqa: E402
+from lattice.config.sampler import Diffusion  # noqa: E402
 from lattice.samplers.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
-from lattice.samplers.diffusion import diffusion  # noqa: E402
 
 
 def imh_acceptance(lw: np.ndarray) -> float:
@@ -51,7 +51,9 @@ def imh_acceptance(lw: np.ndarray) -> float:
 def route_sampler(theory, model, route: str):
     name, _, k = route.partition(":")
     if name == "ode":
-        return diffusion(theory, model, method="ode", metropolis_step=False)
+        return Diffusion(model="in-memory", method="ode", metropolis=False).build(
+            theory, model=model
+        )
     if name == "ode-full":  # the full V-product trace even for a local network
         from dataclasses import fields
 
@@ -61,16 +63,18 @@ def route_sampler(theory, model, route: str):
             receptive_field = None
 
         view = FullTrace(**{f.name: getattr(model, f.name) for f in fields(model)})
-        return diffusion(theory, view, method="ode", metropolis_step=False)
-    if name == "ode-hutchinson":
-        return diffusion(
-            theory, model, method="ode", metropolis_step=False, divergence="hutchinson"
+        return Diffusion(model="in-memory", method="ode", metropolis=False).build(
+            theory, model=view
         )
+    if name == "ode-hutchinson":
+        return Diffusion(
+            model="in-memory", method="ode", metropolis=False, divergence="hutchinson"
+        ).build(theory, model=model)
     if name in ("path-analytic", "path-em"):
         kernel = name.split("-")[1]
-        return diffusion(
-            theory, model, method="sde", metropolis_step=False, steps=int(k), kernel=kernel
-        )
+        return Diffusion(
+            model="in-memory", method="sde", metropolis=False, steps=int(k), kernel=kernel
+        ).build(theory, model=model)
     raise SystemExit(f"unknown route {route!r}")
 
 

@@ -33,7 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-from lattice import Phi4, hmc, langevin  # noqa: E402
+from lattice import Phi4  # noqa: E402
+from lattice.config.sampler import Hmc, Langevin  # noqa: E402
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample  # noqa: E402
 
 
@@ -44,7 +45,11 @@ def collectives(compiled_text: str) -> dict[str, int]:
 
 def check(kind: str, L: int, chains: int, steps: int, devices: int, dtype) -> dict:
     theory = Phi4.kappa_form([L, L], 0.27, 0.022)
-    sampler = langevin(theory, 0.01) if kind == "langevin" else hmc(theory, 1.0, 10)
+    sampler = (
+        Langevin(step_size=0.01).build(theory)
+        if kind == "langevin"
+        else Hmc(trajectory_length=1.0, steps=10).build(theory)
+    )
     keys = chain_keys(0, chains)
     states = init_states(sampler, initial_field(keys, theory, "hot", dtype))
     mesh = Mesh(np.array(jax.devices()[:devices]), ("lattice",))

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from common import best_of, machine
 
+from lattice.config.sampler import Hmc, Langevin
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers import hmc, langevin
 from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.samplers.langevin import LangevinState
@@ -42,7 +42,7 @@ EPS = 0.01
 def lattice_rate(L, chains, steps, prng="threefry", sampler=None, dtype=jnp.float32):
     """Sampler steps × sites × chains per second (for HMC: trajectories × sites × chains)."""
     th = Phi4.kappa_form([L, L], 0.27, 0.022)
-    s = sampler(th) if sampler else langevin(th, EPS)
+    s = sampler(th) if sampler else Langevin(step_size=EPS).build(th)
     keys = chain_keys(0, chains, prng)
     st = init_states(s, initial_field(keys, th, "hot", dtype))
 
@@ -56,7 +56,7 @@ def lattice_rate(L, chains, steps, prng="threefry", sampler=None, dtype=jnp.floa
 def sample_rate(L, chains, measure_every, n_meas, sampler=None):
     """Site-updates/s of ``sample`` with its measurements (float32 Euler by default)."""
     th = Phi4.kappa_form([L, L], 0.27, 0.022)
-    s = sampler(th) if sampler else langevin(th, EPS)
+    s = sampler(th) if sampler else Langevin(step_size=EPS).build(th)
     keys = chain_keys(0, chains)
     st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
 
@@ -118,15 +118,26 @@ def extra_rows(L, chains, steps):
             L,
             chains,
             steps // 4,
-            sampler=lambda th: langevin(th, EPS, noise_precision="full"),
+            sampler=lambda th: Langevin(step_size=EPS, noise_precision="full").build(th),
             dtype=jnp.float64,
         ),
-        "rk2": lattice_rate(L, chains, steps // 2, sampler=lambda th: langevin(th, EPS, "rk2")),
+        "rk2": lattice_rate(
+            L,
+            chains,
+            steps // 2,
+            sampler=lambda th: Langevin(step_size=EPS, scheme="rk2").build(th),
+        ),
     }
     traj = max(steps // 20, 4)
 
     def hmc_rate(dt):
-        return 10 * lattice_rate(L, chains, traj, sampler=lambda th: hmc(th, 1.0, 10), dtype=dt)
+        return 10 * lattice_rate(
+            L,
+            chains,
+            traj,
+            sampler=lambda th: Hmc(trajectory_length=1.0, steps=10).build(th),
+            dtype=dt,
+        )
 
     # the ratio of the issue: force alone and HMC alternated three times, medians (either
     # rate alone varies ~10% between measurements, docs/PERFORMANCE.md)
@@ -206,7 +217,10 @@ def main() -> None:
                 row[f"jax_random_{impl}"] = lattice_rate(L, chains, args.steps // 4, impl)
             # the chain-first loops (vmap of the per-chain step) the float32 runs replaced
             row["vmap_euler"] = lattice_rate(
-                L, chains, args.steps, sampler=chains_first(lambda th: langevin(th, EPS))
+                L,
+                chains,
+                args.steps,
+                sampler=chains_first(lambda th: Langevin(step_size=EPS).build(th)),
             )
             row["vmap_force_alone"] = lattice_rate(
                 L, chains, args.steps, sampler=chains_first(force_only_sampler)
@@ -215,13 +229,13 @@ def main() -> None:
                 n = max(args.steps // (2 * every), 10)
                 row[f"sample_every_{every}"] = sample_rate(L, chains, every, n)
                 row[f"vmap_sample_every_{every}"] = sample_rate(
-                    L, chains, every, n, chains_first(lambda th: langevin(th, EPS))
+                    L, chains, every, n, chains_first(lambda th: Langevin(step_size=EPS).build(th))
                 )
             row["vmap_hmc_forces"] = 10 * lattice_rate(
                 L,
                 chains,
                 max(args.steps // 20, 4),
-                sampler=chains_first(lambda th: hmc(th, 1.0, 10)),
+                sampler=chains_first(lambda th: Hmc(trajectory_length=1.0, steps=10).build(th)),
             )
         results["cases"].append(row)
         if not args.json:

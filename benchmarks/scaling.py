@@ -23,15 +23,15 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from lattice import Phi4, hmc, langevin
+from lattice import Hmc, Langevin, Phi4
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field
 L, C = 64, 64
 th = Phi4.kappa_form([L, L], 0.27, 0.022)
 n = len(jax.devices())
 sh = NamedSharding(Mesh(np.array(jax.devices()), ("chains",)), PartitionSpec("chains"))
 out = {"devices": n}
-for name, s, dt, steps in (("langevin", langevin(th, 0.01), jnp.float32, 400),
-                           ("hmc", hmc(th, 1.0, 10), jnp.float64, 20)):
+for name, s, dt, steps in (("langevin", Langevin(step_size=0.01).build(th), jnp.float32, 400),
+                           ("hmc", Hmc(trajectory_length=1.0, steps=10).build(th), jnp.float64, 20)):
     keys = jax.device_put(chain_keys(0, C), sh)
     st = jax.device_put(init_states(s, initial_field(keys, th, "hot", dt)), sh)
     def go():

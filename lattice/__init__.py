@@ -38,6 +38,10 @@ _API = {
     "hmc": "lattice.samplers.hmc",
     "langevin": "lattice.samplers.langevin",
     "mala": "lattice.samplers.mala",
+    "Langevin": "lattice.config.sampler",
+    "Mala": "lattice.config.sampler",
+    "Hmc": "lattice.config.sampler",
+    "Diffusion": "lattice.config.sampler",
     "chain_keys": "lattice.samplers.chains",
     "evolve": "lattice.samplers.chains",
     "init_states": "lattice.samplers.chains",
@@ -62,7 +66,9 @@ _API = {
     "train_model": "lattice.runs.training",
     "resume_training": "lattice.runs.training",
     "measure_ensemble": "lattice.results.measure",
+    "Measurement": "lattice.results.measure",
     "compare_runs": "lattice.results.compare",
+    "Comparison": "lattice.results.compare",
     "run_checks": "lattice.results.checks",
 }
 #: public submodules, also loaded on first use
@@ -92,6 +98,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from lattice.config.run import RunConfig as RunConfig
     from lattice.config.run import load_config as load_config
     from lattice.config.run import parse_config as parse_config
+    from lattice.config.sampler import Diffusion as Diffusion
+    from lattice.config.sampler import Hmc as Hmc
+    from lattice.config.sampler import Langevin as Langevin
+    from lattice.config.sampler import Mala as Mala
     from lattice.io.ensemble import Ensemble as Ensemble
     from lattice.io.ensemble import EnsembleError as EnsembleError
     from lattice.io.model import load_model as load_model
@@ -105,7 +115,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from lattice.numerics.observables import measure as measure
     from lattice.numerics.phi4 import Phi4 as Phi4
     from lattice.results.checks import run_checks as run_checks
+    from lattice.results.compare import Comparison as Comparison
     from lattice.results.compare import compare_runs as compare_runs
+    from lattice.results.measure import Measurement as Measurement
     from lattice.results.measure import measure_ensemble as measure_ensemble
     from lattice.runs.sampling import resume_job as resume_job
     from lattice.runs.sampling import run_job as run_job

@@ -12,10 +12,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from stats import Z_MAX as Z
 
+from lattice.config.sampler import Hmc, Langevin, Mala
 from lattice.numerics import exact
 from lattice.numerics.analysis import gamma_method
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers import hmc, langevin, mala, with_clusters
+from lattice.samplers import with_clusters
 from lattice.samplers.chains import (
     chain_keys,
     evolve,
@@ -138,7 +139,7 @@ def test_streams_do_not_depend_on_batching_or_blocks(seed):
     """A chain's cluster flips depend on (seed, chain, step) only: the same chain alone or in
     a batch, and the same run in one piece or split, agree bitwise."""
     th = Phi4.kappa_form((8, 6), 0.27, 0.022)
-    s = with_clusters(hmc(th, 0.5, 5), th, every=3)
+    s = with_clusters(Hmc(trajectory_length=0.5, steps=5).build(th), th, every=3)
     keys = chain_keys(seed, 4)
     st = init_states(s, initial_field(keys, th, "hot"))
     whole, _ = evolve(s, keys, st, 0, 20)
@@ -150,13 +151,19 @@ def test_streams_do_not_depend_on_batching_or_blocks(seed):
     alone, _ = evolve(s, one_keys, st1, 0, 20)
     np.testing.assert_array_equal(np.asarray(alone.phi[0]), np.asarray(whole.phi[2]))
     # and the cluster update did act: without it the chains differ
-    plain, _ = evolve(hmc(th, 0.5, 5), keys, init_states(hmc(th, 0.5, 5), st.phi), 0, 20)
+    plain, _ = evolve(
+        Hmc(trajectory_length=0.5, steps=5).build(th),
+        keys,
+        init_states(Hmc(trajectory_length=0.5, steps=5).build(th), st.phi),
+        0,
+        20,
+    )
     assert not np.array_equal(np.asarray(plain.phi), np.asarray(whole.phi))
 
 
 def test_cluster_diagnostics_are_recorded(seed):
     th = Phi4.kappa_form((8, 8), 0.27, 0.022)
-    s = with_clusters(mala(th, 0.05), th, every=2)
+    s = with_clusters(Mala(step_size=0.05).build(th), th, every=2)
     keys = chain_keys(seed, 3)
     st = init_states(s, initial_field(keys, th, "ordered"))
     _, _, diag, _ = sample(s, th, keys, st, 0, 6, 1)
@@ -167,7 +174,7 @@ def test_cluster_diagnostics_are_recorded(seed):
 
 
 def _hmc_ensemble(th, seed, chains=32, n=400, therm=200):
-    s = hmc(th, 1.0, 8)
+    s = Hmc(trajectory_length=1.0, steps=8).build(th)
     return run_chains(
         s, th, chains=chains, seed=seed, n_meas=n, measure_every=1, thermalization=therm
     )
@@ -209,7 +216,7 @@ def test_cluster_update_alone_keeps_boltzmann_invariant(seed):
     th = Phi4.kappa_form((8, 8), 0.27, 0.022)
     ens = _hmc_ensemble(th, seed)
     # configurations were not stored: regenerate them with the same streams
-    s = hmc(th, 1.0, 8)
+    s = Hmc(trajectory_length=1.0, steps=8).build(th)
     keys = chain_keys(seed, 32)
     st = init_states(s, initial_field(keys, th, "hot"))
     st, _ = evolve(s, keys, st, 0, 200)
@@ -236,11 +243,11 @@ def test_composite_reproduces_free_field_and_schwinger_dyson(kind, seed):
     th = Phi4.kappa_form((8, 8), 0.115, 0.0)
     if kind == "langevin-rk2":
         eps = 0.02
-        base = langevin(th, eps, "rk2")
+        base = Langevin(step_size=eps, scheme="rk2").build(th)
     elif kind == "mala":
-        base = mala(th, 0.3)
+        base = Mala(step_size=0.3).build(th)
     else:
-        base = hmc(th, 1.0, 8)
+        base = Hmc(trajectory_length=1.0, steps=8).build(th)
     s = with_clusters(base, th, every=2)
     out = run_chains(s, th, chains=32, seed=seed, n_meas=400, measure_every=5, thermalization=200)
     obs = out["obs"]
@@ -259,7 +266,7 @@ def test_symmetry_restored_at_kappa_c_from_an_ordered_start(seed):
     """At κ_c on 16x16 from φ = 1 everywhere, HMC + SW gives ⟨m⟩ consistent with 0: the
     clusters flip the magnetization sign that local updates hold for long times."""
     th = Phi4.kappa_form((16, 16), 0.2709, 0.022)
-    s = with_clusters(hmc(th, 1.0, 8), th, every=1)
+    s = with_clusters(Hmc(trajectory_length=1.0, steps=8).build(th), th, every=1)
     out = run_chains(
         s,
         th,

@@ -12,14 +12,14 @@ SCRIPT = """
 import sys, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
-from lattice import Phi4, langevin, hmc, run_chains
+from lattice import Hmc, Langevin, Phi4, run_chains
 from lattice.numerics.compile import cpu_options
 th = Phi4.kappa_form([12, 10], 0.26, 0.022)
 out = {"options": np.array(str(cpu_options()))}
-for name, s, dt in (("euler32", langevin(th, 0.01), jnp.float32),
-                    ("euler64", langevin(th, 0.01), jnp.float64),
-                    ("rk2", langevin(th, 0.01, "rk2"), jnp.float32),
-                    ("hmc", hmc(th, 1.0, 10), jnp.float64)):
+for name, s, dt in (("euler32", Langevin(step_size=0.01).build(th), jnp.float32),
+                    ("euler64", Langevin(step_size=0.01).build(th), jnp.float64),
+                    ("rk2", Langevin(step_size=0.01, scheme="rk2").build(th), jnp.float32),
+                    ("hmc", Hmc(trajectory_length=1.0, steps=10).build(th), jnp.float64)):
     r = run_chains(s, th, chains=4, seed=2, n_meas=10, measure_every=4, dtype=dt)
     out[name] = np.asarray(r["states"].phi)
     out[name + "_phi2"] = r["obs"]["phi2"]

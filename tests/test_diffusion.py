@@ -13,6 +13,7 @@ from stats import assert_consistent, zscore
 from test_jobs import cli
 
 from lattice import Phi4, run_chains
+from lattice.config.sampler import Diffusion
 from lattice.numerics import exact
 from lattice.results.measure import _Estimator, _normalized_weights
 from lattice.samplers.diffusion import diffusion
@@ -49,7 +50,9 @@ def _run(sampler, n, seed, chains=8):
 
 
 def test_exact_score_ode_mh_accepts_almost_always_and_is_exact(seed):
-    s = diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="ode", rtol=1e-7, atol=1e-7)
+    s = Diffusion(model="in-memory", method="ode", rtol=1e-7, atol=1e-7).build(
+        THEORY, model=exact_gaussian_model(THEORY, SDE)
+    )
     assert s.exactness == "exact"
     res = _run(s, 150, seed)
     assert res["acceptance"].mean() >= 0.99, res["acceptance"].mean()
@@ -110,7 +113,7 @@ def poor_model(tmp_path_factory):
 def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
     """A briefly trained model as the proposal: the acceptance is low, the observables are
     still those of e^{−S} within 4σ (τ_int from the Γ-method absorbs the rejections)."""
-    s = diffusion(THEORY, poor_model, method="ode")
+    s = Diffusion(model="in-memory", method="ode").build(THEORY, model=poor_model)
     assert s.exactness == "exact"
     res = _run(s, 250, seed)
     acc = float(res["acceptance"][:, 1:].mean())
@@ -122,13 +125,8 @@ def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
 
 
 def test_reweighting_with_the_exact_ode_density(seed):
-    s = diffusion(
-        THEORY,
-        exact_gaussian_model(THEORY, SDE),
-        method="ode",
-        metropolis_step=False,
-        rtol=1e-7,
-        atol=1e-7,
+    s = Diffusion(model="in-memory", method="ode", metropolis=False, rtol=1e-7, atol=1e-7).build(
+        THEORY, model=exact_gaussian_model(THEORY, SDE)
     )
     assert s.weighted and s.exactness == "approximate"  # the raw draws; weights fix them
     res = _run(s, 100, seed)
@@ -153,16 +151,16 @@ def test_raw_reverse_path_samples_are_visibly_biased_and_their_weights_say_so(se
     ⟨φ²⟩ misses the exact value by far more than 4σ. The sampler records every draw's path
     weight (it is "weighted"), so measure reweights instead of hiding the bias; with many
     steps the raw bias shrinks below the noise of this sample."""
-    s = diffusion(
-        THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=4
+    s = Diffusion(model="in-memory", method="sde", metropolis=False, steps=4).build(
+        THEORY, model=exact_gaussian_model(THEORY, SDE)
     )
     assert s.exactness == "approximate" and s.weighted
     res = _run(s, 200, seed)
     z = zscore(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"])
     print(f"phi2 z-score of raw 4-step reverse-path samples: {z:+.1f}")
     assert abs(z) > 4
-    s = diffusion(
-        THEORY, exact_gaussian_model(THEORY, SDE), method="sde", metropolis_step=False, steps=400
+    s = Diffusion(model="in-memory", method="sde", metropolis=False, steps=400).build(
+        THEORY, model=exact_gaussian_model(THEORY, SDE)
     )
     res = _run(s, 200, seed)
     assert_consistent(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"], "phi2")
@@ -182,18 +180,30 @@ def test_other_raw_methods_are_approximate_and_converge(method, defaults, conver
     level), where ⟨φ²⟩ must be the exact value within 4σ (docs/diffusion.md)."""
     ref = exact.free_field_observables(THEORY)["phi2"]
     model = exact_gaussian_model(THEORY, SDE)
-    s = diffusion(THEORY, model, method=method, metropolis_step=False, **defaults)
+    s = Diffusion(model="in-memory", method=method, metropolis=False, **defaults).build(
+        THEORY, model=model
+    )
     assert s.exactness == "approximate" and not s.weighted
     z = zscore(_run(s, 100, seed)["obs"]["phi2"], ref)
     print(f"{method} at its defaults, 50 steps: phi2 z = {z:+.1f}")
     assert z > 4
-    s = diffusion(THEORY, model, method=method, metropolis_step=False, **converged)
+    s = Diffusion(model="in-memory", method=method, metropolis=False, **converged).build(
+        THEORY, model=model
+    )
     assert_consistent(_run(s, 100, seed + 1)["obs"]["phi2"], ref, "phi2")
 
 
 def test_metropolis_needs_a_density():
     with pytest.raises(ValueError, match="'ode' or 'sde'"):
-        diffusion(THEORY, exact_gaussian_model(THEORY, SDE), method="pc", metropolis_step=True)
+        diffusion(
+            THEORY,
+            exact_gaussian_model(THEORY, SDE),
+            method="pc",
+            metropolis_step=True,
+            steps=10,
+            snr=0.16,
+            corrector_steps=1,
+        )
 
 
 RUN = """

@@ -10,6 +10,7 @@ import pytest
 from jax.extend.random import threefry_2x32
 from scipy import stats
 
+from lattice.config.sampler import Langevin
 from lattice.numerics import noise
 
 N = 2**20
@@ -106,7 +107,7 @@ def test_erfinv32_within_4_ulp_of_float64_erfinv_on_the_whole_grid():
 def test_single_precision_noise_is_the_float32_stream_cast():
     """A float64 Langevin step with noise_precision = "single" uses exactly the float32
     normals (so its stream is the float32 run's), "full" the float64 transform."""
-    from lattice import Phi4, langevin
+    from lattice import Phi4
     from lattice.samplers.chains import chain_keys, evolve, init_states
 
     th = Phi4.kappa_form([6, 5], 0.2, 0.0)  # free field: force is linear, the step exact
@@ -115,7 +116,7 @@ def test_single_precision_noise_is_the_float32_stream_cast():
     eps = 0.01
     out = {}
     for prec in ("single", "full"):
-        s = langevin(th, eps, noise_precision=prec)
+        s = Langevin(step_size=eps, noise_precision=prec).build(th)
         st, _ = evolve(s, keys, init_states(s, phi0), 0, 1)
         out[prec] = np.asarray(st.phi) / np.sqrt(2 * eps)  # one step from 0: the noise
     step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 0)

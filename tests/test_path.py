@@ -12,10 +12,9 @@ import pytest
 from stats import assert_consistent, estimate, z_between
 
 from lattice import Phi4, run_chains
+from lattice.config.sampler import Diffusion, Hmc
 from lattice.numerics import exact
 from lattice.results.measure import _Estimator, _normalized_weights
-from lattice.samplers import hmc
-from lattice.samplers.diffusion import diffusion
 from lattice.score.gaussian import (
     GaussianScore,
     exact_dsm_loss,
@@ -33,7 +32,9 @@ def test_free_field_path_mh_with_the_analytic_kernel(seed):
     """The issue's benchmark point: L = 16, κ = 0.2, K = 256, exact score. Acceptance ≥ 0.6
     (0.72 measured), and ⟨φ²⟩, χ within 4σ of exact."""
     theory = Phi4.kappa_form([16, 16], 0.2, 0.0)
-    s = diffusion(theory, exact_gaussian_model(theory, SDE), method="sde", steps=256)
+    s = Diffusion(model="in-memory", method="sde", steps=256).build(
+        theory, model=exact_gaussian_model(theory, SDE)
+    )
     assert s.exactness == "exact" and s.name == "diffusion-sde-mh" and not s.weighted
     res = run_chains(s, theory, chains=16, seed=seed, n_meas=64, thermalization=1)
     acc = float(res["acceptance"][:, 1:].mean())
@@ -52,7 +53,9 @@ def test_euler_maruyama_kernel_is_exact_but_accepts_less(seed):
     model = exact_gaussian_model(theory, SDE)
     acc = {}
     for kernel in ("analytic", "em"):
-        s = diffusion(theory, model, method="sde", steps=128, kernel=kernel)
+        s = Diffusion(model="in-memory", method="sde", steps=128, kernel=kernel).build(
+            theory, model=model
+        )
         res = run_chains(s, theory, chains=16, seed=seed, n_meas=200, thermalization=50)
         acc[kernel] = float(res["acceptance"][:, 1:].mean())
         assert_consistent(res["obs"]["phi2"], exact.free_field_observables(theory)["phi2"])
@@ -106,14 +109,19 @@ def test_path_mh_with_a_poor_model_agrees_with_hmc(seed):
     acceptance ~0.35, observables within 4σ of HMC."""
     theory = Phi4.kappa_form([8, 8], 0.22, 0.1)
     ref = run_chains(
-        hmc(theory, 1.0, 10), theory, chains=8, seed=seed, n_meas=400, measure_every=2,
+        Hmc(trajectory_length=1.0, steps=10).build(theory),
+        theory,
+        chains=8,
+        seed=seed,
+        n_meas=400,
+        measure_every=2,
         thermalization=200,
     )  # fmt: skip
     free = Phi4.kappa_form([8, 8], 0.2, 0.0)
     sig = SDE.sigma(np.linspace(0.0, 1.0, 17))
     meta = {"score_norms": {"sigma": list(sig), "u": list(1.0 - exact_dsm_loss(free, sig))}}
     model = ScoreModel(_WrongGaussian(theory, GaussianScore(free)), SDE, meta)
-    s = diffusion(theory, model, method="sde", steps=32)
+    s = Diffusion(model="in-memory", method="sde", steps=32).build(theory, model=model)
     res = run_chains(s, theory, chains=32, seed=seed + 1, n_meas=300, thermalization=100)
     acc = float(res["acceptance"].mean())
     print(f"acceptance of the wrong-theory proposal: {acc:.3f}")
@@ -131,7 +139,9 @@ def test_stored_weights_reproduce_the_ess_and_reweight_to_the_mh_answer(seed):
     theory = Phi4.kappa_form([6, 6], 0.2, 0.0)
     model = exact_gaussian_model(theory, SDE)
     ref = exact.free_field_observables(theory)["phi2"]
-    w_s = diffusion(theory, model, method="sde", steps=8, metropolis_step=False)
+    w_s = Diffusion(model="in-memory", method="sde", steps=8, metropolis=False).build(
+        theory, model=model
+    )
     assert w_s.weighted and w_s.exactness == "approximate"
     res = run_chains(w_s, theory, chains=8, seed=seed, n_meas=400)
     lw = res["diagnostics"]["log_w"]
@@ -149,7 +159,10 @@ def test_stored_weights_reproduce_the_ess_and_reweight_to_the_mh_answer(seed):
     assert abs(raw_z) > 4  # 8 steps: the raw draws are visibly biased
     assert abs(rw.value - ref) / rw.error < 4
     mh = run_chains(
-        diffusion(theory, model, method="sde", steps=8), theory, chains=8, seed=seed + 1,
+        Diffusion(model="in-memory", method="sde", steps=8).build(theory, model=model),
+        theory,
+        chains=8,
+        seed=seed + 1,
         n_meas=400, thermalization=20,
     )  # fmt: skip
     v, e = estimate(mh["obs"]["phi2"])

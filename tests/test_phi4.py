@@ -44,7 +44,8 @@ def test_action_matches_definition(shape):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_action_from_the_gradient_matches_definition(shape):
-    """S = Σ φ (½ ∂S/∂φ − g φ³) (eq. (4) of lattice.numerics.phi4, what HMC uses), in both layouts."""
+    """S = Σ φ (½ ∂S/∂φ − g φ³) (eq. (4) of lattice.numerics.phi4, what HMC uses), in both
+    layouts."""
     rng = np.random.default_rng(2)
     phi = rng.normal(size=(3, *shape))
     for th in theories(shape):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from stats import Z_MAX, assert_consistent, estimate, z_between
 
+from lattice.config.sampler import Hmc, Langevin, Mala
 from lattice.numerics import exact
 from lattice.numerics.fourier import fourier_mass2_auto
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers import hmc, langevin, mala
 from lattice.samplers.chains import (
     chain_keys,
     evolve,
@@ -41,7 +41,11 @@ def run(sampler, theory, seed, n=600, every=2, chains=16, therm=200, **kw):
 
 @pytest.mark.parametrize(
     "sampler",
-    [mala(FREE, 0.15), hmc(FREE, 1.0, 8, "leapfrog"), hmc(FREE, 1.0, 4, "omelyan")],
+    [
+        Mala(step_size=0.15).build(FREE),
+        Hmc(trajectory_length=1.0, steps=8, scheme="leapfrog").build(FREE),
+        Hmc(trajectory_length=1.0, steps=4, scheme="omelyan").build(FREE),
+    ],
     ids=lambda s: s.name,
 )
 def test_exact_samplers_reproduce_free_field(sampler, seed):
@@ -55,7 +59,7 @@ def test_exact_samplers_reproduce_free_field(sampler, seed):
 
 def test_euler_langevin_has_the_exact_finite_step_bias(seed):
     eps = 0.12
-    obs = run(langevin(FREE, eps), FREE, seed)["obs"]
+    obs = run(Langevin(step_size=eps).build(FREE), FREE, seed)["obs"]
     biased = exact.free_phi2(FREE, step_size=eps, scheme="euler")
     assert_consistent(obs["phi2"], biased, "phi2 (Euler, exact biased value)")
     assert_consistent(obs["chi"], exact.free_chi(FREE, step_size=eps, scheme="euler"), "chi")
@@ -66,7 +70,7 @@ def test_euler_langevin_has_the_exact_finite_step_bias(seed):
 
 def test_rk2_bias_is_second_order_and_matches_its_formula(seed):
     eps = 0.12
-    obs = run(langevin(FREE, eps, "rk2"), FREE, seed)["obs"]
+    obs = run(Langevin(step_size=eps, scheme="rk2").build(FREE), FREE, seed)["obs"]
     assert_consistent(obs["phi2"], exact.free_phi2(FREE, step_size=eps, scheme="rk2"), "phi2")
     # exact formulas: the RK2 bias is O(ε²), far below the O(ε) Euler bias
     true = exact.free_phi2(FREE)
@@ -82,7 +86,9 @@ def test_rk2_bias_is_second_order_and_matches_its_formula(seed):
 def test_fourier_acceleration_free_field_values(scheme, seed):
     eps = 0.05
     m2 = fourier_mass2_auto(FREE)
-    obs = run(langevin(FREE, eps, scheme, fourier_acceleration=True), FREE, seed)["obs"]
+    obs = run(
+        Langevin(step_size=eps, scheme=scheme, fourier_acceleration=True).build(FREE), FREE, seed
+    )["obs"]
     want = exact.free_phi2(FREE, step_size=eps, scheme=scheme, fourier_mass2=m2)
     assert_consistent(obs["phi2"], want, "phi2 (Fourier accelerated)")
 
@@ -121,17 +127,23 @@ def test_fourier_acceleration_decorrelates_every_mode_equally(seed):
     plain = exact.free_relaxation_rates(FREE, eps)
     # without it, p = 0 relaxes 9x slower than p = (π, π): τ ∝ 1/(1 − ρ(1)) = 1/(εA)
     assert (1 - plain[4, 4]) / (1 - plain[0, 0]) > 5
-    rho, err = _mode_lag1(langevin(FREE, eps, fourier_acceleration=True), FREE, seed)
+    rho, err = _mode_lag1(
+        Langevin(step_size=eps, fourier_acceleration=True).build(FREE), FREE, seed
+    )
     for i in range(2):
         assert abs(rho[i] - rates[0, 0]) / err[i] < Z_MAX, (rho, err, rates[0, 0])
-    rho_plain, err_plain = _mode_lag1(langevin(FREE, eps), FREE, seed)
+    rho_plain, err_plain = _mode_lag1(Langevin(step_size=eps).build(FREE), FREE, seed)
     for i, p in enumerate([(0, 0), (4, 4)]):
         assert abs(rho_plain[i] - plain[p]) / err_plain[i] < Z_MAX
 
 
 @pytest.mark.parametrize(
     "sampler",
-    [mala(INTERACTING, 0.05), hmc(INTERACTING, 1.0, 10), hmc(INTERACTING, 1.0, 5, "omelyan")],
+    [
+        Mala(step_size=0.05).build(INTERACTING),
+        Hmc(trajectory_length=1.0, steps=10).build(INTERACTING),
+        Hmc(trajectory_length=1.0, steps=5, scheme="omelyan").build(INTERACTING),
+    ],
     ids=lambda s: s.name,
 )
 def test_schwinger_dyson_exact_samplers(sampler, seed):
@@ -150,7 +162,9 @@ def test_schwinger_dyson_langevin_extrapolates_to_one(seed):
     eps = np.array([0.01, 0.02, 0.03])
     vals, errs = [], []
     for i, e in enumerate(eps):
-        obs = run(langevin(INTERACTING, float(e)), INTERACTING, seed + i, n=800, every=3)["obs"]
+        obs = run(
+            Langevin(step_size=float(e)).build(INTERACTING), INTERACTING, seed + i, n=800, every=3
+        )["obs"]
         v, s = estimate(obs["sd"])
         vals.append(v)
         errs.append(s)
@@ -212,7 +226,7 @@ def test_hmc_energy_violation_scales_as_eps_squared(integrator, order):
     divides it by 2^order."""
     th = INTERACTING
     keys = chain_keys(7, 32)
-    s = hmc(th, 1.0, 10)
+    s = Hmc(trajectory_length=1.0, steps=10).build(th)
     st, _ = evolve(s, keys, init_states(s, initial_field(keys, th)), 0, 100)
     pi = jax.random.normal(jax.random.key(3), st.phi.shape)
 
@@ -232,7 +246,7 @@ def test_hmc_energy_violation_scales_as_eps_squared(integrator, order):
 @pytest.mark.parametrize("integrator,steps", [("leapfrog", 5), ("omelyan", 3)])
 def test_hmc_exp_minus_delta_h_averages_to_one(integrator, steps, seed):
     th = INTERACTING
-    s = hmc(th, 1.0, steps, integrator)
+    s = Hmc(trajectory_length=1.0, steps=steps, scheme=integrator).build(th)
     keys = chain_keys(seed, 32)
     st, _ = evolve(s, keys, init_states(s, initial_field(keys, th)), 0, 50)
     _, info = trace(s, keys, st, 50, 300)
@@ -244,15 +258,15 @@ def test_hmc_exp_minus_delta_h_averages_to_one(integrator, steps, seed):
 @pytest.mark.parametrize("shape", [[32], [16, 4]], ids=str)
 def test_hmc_and_mala_agree_on_chains_and_non_square_lattices(shape, seed):
     th = Phi4.kappa_form(shape, 0.3 if len(shape) == 1 else 0.2, 0.3)
-    a = run(hmc(th, 1.0, 8), th, seed)["obs"]
-    b = run(mala(th, 0.1), th, seed + 1, every=4)["obs"]
+    a = run(Hmc(trajectory_length=1.0, steps=8).build(th), th, seed)["obs"]
+    b = run(Mala(step_size=0.1).build(th), th, seed + 1, every=4)["obs"]
     for name in ("phi2", "chi"):
         z = z_between(a[name], b[name])
         assert abs(z) < Z_MAX, (name, z)
 
 
 def test_hot_cold_and_ordered_starts_reach_one_equilibrium(seed):
-    s = mala(INTERACTING, 0.05)
+    s = Mala(step_size=0.05).build(INTERACTING)
     res = [
         run(s, INTERACTING, seed, start=start, therm=400)["obs"]["phi2"]
         for start in ("hot", "cold", "ordered")
@@ -262,7 +276,7 @@ def test_hot_cold_and_ordered_starts_reach_one_equilibrium(seed):
 
 
 def test_float32_runs_and_is_correct(seed):
-    obs = run(hmc(FREE, 1.0, 8), FREE, seed, dtype=jnp.float32)["obs"]
+    obs = run(Hmc(trajectory_length=1.0, steps=8).build(FREE), FREE, seed, dtype=jnp.float32)["obs"]
     assert obs["phi2"].dtype == np.float32
     assert_consistent(obs["phi2"].astype(np.float64), exact.free_phi2(FREE), "phi2 (float32)")
 
@@ -271,7 +285,7 @@ def test_float32_runs_and_is_correct(seed):
 def test_a_chains_stream_depends_only_on_seed_chain_and_step(dtype):
     """Chains 2 and 5 give bitwise the same history whether run among 8 chains or alone,
     and whether the run is done in one block or two."""
-    th, s = INTERACTING, langevin(INTERACTING, 0.02)
+    th, s = INTERACTING, Langevin(step_size=0.02).build(INTERACTING)
 
     def history(idx, blocks):
         keys = chain_keys(11, jnp.asarray(idx))
@@ -291,7 +305,7 @@ def test_a_chains_stream_depends_only_on_seed_chain_and_step(dtype):
 
 @pytest.mark.parametrize("n,every", [(10, 3), (9, 3), (4, 1), (2, 5)])
 def test_saved_configurations_are_the_measured_ones(n, every):
-    th, s = FREE, langevin(FREE, 0.05)
+    th, s = FREE, Langevin(step_size=0.05).build(FREE)
     keys = chain_keys(3, 4)
     st = init_states(s, initial_field(keys, th))
     _, obs, _, saved = sample(s, th, keys, st, 0, n, 2, save_every=every)
@@ -314,7 +328,11 @@ def test_a_chain_alone_measures_bitwise_what_it_measures_in_a_batch(dtype):
     from lattice.samplers.chains import chain_keys, init_states, initial_field, sample
 
     th = Phi4.kappa_form((32, 32), 0.27, 0.022)
-    for s in (langevin(th, 0.01), hmc(th, 1.0, 5), with_clusters(hmc(th, 1.0, 5), th, 2)):
+    for s in (
+        Langevin(step_size=0.01).build(th),
+        Hmc(trajectory_length=1.0, steps=5).build(th),
+        with_clusters(Hmc(trajectory_length=1.0, steps=5).build(th), th, 2),
+    ):
         keys, one = chain_keys(1, 8), chain_keys(1, jnp.array([2]))
         a, oa, da, _ = sample(
             s, th, keys, init_states(s, initial_field(keys, th, "hot", dtype)), 0, 4, 3
@@ -343,8 +361,12 @@ def test_chain_last_loops_compute_the_vmapped_steps(scheme, shape):
     from lattice.samplers.chains import _batched
 
     th = Phi4.kappa_form(shape, 0.27, 0.022)
-    s = hmc(th, 1.0, 5) if scheme == "hmc" else langevin(th, 0.01, scheme)
-    plain = s._replace(batched=None)
+    s = (
+        Hmc(trajectory_length=1.0, steps=5).build(th)
+        if scheme == "hmc"
+        else Langevin(step_size=0.01, scheme=scheme).build(th)
+    )
+    plain = s.replace(batched=None)
     keys = chain_keys(3, 7)
     st = init_states(s, initial_field(keys, th, "hot", jnp.float32))
     assert _batched(s, keys, st) is not None

@@ -17,7 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lattice.io.ensemble import Ensemble
-from lattice.numerics.analysis import GammaResult, effective_mass_jackknife, rho_error
+from lattice.numerics.analysis import (
+    GammaResult,
+    effective_mass_jackknife,
+    gamma_method,
+    rho_error,
+)
+from lattice.results.compare import cost_per_independent_sample
 
 if TYPE_CHECKING:
     from lattice.results.compare import Comparison
@@ -162,8 +168,6 @@ def write_check_plots(report, out_dir) -> list[Path]:
     """Plots of ``lattice check``: the ε → 0 extrapolation against HMC, the hot/ordered
     thermalization histories, the two-point Schwinger–Dyson correlator G_sd(t) = δ_t0, and the
     single-site Fokker–Planck relaxation. Returns the written paths."""
-    from lattice.numerics.analysis import gamma_method
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -286,8 +290,6 @@ def write_compare_plots(result: Comparison, out_dir: str | Path) -> list[Path]:
     - ``compare_cost.png``: seconds and evaluations per independent |m| (2 τ_int × cost per
       measurement), log scale.
     """
-    from lattice.results.compare import cost_per_independent_sample
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, ens = result.runs, result.ensembles

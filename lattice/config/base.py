@@ -87,7 +87,13 @@ class Document(Section):
     def diff(self, other: Document) -> list[str]:
         """Dotted key paths (``run.chains``, ``action.lambda``) whose resolved values differ."""
         a, b = (_flatten(c.model_dump(mode="json", by_alias=True)) for c in (self, other))
-        return [k for k in a if a.get(k) != b.get(k)]
+        # a table may hold other keys in the other document (another sampler kind): the keys
+        # of each table in this document's order, then the other's extra ones
+        keys: dict[str, list[str]] = {}
+        for k in [*a, *(k for k in b if k not in a)]:
+            keys.setdefault(k.partition(".")[0] if "." in k else "", []).append(k)
+        order = [k for table in keys.values() for k in table]
+        return [k for k in order if a.get(k) != b.get(k)]
 
 
 def load_document(
@@ -239,11 +245,12 @@ _EXPECTED = {
 
 
 def describe_errors(
-    exc: ValidationError, root: type[BaseModel], sections: Mapping[str, type[BaseModel]]
+    exc: ValidationError, root: type[BaseModel], sections: Mapping[str, Any]
 ) -> str:
     """One line for all errors of a validation, each starting with its dotted key path.
 
-    ``root`` is the document model and ``sections`` its tables (to list the allowed keys)."""
+    ``root`` is the document model and ``sections`` its tables (to list the allowed keys); a
+    table that is a union discriminated on ``kind`` is given as {kind: model}."""
     errors = exc.errors(include_url=False)
     locs = [tuple(e["loc"]) for e in errors]
     lines = []
@@ -264,6 +271,17 @@ def _describe_one(
     sections: Mapping[str, type[BaseModel]],
 ) -> str:
     kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
+    model = sections.get(loc[0]) if len(loc) > 1 else root
+    if loc and isinstance(sections.get(loc[0]), Mapping):  # a union discriminated on "kind"
+        tags = sections[loc[0]]
+        if kind == "union_tag_invalid":
+            return f"{_path(loc)}.kind: must be one of {', '.join(tags)} (got {show(ctx['tag'])})"
+        if kind == "union_tag_not_found":
+            if not isinstance(value, Mapping):
+                return f"{_path(loc)}: expected a table (got {show(value)})"
+            return f"{_path(loc)}.kind: required key is missing"
+        if len(loc) > 1 and loc[1] in tags:  # the tag is not a key of the file
+            model, loc = tags[loc[1]], loc[:1] + loc[2:]
     if kind == "config_rule":
         loc += tuple(k for k in ctx["key"].split(".") if k)
         return f"{_path(loc)}: {ctx['reason']}"
@@ -271,7 +289,6 @@ def _describe_one(
         what = "section" if len(loc) == 1 and loc[0] in sections else "key"
         return f"{_path(loc)}: required {what} is missing"
     if kind == "extra_forbidden":
-        model = sections.get(loc[0]) if len(loc) > 1 else root
         allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
         what = "section" if len(loc) == 1 and isinstance(value, Mapping) else "key"
         return f"{_path(loc)}: unknown {what} (allowed: {allowed})"

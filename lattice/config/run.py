@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictStr, field_validator, model_validator
 
 from lattice.config import base
 from lattice.config.base import (
@@ -40,15 +40,20 @@ from lattice.config.base import (
     Document,
     Float,
     NonNegInt,
-    PosFloat,
     PosInt,
     Section,
     load_document,
     parse_document,
-    positive_or_auto,
     rule,
     show,
 )
+from lattice.config.sampler import (
+    KINDS,
+    SCHEMAS,
+    SCHEMES,
+    SamplerSection,
+)
+from lattice.numerics.phi4 import Phi4
 
 __all__ = [
     "ConfigError",
@@ -64,43 +69,7 @@ __all__ = [
     "apply_overrides",
 ]
 
-KINDS = ("langevin", "mala", "hmc", "diffusion")
-#: Allowed integrators per sampler kind; the first one is the default.
-SCHEMES = {
-    "langevin": ("euler", "rk2"),
-    "mala": ("euler",),
-    "hmc": ("leapfrog", "omelyan"),
-    "diffusion": ("none",),
-}
-#: Kind-dependent defaults filled in before validation.
-_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "langevin": {"step_size": 0.01, "scheme": "euler", "noise_precision": "single"},
-    "mala": {"step_size": 0.01, "scheme": "euler"},
-    "hmc": {"trajectory_length": 1.0, "steps": 10, "scheme": "leapfrog"},
-    "diffusion": {"scheme": "none", "steps": 100},
-}
-#: Values that are part of the contract but not implemented yet: key -> (value, allowed).
-_NOT_YET: dict[str, tuple[Any, tuple[str, ...]]] = {}
-#: diffusion methods whose proposals carry an exact weight (Metropolis or reweighting)
-DIFFUSION_DENSITY_METHODS = ("sde", "ode")
-#: diffusion keys and the methods that use them (None: every method)
-_DIFFUSION_KEYS: dict[str, tuple[str, ...] | None] = {
-    "model": None,
-    "method": None,
-    "metropolis": None,
-    "rtol": ("ode",),
-    "atol": ("ode",),
-    "max_steps": ("ode",),
-    "divergence": ("ode",),
-    "kernel": ("sde",),
-    "snr": ("pc",),
-    "corrector_steps": ("pc",),
-    "steps_per_level": ("annealed",),
-    "step_scale": ("annealed",),
-}
 
-
-# --------------------------------------------------------------------------- sections
 class LatticeSection(Section):
     """``[lattice]``: the periodic lattice."""
 
@@ -145,144 +114,6 @@ class ActionSection(Section):
         if getattr(self, need) is None:
             raise rule(need, f'required key is missing (form = "{self.form}")')
         return self
-
-
-_DIFFUSION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
-    "sde": {"kernel": "analytic"},
-    "pc": {"snr": 0.16, "corrector_steps": 1},
-    "annealed": {"steps_per_level": 5, "step_scale": 0.1},
-}
-
-
-def _resolve_diffusion(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill the diffusion defaults of the chosen method; refuse keys of other methods and
-    Metropolis without a density."""
-    for key in ("step_size", "trajectory_length"):
-        if key in data:
-            raise rule(key, "not used by diffusion")
-    if data.get("fourier_acceleration") is True:
-        raise rule("fourier_acceleration", "only available for langevin (kind = 'diffusion')")
-    if "model" not in data:
-        raise rule("model", "required key is missing (kind = 'diffusion': a model directory)")
-    method = data.get("method", "sde")
-    if method not in _DIFFUSION_DEFAULTS:
-        return {**data, "method": method}  # reported by the field validation
-    for key, users in _DIFFUSION_KEYS.items():
-        if users is not None and method not in users and key in data:
-            raise rule(key, f"only used by method = {users[0]!r} (method = {method!r})")
-    exact = method in DIFFUSION_DENSITY_METHODS
-    if data.get("metropolis", exact) is True and not exact:
-        raise rule(
-            "metropolis",
-            f"needs method = 'sde' or 'ode', the ones with a density (method = {method!r});"
-            " set metropolis = false for raw, approximate samples",
-        )
-    out = {**_KIND_DEFAULTS["diffusion"], "method": method, "metropolis": exact}
-    out = {**out, **_DIFFUSION_DEFAULTS[method], **data}
-    steps = out.get("steps")
-    if method == "sde" and isinstance(steps, int) and not isinstance(steps, bool) and steps < 2:
-        raise rule("steps", f"must be >= 2 for method = 'sde' (got {steps})")
-    return out
-
-
-class SamplerSection(Section):
-    """``[sampler]``: the update algorithm; kind-dependent keys are resolved on validation."""
-
-    kind: Literal["langevin", "mala", "hmc", "diffusion"]
-    step_size: PosFloat | None = None  # langevin, mala
-    scheme: StrictStr | None = None  # resolved per kind, see SCHEMES
-    fourier_acceleration: StrictBool = False  # langevin only
-    fourier_mass2: float | Literal["auto"] = "auto"
-    noise_precision: Literal["single", "full"] | None = None  # langevin only
-    trajectory_length: PosFloat | None = None  # hmc only
-    steps: PosInt | None = None  # hmc: leapfrog steps; diffusion: time steps (sde, pc, annealed)
-    cluster: Literal["none", "sw"] = "none"
-    cluster_every: PosInt = 1
-    # diffusion only (docs/diffusion.md)
-    model: StrictStr | None = None
-    method: Literal["ode", "sde", "pc", "annealed"] | None = None
-    metropolis: StrictBool | None = None
-    rtol: PosFloat | None = None
-    atol: PosFloat | None = None
-    max_steps: PosInt | None = None
-    divergence: Literal["exact", "hutchinson"] | None = None
-    kernel: Literal["analytic", "em"] | None = None
-    snr: PosFloat | None = None
-    corrector_steps: PosInt | None = None
-    steps_per_level: PosInt | None = None
-    step_scale: PosFloat | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_for_kind(cls, data: Any) -> Any:
-        """Refuse keys that do not apply to the kind and fill the kind's defaults."""
-        if not isinstance(data, Mapping):
-            return data
-        for key, (value, allowed) in _NOT_YET.items():
-            if data.get(key) == value:
-                raise rule(
-                    key,
-                    f"{value!r} is not available in this version (allowed: {', '.join(allowed)})",
-                )
-        kind = data.get("kind")
-        if kind not in KINDS:
-            return data  # reported by the field validation
-        if kind != "diffusion":
-            for key in _DIFFUSION_KEYS:
-                if key in data:
-                    raise rule(key, f"only used by diffusion (kind = {kind!r})")
-        else:
-            return _resolve_diffusion(data)
-        if kind == "hmc":
-            if "step_size" in data:
-                raise rule("step_size", "not used by hmc (its step is trajectory_length / steps)")
-        else:
-            for key in ("trajectory_length", "steps"):
-                if key in data:
-                    raise rule(key, f"only used by hmc (kind = {kind!r})")
-        if kind != "langevin" and "noise_precision" in data:
-            raise rule(
-                "noise_precision",
-                f"only used by langevin (kind = {kind!r}; exact samplers always draw at the "
-                "run's precision)",
-            )
-        if kind != "langevin" and data.get("fourier_acceleration") is True:
-            raise rule(
-                "fourier_acceleration",
-                f"only available for langevin (got true with kind = {kind!r})",
-            )
-        return {**_KIND_DEFAULTS[kind], **data}
-
-    @field_validator("model")
-    @classmethod
-    def _model_not_empty(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise rule("", "must name a trained model directory (got '')")
-        return v
-
-    @field_validator("fourier_mass2", mode="plain")
-    @classmethod
-    def _check_fourier_mass2(cls, v: Any) -> float | str:
-        return positive_or_auto(v)
-
-    @model_validator(mode="after")
-    def _scheme_fits_kind(self) -> SamplerSection:
-        allowed = SCHEMES[self.kind]
-        if self.scheme not in allowed:
-            raise rule(
-                "scheme",
-                f"must be one of {', '.join(allowed)} for kind = {self.kind!r}"
-                f" (got {show(self.scheme)})",
-            )
-        return self
-
-    @property
-    def leapfrog_step(self) -> float | None:
-        """HMC's integrator step trajectory_length / steps (None for other kinds)."""
-        if self.kind != "hmc":
-            return None
-        return self.trajectory_length / self.steps
 
 
 class RunSection(Section):
@@ -347,10 +178,10 @@ class RunConfig(Document):
         return self
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {
+_SECTIONS: dict[str, Any] = {
     "lattice": LatticeSection,
     "action": ActionSection,
-    "sampler": SamplerSection,
+    "sampler": SCHEMAS,
     "run": RunSection,
 }
 
@@ -378,18 +209,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
-# sampler keys that only some kinds use
-_KIND_KEYS = {
-    "step_size": ("langevin", "mala"),
-    "trajectory_length": ("hmc",),
-    "steps": ("hmc", "diffusion"),
-    "fourier_acceleration": ("langevin",),
-    "fourier_mass2": ("langevin",),
-    "noise_precision": ("langevin",),
-    **{k: ("diffusion",) for k in _DIFFUSION_KEYS},
-}
-
-
 def _drop_keys_of_old_kind(
     raw: Mapping[str, Any], out: dict[str, Any], overrides: Sequence[str]
 ) -> None:
@@ -401,18 +220,30 @@ def _drop_keys_of_old_kind(
     new = out.get("sampler")
     if not isinstance(new, dict) or new.get("kind") == old.get("kind"):
         return
-    kind = new.get("kind")
+    schema = SCHEMAS.get(new.get("kind"))
+    if schema is None:
+        return  # reported by the validation
     explicit = {o.partition("=")[0].strip() for o in overrides}
     for key in list(new):
         if f"sampler.{key}" in explicit or key not in old:
             continue
-        if key in _KIND_KEYS and kind not in _KIND_KEYS[key]:
+        if key not in schema.model_fields:
             del new[key]
-        elif key == "scheme" and kind in SCHEMES and new[key] not in SCHEMES[kind]:
+        elif key == "scheme" and new[key] not in schema.SCHEMES:
+            del new[key]
+        elif key == "fourier_acceleration" and new[key] is True and not schema.FOURIER:
             del new[key]
 
 
-# --------------------------------------------------------------------------- helpers
 def _min_cos(n: int) -> float:
     """min over p = 2πk/n of cos p: -1 on even axes, -cos(π/n) on odd ones, 1 for n = 1."""
     return -1.0 if n % 2 == 0 else -math.cos(math.pi / n)
+
+
+def build_theory(cfg: RunConfig) -> Phi4:
+    """The action of a config's ``[lattice]`` and ``[action]`` tables: eq. (1) in the κ-form
+    (``form = "kappa"``) or the mass form."""
+    a = cfg.action
+    if a.form == "kappa":
+        return Phi4.kappa_form(cfg.lattice.shape, a.kappa, a.lam)
+    return Phi4.mass_form(cfg.lattice.shape, a.m2, a.lam)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
 
-from lattice.config.run import (
+from lattice.config.base import (
     ConfigError,
     Document,
     NonNegInt,
@@ -33,6 +33,7 @@ from lattice.config.run import (
     rule,
     show,
 )
+from lattice.score.network import NetworkSpec
 
 __all__ = [
     "TrainConfig",
@@ -104,17 +105,22 @@ class TrainSection(Section):
         return self
 
 
-class NetworkSection(Section):
-    """``[network]``: the score network of ``lattice.score.network``."""
+_SPEC = NetworkSpec()
 
-    channels: PosInt = 32
-    blocks: PosInt = 4
-    kernel: PosInt = 3
-    dilations: tuple[PosInt, ...] = Field(default=(1, 2), min_length=1)
-    fourier_features: PosInt = 8
-    embedding: PosInt = 64
-    physics: StrictBool = True
-    global_channel: StrictBool = True
+
+class NetworkSection(Section):
+    """``[network]``: the score network of ``lattice.score.network``. The defaults are
+    :class:`~lattice.score.network.NetworkSpec`'s (also those of a model stored without the
+    key), not a second copy."""
+
+    channels: PosInt = _SPEC.channels
+    blocks: PosInt = _SPEC.blocks
+    kernel: PosInt = _SPEC.kernel
+    dilations: tuple[PosInt, ...] = Field(default=_SPEC.dilations, min_length=1)
+    fourier_features: PosInt = _SPEC.fourier_features
+    embedding: PosInt = _SPEC.embedding
+    physics: StrictBool = _SPEC.physics
+    global_channel: StrictBool = _SPEC.global_channel
 
     @field_validator("kernel")
     @classmethod

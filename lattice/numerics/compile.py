@@ -19,7 +19,7 @@ import os
 
 import jax
 
-__all__ = ["hot_jit", "cpu_options"]
+__all__ = ["hot_jit", "cpu_options", "require_x64"]
 
 
 @functools.cache
@@ -61,4 +61,17 @@ def hot_jit(fun=None, *, static_argnames=()):
         return jitted()(*args, **kwargs)
 
     call.lower = lambda *a, **k: jitted().lower(*a, **k)
+    call._cache_size = lambda: jitted()._cache_size()  # compiled variants (tests)
     return call
+
+
+def require_x64(error: type[Exception] = RuntimeError) -> None:
+    """Raise ``error`` unless JAX's x64 mode is on. Runs need it: their random streams carry
+    64-bit words (:func:`lattice.numerics.noise.carried_normals`) and float64 runs compute in
+    float64. The library never sets it (a global switch of the user's process): the
+    ``lattice`` command does, and so must a script, before the first JAX array is made."""
+    if not jax.config.jax_enable_x64:
+        raise error(
+            "jax_enable_x64 is off: call jax.config.update('jax_enable_x64', True) at the "
+            "start of the program (the lattice command does)"
+        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lattice.numerics.fourier import fourier_step_factor
 from lattice.numerics.phi4 import Phi4
 
 __all__ = [
@@ -60,8 +61,6 @@ def mode_variance(
 def _fa_factor(theory: Phi4, fourier_mass2: float | None):
     if fourier_mass2 is None:
         return 1.0
-    from lattice.numerics.fourier import fourier_step_factor
-
     return fourier_step_factor(theory.shape, fourier_mass2, half=False)
 
 

@@ -19,15 +19,25 @@ Every check is a statistic with a tolerance; statistical ones are z-scores
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
-from lattice.config.run import RunConfig, parse_config
+from lattice.config.run import RunConfig, build_theory, load_config, parse_config
+from lattice.io.reader import open_ensemble
+from lattice.numerics import fokker_planck as fp
 from lattice.numerics.analysis import family_z, gamma_method
+from lattice.numerics.compile import require_x64
+from lattice.numerics.exact import free_field_observables
 from lattice.runs.progress import QuietReporter, Reporter
+from lattice.runs.sampling import build_sampler
+from lattice.samplers.base import Exactness
+from lattice.samplers.chains import run_chains
 
 __all__ = ["Check", "CheckReport", "run_checks", "Z_TOL"]
 
@@ -113,11 +123,6 @@ def _simulate(
     seed_offset=0,
 ) -> dict[str, np.ndarray]:
     """An in-memory run of (a variant of) the config; returns obs and diagnostics."""
-    import jax.numpy as jnp
-
-    from lattice.runs.sampling import build_sampler, build_theory
-    from lattice.samplers.chains import run_chains
-
     over = []
     if kind is not None and kind != cfg.sampler.kind:
         over.append(f"sampler.kind={kind}")
@@ -142,8 +147,6 @@ def _simulate(
 
 
 def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
-    from lattice.io.reader import open_ensemble
-
     ens = open_ensemble(target)  # a run directory, a sharded run, or an ensemble file
     if ens.committed < 20:
         raise ValueError(f"{ens.path}: only {ens.committed} measurements committed")
@@ -179,9 +182,6 @@ def _schwinger_dyson(data) -> list[Check]:
 
 
 def _exact_free(cfg: RunConfig, data) -> list[Check]:
-    from lattice.numerics.exact import free_field_observables
-    from lattice.runs.sampling import build_theory
-
     theory = build_theory(cfg)
     s = cfg.sampler
     boltz = free_field_observables(theory)
@@ -204,10 +204,8 @@ def _exact_free(cfg: RunConfig, data) -> list[Check]:
             "max |z| = " + f"{max(zs):.2f}",
         )
     )
-    if s.kind == "langevin":
-        from lattice.results.measure import free_field_reference
-
-        at_eps = free_field_reference(cfg)[0]
+    if s.traits.exactness is Exactness.ASYMPTOTIC:  # its own law at the finite step too
+        at_eps = s.free_field_reference(theory)[0]
         for name in ("phi2", "chi"):
             c = _z_check(
                 f"free field: {name} vs exact {s.scheme} value at eps = {s.step_size:g}",
@@ -375,14 +373,10 @@ def _thermalization(cfg: RunConfig, samples, data, reporter: Reporter, report: C
 
 
 def _fokker_planck(cfg: RunConfig, reporter: Reporter, report: CheckReport) -> list[Check]:
-    from lattice.numerics import fokker_planck as fp
-    from lattice.runs.sampling import build_theory
-
     lam = build_theory(cfg).to_kappa().lam if cfg.action.form == "mass" else cfg.action.lam
     reporter.log(f"check: single-site Fokker–Planck relaxation at lambda = {lam:g}")
     res = fp.compare(lam)
     report.data["fokker_planck"] = res
-    import scipy.stats
 
     # Bonferroni over the times: the max KS of len(times) comparisons at family level 1e-3
     n_t = len(res["ks"])
@@ -422,13 +416,7 @@ def run_checks(
     """Run every check that applies to a config (it is run first, in memory) or a run
     directory (its ensemble is used); auxiliary runs use ``samples`` measurements per chain
     (default: the config's)."""
-    import time
-
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    from lattice.config.run import load_config
-
+    require_x64(ValueError)
     reporter = reporter or QuietReporter()
     t0 = time.perf_counter()
     target = Path(target)
@@ -442,9 +430,10 @@ def run_checks(
     checks = _schwinger_dyson(data)
     if cfg.action.lam == 0.0:
         checks += _exact_free(cfg, data)
-    if cfg.sampler.kind in ("hmc", "mala"):
+    traits = cfg.sampler.traits
+    if traits.energy_identity:
         checks += _exp_dh(data)
-    if cfg.sampler.kind == "langevin" and extrapolate:
+    if traits.exactness is Exactness.ASYMPTOTIC and extrapolate:
         checks += _extrapolation(cfg, data, samples, reporter, report)
     if thermalization:
         checks += _thermalization(cfg, samples, data, reporter, report)

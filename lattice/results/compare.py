@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from lattice.io.ensemble import Ensemble
+from lattice.config.run import parse_config
+from lattice.io.ensemble import Ensemble, EnsembleError
 from lattice.io.reader import open_ensemble
 from lattice.numerics.analysis import family_z
 from lattice.results.measure import Measurement, measure_ensemble
@@ -203,9 +204,7 @@ def _summary(ens: Ensemble, discard: int, S: float) -> RunSummary:
     every = int(a.get("run.measure_every", 1))
     diag = ens.diagnostics or {}
     acc = float(np.mean(diag["acceptance"][:, discard:])) if "acceptance" in diag else None
-    if a.get("sampler.kind") == "langevin" or (
-        a.get("sampler.kind") == "diffusion" and not a.get("sampler.metropolis", False)
-    ):
+    if not parse_config(ens.config_toml).sampler.traits.accept_reject:
         acc = None  # no accept/reject step: no acceptance to report
     steps = max(int(ens.steps), 1)
     meas_seconds = float(ens.seconds) * min(1.0, ens.committed * every / steps)
@@ -259,8 +258,6 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> C
     """Measure every run and compare them (module docstring); ``.to_json()`` of the
     :class:`Comparison` is the object of ``lattice compare --json``. Raises
     :class:`CompareError` for fewer than two runs or different theories."""
-    from lattice.io.ensemble import EnsembleError
-
     if len(paths) < 2:
         raise CompareError("compare needs at least two runs")
     ens = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lattice.config.run import build_theory, parse_config
 from lattice.io.ensemble import Ensemble
 from lattice.numerics.analysis import GammaResult, gamma_method, gamma_method_derived, kish_ess
 
@@ -178,8 +179,6 @@ class Measurement:
 def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measurement:
     """Analyse the committed measurements after discarding the first ``discard`` per chain
     (:class:`Measurement`; ``.to_json()`` is the object of ``lattice measure --json``)."""
-    from lattice.config.run import parse_config
-
     if discard < 0:
         raise ValueError(f"--discard must be >= 0 (got {discard})")
     if discard >= ens.committed:
@@ -294,30 +293,17 @@ def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
     """Exact values for a free-field (λ = 0) ensemble: at the run's step size and scheme for
     Langevin (the exact finite-ε values), the exact e^{−S} values for exact samplers.
     Returns (values, description) or None."""
-    from lattice.config.run import parse_config
-
     return free_field_reference(parse_config(ens.config_toml))
 
 
 def free_field_reference(cfg) -> tuple[dict[str, Any], str] | None:
     """(exact values of what the config's sampler samples, description) for a free field;
-    None for λ ≠ 0. For Langevin these are the exact finite-ε values of its scheme (with
-    Fourier acceleration if used), for exact samplers the e^{−S} values."""
-    from lattice.numerics.exact import free_field_observables
-    from lattice.numerics.fourier import fourier_mass2_auto
-    from lattice.runs.sampling import build_theory
-
+    None for λ ≠ 0. The sampler's schema says what it samples
+    (:meth:`lattice.config.sampler.SamplerSchema.free_field_reference`): the exact finite-ε
+    values of its scheme for Langevin, the e^{−S} values for exact samplers."""
     if cfg.action.lam != 0.0:
         return None
-    theory = build_theory(cfg)
-    s = cfg.sampler
-    if s.kind != "langevin":
-        return free_field_observables(theory), "exact free field"
-    m2 = None
-    if s.fourier_acceleration:
-        m2 = fourier_mass2_auto(theory) if s.fourier_mass2 == "auto" else s.fourier_mass2
-    vals = free_field_observables(theory, step_size=s.step_size, scheme=s.scheme, fourier_mass2=m2)
-    return vals, f"exact free field at the run's step size ({s.scheme}, eps = {s.step_size})"
+    return cfg.sampler.free_field_reference(build_theory(cfg))
 
 
 def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | None = None):
@@ -325,7 +311,7 @@ def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | No
     ``<name>|r<chain>`` (name defaults to the run directory's name). Needs the optional
     extra: ``pip install lattice-sq[pyerrors]``."""
     try:
-        import pyerrors
+        import pyerrors  # an optional extra: only this function needs it
     except ImportError:
         msg = "to_pyerrors needs pyerrors: pip install 'lattice-sq[pyerrors]'"
         raise ImportError(msg) from None

@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
+
 from lattice.config.run import RunConfig, parse_config
 from lattice.io.atomic import write_file_atomic
 from lattice.io.manifest import MANIFEST, new_manifest, read_manifest, shard_name
 from lattice.runs.progress import QuietReporter, Reporter
-from lattice.runs.sampling import JobError, RunPaths, resume_job, run_job
+from lattice.runs.sampling import JobError, resume_job, run_directory, run_job
 
 __all__ = [
     "initialize",
@@ -42,7 +44,6 @@ def initialize(
 ) -> tuple[int, int]:
     """``jax.distributed.initialize`` (arguments None: detected from Slurm / Open MPI) and
     return (process index, process count)."""
-    import jax
 
     try:
         jax.distributed.initialize(
@@ -88,7 +89,7 @@ def run_sharded(
                 f"with `lattice resume {d}`"
             )
         d.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(RunPaths(d).config, cfg.to_toml())
+        write_file_atomic(run_directory(d).config, cfg.to_toml())
         write_file_atomic(existing, json.dumps(new_manifest(cfg, processes), indent=1) + "\n")
     return run_job(scfg, d / shard_name(process), force=force, reporter=reporter)
 

@@ -13,29 +13,41 @@ an uninterrupted run.
 
 from __future__ import annotations
 
-import functools
+import math
 import os
+import queue
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lattice.config.run import ConfigError, RunConfig, load_config, parse_config
-from lattice.io.atomic import write_file_atomic
-from lattice.io.checkpoint import read_checkpoint, write_checkpoint
+from lattice.config.run import RunConfig, build_theory, load_config, parse_config
+from lattice.io.checkpoint import CheckpointError
 from lattice.io.ensemble import EnsembleError, EnsembleWriter
+from lattice.io.model import load_model, norm_function_of
 from lattice.io.reader import open_ensemble
+from lattice.numerics.compile import require_x64
+from lattice.numerics.observables import observable_shapes
+from lattice.numerics.phi4 import Phi4
+from lattice.runs.directory import RunDirectory, RunError
 from lattice.runs.progress import QuietReporter, Reporter
+from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
+from lattice.score.model import ModelError, check_compatible
 
 #: the extra /diagnostics of a sampler with cluster updates (see lattice.samplers.chains._advance)
 CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
 
 __all__ = [
     "JobError",
-    "RunPaths",
+    "ENSEMBLE",
+    "run_directory",
     "run_job",
     "resume_job",
     "build_theory",
@@ -44,42 +56,27 @@ __all__ = [
 ]
 
 
-class JobError(Exception):
+class JobError(RunError):
     """A job that cannot start; the CLI prints the message and exits with ``exit_code``."""
 
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
+
+#: a run directory's ensemble (its other files: lattice.runs.directory)
+ENSEMBLE = "ensemble.h5"
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def ensemble(self) -> Path:
-        return self.root / "ensemble.h5"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.h5"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "run.log"
-
-    def owned(self) -> list[Path]:
-        return [
-            self.config,
-            self.ensemble,
-            self.checkpoint,
-            self.log,
-            self.checkpoint.with_name("checkpoint.h5.tmp"),
-        ]
+def run_directory(root: str | Path) -> RunDirectory:
+    """The run directory of ``lattice run``: ``config.toml`` (with a ``[run]`` table),
+    ``ensemble.h5``, ``checkpoint.h5`` and ``run.log``; a model's files mark another
+    command's directory."""
+    return RunDirectory(
+        Path(root),
+        command="run",
+        log_name="run.log",
+        table="run",
+        products=(ENSEMBLE,),
+        foreign=("model.json", "model.eqx", "history.csv", "train.log", "manifest.json"),
+        error=JobError,
+    )
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -89,59 +86,18 @@ def default_run_dir(config_path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------- building blocks
-def build_theory(cfg: RunConfig):
-    from lattice.numerics.phi4 import Phi4
-
-    a = cfg.action
-    if a.form == "kappa":
-        return Phi4.kappa_form(cfg.lattice.shape, a.kappa, a.lam)
-    return Phi4.mass_form(cfg.lattice.shape, a.m2, a.lam)
-
-
 def build_sampler(cfg: RunConfig, theory):
-    """The sampler of a config. Memoized on (sampler section, theory): the jitted loops take
-    the sampler as a static argument, so identical configs reuse the compiled code."""
-    return _cached_sampler(cfg.sampler, theory)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_sampler(s, theory):
-    from lattice.samplers import hmc, langevin, mala, with_clusters
-
-    if s.kind == "langevin":
-        base = langevin(
-            theory,
-            s.step_size,
-            s.scheme,
-            s.fourier_acceleration,
-            s.fourier_mass2,
-            noise_precision=s.noise_precision or "single",
-        )
-    elif s.kind == "mala":
-        base = mala(theory, s.step_size)
-    elif s.kind == "hmc":
-        base = hmc(theory, s.trajectory_length, s.steps, s.scheme)
-    elif s.kind == "diffusion":
-        from lattice.io.model import load_model, norm_function_of
-        from lattice.score.model import check_compatible
-        from lattice.samplers.diffusion import diffusion
-
-        # the resolved config holds exactly the keys of its method (config._DIFFUSION_KEYS)
-        keys = ("rtol", "atol", "max_steps", "divergence", "snr", "corrector_steps")
-        keys += ("steps_per_level", "step_scale", "kernel")
-        opts = {k: getattr(s, k) for k in keys if getattr(s, k) is not None}
-        model = load_model(s.model)
-        check_compatible(model, theory)  # before the kernel table is looked for
-        if s.kernel == "analytic":  # the kernel's table, measured now for an older model
-            opts["norm"] = norm_function_of(model)
-        base = diffusion(
-            theory, model, method=s.method, metropolis_step=s.metropolis, steps=s.steps, **opts
-        )
-    else:
-        raise ConfigError(f"sampler.kind: {s.kind!r} is not available")
-    if s.cluster == "sw":
-        return with_clusters(base, theory, s.cluster_every)
-    return base
+    """The sampler of a config: its schema builds it (:mod:`lattice.config.sampler`), with
+    what the kind needs from files loaded here (a diffusion sampler's model, checked against
+    the theory, and its kernel table, measured now for a model older than the table).
+    Equal configs give equal samplers (their identity), which share compiled code."""
+    s = cfg.sampler
+    if not s.needs_model():
+        return s.build(theory)
+    model = load_model(s.model)
+    check_compatible(model, theory)  # before the kernel table is looked for
+    norm = norm_function_of(model) if s.kernel == "analytic" else None
+    return s.build(theory, model=model, norm=norm)
 
 
 def chain_sharding(chains: int, devices: int | None):
@@ -154,10 +110,6 @@ def chain_sharding(chains: int, devices: int | None):
     (seed, chain, step), the results are bitwise those of one device. Returns
     ``(None, 1)`` for one device. Raises :class:`JobError` (exit 2) for an impossible request.
     """
-    import math
-
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     local = jax.local_devices()
     if devices is None:
@@ -208,7 +160,6 @@ def _lower_thread_priority() -> None:
     XLA splits each step over its worker threads and waits for the slowest; a writer that
     preempts one of them stalls the whole step. At nice 19 the writer runs in the gaps XLA
     leaves instead. Without per-thread priorities (non-Linux) this does nothing."""
-    import threading
 
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
@@ -222,9 +173,6 @@ class _Writer:
     wait in its queue, which bounds the memory; an exception is re-raised in the caller."""
 
     def __init__(self):
-        import queue
-        import threading
-
         self._q: queue.Queue = queue.Queue(maxsize=2)
         self._results: list = []
         self._error: BaseException | None = None
@@ -269,56 +217,32 @@ def _n_saved(samples: int, save_every: int) -> int:
     return 0 if save_every == 0 else (samples + save_every - 1) // save_every
 
 
-class _Log:
-    def __init__(self, path: Path, reporter: Reporter):
-        self.path, self.reporter = path, reporter
-
-    def __call__(self, msg: str, show: bool = True) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a") as f:
-            f.write(f"{stamp} {msg}\n")
-        if show:
-            self.reporter.log(msg)
-
-
 # ---------------------------------------------------------------------- public entry points
 def run_job(
     cfg: RunConfig, run_dir: str | Path, *, force: bool = False, reporter: Reporter | None = None
 ) -> Path:
     """Start a new run in ``run_dir``. Refuses (JobError, exit 2) to touch an existing run
-    unless ``force``; with ``force`` the previous run's files are removed first."""
-    paths = RunPaths(Path(run_dir))
+    unless ``force``; with ``force`` the previous run's files are removed first. Another
+    command's directory is always refused (:meth:`RunDirectory.claim`)."""
+    require_x64(JobError)
+    d = run_directory(run_dir)
     chain_sharding(cfg.run.chains, cfg.run.devices)  # refuse an impossible request first
-    _check_model(cfg)
-    if paths.config.exists() or paths.ensemble.exists() or paths.checkpoint.exists():
-        if not force:
-            state = _describe_existing(paths)
-            raise JobError(
-                f"{paths.root}: {state}; pass --force to overwrite it"
-                + (
-                    ""
-                    if "finished" in state
-                    else f", or continue it with `lattice resume {paths.root}`"
-                )
-            )
-        for p in paths.owned():
-            if p.exists():
-                p.unlink()
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(paths.config, cfg.to_toml())
-    return _execute(cfg, paths, reporter or QuietReporter(), resume=False)
+    job = _prepare(cfg)
+    d.claim(cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
+    return _execute(job, d, reporter or QuietReporter(), resume=False)
 
 
 def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
-    paths = RunPaths(Path(run_dir))
-    if not paths.config.exists():
-        raise JobError(f"{paths.root}: not a run directory (no config.toml)")
-    cfg = load_config(paths.config)
-    _check_model(cfg)
-    if paths.ensemble.exists():
+    require_x64(JobError)
+    d = run_directory(run_dir)
+    d.require_config()
+    cfg = load_config(d.config)
+    job = _prepare(cfg)
+    ensemble = d.path(ENSEMBLE)
+    if ensemble.exists():
         try:
-            ens = open_ensemble(paths.ensemble, load_observables=False)
+            ens = open_ensemble(ensemble, load_observables=False)
         except EnsembleError:
             ens = None  # created but never committed: start again from the checkpoint
         if ens is not None:
@@ -326,194 +250,241 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
             changed = recorded.diff(cfg)
             if changed:
                 raise JobError(
-                    f"{paths.config}: edited since the run started; differing keys: "
+                    f"{d.config}: edited since the run started; differing keys: "
                     f"{', '.join(changed)} (restore them, or start a new run)"
                 )
             if ens.complete:
-                (reporter or QuietReporter()).log(f"{paths.root}: already complete")
-                return paths.ensemble
-    return _execute(cfg, paths, reporter or QuietReporter(), resume=True)
+                (reporter or QuietReporter()).log(f"{d.root}: already complete")
+                return ensemble
+    return _execute(job, d, reporter or QuietReporter(), resume=True)
 
 
-def _check_model(cfg: RunConfig) -> None:
-    """A diffusion sampler's model must load and fit the run's theory before any work."""
-    if cfg.sampler.kind != "diffusion":
-        return
-    from lattice.score.model import ModelError
-
+def _describe_existing(d: RunDirectory) -> str:
     try:
-        build_sampler(cfg, build_theory(cfg))
+        ens = open_ensemble(d.path(ENSEMBLE), load_observables=False)
+    except EnsembleError:
+        return "a run directory is there; pass --force to overwrite it"
+    if ens.complete:
+        return "a finished run is there; pass --force to overwrite it"
+    return (
+        f"an unfinished run is there ({ens.committed}/{ens.samples} measurements); pass "
+        f"--force to overwrite it, or continue it with `lattice resume {d.root}`"
+    )
+
+
+# ---------------------------------------------------------------------- the driver's steps
+@dataclass(frozen=True)
+class _Job:
+    """What a run computes with, built before any file is touched."""
+
+    cfg: RunConfig
+    theory: Phi4
+    sampler: Any
+    dtype: Any
+    keys: Any  # per-chain keys, sharded over the devices
+    key_data: np.ndarray  # their raw bits, checkpointed and checked on resume
+    sharding: Any
+    devices: int
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the next step, the committed measurements and saved
+    configurations, and the seconds spent (the checkpoint's attributes)."""
+
+    step: int = 0
+    committed: int = 0
+    saved_committed: int = 0
+    seconds: float = 0.0
+
+
+def _prepare(cfg: RunConfig) -> _Job:
+    """Theory, sampler (a diffusion sampler's model is loaded and checked here, so a bad
+    model fails before any file is written), keys and sharding of a config."""
+    r = cfg.run
+    theory = build_theory(cfg)
+    try:
+        sampler = build_sampler(cfg, theory)
     except (ModelError, ValueError) as e:
         raise JobError(f"sampler.model: {e}") from None
-
-
-def _describe_existing(paths: RunPaths) -> str:
-    try:
-        ens = open_ensemble(paths.ensemble, load_observables=False)
-        if ens.complete:
-            return "a finished run is there"
-        return f"an unfinished run is there ({ens.committed}/{ens.samples} measurements)"
-    except EnsembleError:
-        return "a run directory is there"
-
-
-# ---------------------------------------------------------------------- the driver
-def _execute(cfg: RunConfig, paths: RunPaths, reporter: Reporter, resume: bool) -> Path:
-    import jax
-    import jax.numpy as jnp
-
-    jax.config.update("jax_enable_x64", True)
-    from lattice.numerics.observables import observable_shapes
-    from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
-
-    r = cfg.run
-    dtype = jnp.dtype(r.dtype)
-    theory = build_theory(cfg)
-    sampler = build_sampler(cfg, theory)
     keys = chain_keys(r.seed, np.arange(r.first_chain, r.first_chain + r.chains), r.prng)
     key_data = np.asarray(jax.random.key_data(keys))
     sharding, n_dev = chain_sharding(r.chains, r.devices)
     if sharding is not None:
         keys = jax.device_put(keys, sharding)
-    log = _Log(paths.log, reporter)
-    n_saved_total = _n_saved(r.samples, r.save_every)
+    return _Job(cfg, theory, sampler, jnp.dtype(r.dtype), keys, key_data, sharding, n_dev)
 
-    template = jax.eval_shape(
-        lambda: init_states(sampler, jnp.zeros((r.chains, *theory.shape), dtype))
+
+def _state_template(job: _Job):
+    r = job.cfg.run
+    return jax.eval_shape(
+        lambda: init_states(job.sampler, jnp.zeros((r.chains, *job.theory.shape), job.dtype))
     )
-    ckpt = None
-    if resume and paths.checkpoint.exists() and paths.ensemble.exists():
-        arrays, attrs = read_checkpoint(paths.checkpoint)
-        if not np.array_equal(arrays["keys"], key_data):
-            raise JobError(f"{paths.checkpoint}: random keys do not match the config's seed")
-        ckpt = (arrays, attrs)
 
-    if ckpt is None:
-        EnsembleWriter.create(
-            paths.ensemble,
-            config_toml=cfg.to_toml(),
-            config_attrs=_config_attrs(cfg, sampler),
-            chains=r.chains,
-            samples=r.samples,
-            shape=theory.shape,
-            n_saved=n_saved_total,
-            dtype=dtype,
-            observable_shapes=observable_shapes(theory),
-            block=r.checkpoint_every,
-            diagnostics=(CLUSTER_DIAGNOSTICS if sampler.cluster is not None else ())
-            + sampler.diagnostics,
-            weights=sampler.weighted,
+
+def _checkpoint(job: _Job, d: RunDirectory, states, p: _Progress) -> None:
+    """The chain states after ``p.step`` steps and the run's position, atomically."""
+    tree = {"state": states, "keys": job.key_data}
+    attrs = {
+        "next_step": p.step,
+        "committed": p.committed,
+        "saved_committed": p.saved_committed,
+        "seconds": p.seconds,
+        "config_toml": job.cfg.to_toml(),
+    }
+    d.save(jax.tree_util.tree_map(np.asarray, tree), attrs)
+
+
+def _start(job: _Job, d: RunDirectory, reporter: Reporter):
+    """A new run: create the ensemble, draw the initial fields, write checkpoint 0."""
+    cfg, r, sampler = job.cfg, job.cfg.run, job.sampler
+    EnsembleWriter.create(
+        d.path(ENSEMBLE),
+        config_toml=cfg.to_toml(),
+        config_attrs=_config_attrs(cfg, sampler),
+        chains=r.chains,
+        samples=r.samples,
+        shape=job.theory.shape,
+        n_saved=_n_saved(r.samples, r.save_every),
+        dtype=job.dtype,
+        observable_shapes=observable_shapes(job.theory),
+        block=r.checkpoint_every,
+        diagnostics=(CLUSTER_DIAGNOSTICS if sampler.cluster is not None else ())
+        + sampler.diagnostics,
+        weights=sampler.weighted,
+    )
+    states = init_states(sampler, initial_field(job.keys, job.theory, r.start, job.dtype))
+    d.log(
+        reporter,
+        f"start {cfg.name}: {job.theory.describe()}, sampler {sampler.name}, "
+        f"{r.chains} chains x {r.samples} measurements on {job.devices} device(s)",
+        show=False,
+    )
+    p = _Progress()
+    _checkpoint(job, d, states, p)
+    return states, p
+
+
+def _restore(job: _Job, d: RunDirectory, reporter: Reporter):
+    """An interrupted run: the states and position of its checkpoint, which must hold this
+    config's keys and the sampler's state structure."""
+    template = {"state": _state_template(job), "keys": job.key_data}
+    try:
+        tree, attrs = d.restore(template)
+    except CheckpointError as e:
+        raise JobError(str(e)) from None
+    if not np.array_equal(tree["keys"], job.key_data):
+        raise JobError(f"{d.checkpoint}: random keys do not match the config's seed")
+    states = jax.tree_util.tree_map(jnp.asarray, tree["state"])
+    if job.sharding is not None:
+        states = jax.device_put(states, job.sharding)
+    p = _Progress(
+        int(attrs["next_step"]),
+        int(attrs["committed"]),
+        int(attrs["saved_committed"]),
+        float(attrs["seconds"]),
+    )
+    n = job.cfg.run.samples
+    d.log(reporter, f"resume {job.cfg.name} at step {p.step} ({p.committed}/{n} measurements)")
+    return states, p
+
+
+def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elapsed):
+    """Thermalization in blocks of checkpoint_every × measure_every steps, checkpointed."""
+    r = job.cfg.run
+    if p.step >= r.thermalization:
+        return states
+    reporter.start("thermalization", r.thermalization, p.step)
+    block = r.checkpoint_every * r.measure_every
+    while p.step < r.thermalization:
+        n = min(block, r.thermalization - p.step)
+        states, acc = evolve(job.sampler, job.keys, states, p.step, n)
+        p.step += n
+        p.seconds = elapsed()
+        _checkpoint(job, d, states, p)
+        reporter.advance(p.step, float(np.mean(acc)))
+    d.log(reporter, f"thermalized after {p.step} steps", show=False)
+    return states
+
+
+def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, elapsed):
+    """The measurement blocks, pipelined: while the device computes block k+1, the writer
+    thread writes block k, commits it and checkpoints the states after it."""
+    r, sampler, theory, keys = job.cfg.run, job.sampler, job.theory, job.keys
+    reporter.start("sampling", r.thermalization + r.samples * r.measure_every, p.step)
+    size = _block_size(r.checkpoint_every, r.save_every)
+    blocks = [(c, min(size, r.samples - c)) for c in range(p.committed, r.samples, size)]
+
+    def dispatch(states, first, n):
+        s0 = r.thermalization + first * r.measure_every
+        return sample(sampler, theory, keys, states, s0, n, r.measure_every, r.save_every)
+
+    def store(first, n, states, obs, diag, saved, saved_start):
+        """Runs on the writer thread: write, commit, then checkpoint one block."""
+        obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
+        diag = {name: np.swapaxes(v, 0, 1) for name, v in diag.items()}
+        writer.write_block(first, obs, diag)
+        idx = np.arange(first, first + n)
+        idx = idx[idx % r.save_every == 0] if r.save_every else idx[:0]
+        if len(idx):
+            writer.write_configs(saved, saved_start, idx)
+        committed = first + n
+        done = _Progress(
+            r.thermalization + committed * r.measure_every,
+            committed,
+            saved_start + len(idx),
+            elapsed(),
         )
-        states = init_states(sampler, initial_field(keys, theory, r.start, dtype))
-        step, committed, saved_committed, seconds = 0, 0, 0, 0.0
-        log(
-            f"start {cfg.name}: {theory.describe()}, sampler {sampler.name}, "
-            f"{r.chains} chains x {r.samples} measurements on {n_dev} device(s)",
-            show=False,
-        )
-    else:
-        arrays, attrs = ckpt
-        missing = [f for f in template._fields if f"state/{f}" not in arrays]
-        if missing:
-            raise JobError(
-                f"{paths.checkpoint}: written by another version of the sampler (no state "
-                f"field {', '.join(missing)}); start the run again with --force"
+        writer.commit(done.committed, done.saved_committed, done.seconds, done.step)
+        _checkpoint(job, d, states, done)
+        return done
+
+    saved = p.saved_committed
+    with _Writer() as bg:
+        pending = dispatch(states, *blocks[0]) if blocks else None
+        for k, (first, n) in enumerate(blocks):
+            states, obs, acc, configs = pending
+            if k + 1 < len(blocks):
+                pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
+            host = jax.device_get((states, obs, acc, configs))  # waits for block k only
+            bg.submit(store, first, n, *host, saved)
+            saved += 0 if not r.save_every else len(range(first, first + n, r.save_every))
+            reporter.advance(
+                r.thermalization + (first + n) * r.measure_every,
+                float(np.mean(host[2]["acceptance"])),
             )
-        states = type(template)(*(jnp.asarray(arrays[f"state/{f}"]) for f in template._fields))
-        if sharding is not None:
-            states = jax.device_put(states, sharding)
-        step, committed = int(attrs["next_step"]), int(attrs["committed"])
-        saved_committed, seconds = int(attrs["saved_committed"]), float(attrs["seconds"])
-        log(f"resume {cfg.name} at step {step} ({committed}/{r.samples} measurements)")
-
-    def checkpoint(states, step, committed, saved_committed, seconds):
-        arrays = {f"state/{f}": np.asarray(getattr(states, f)) for f in states._fields}
-        arrays["keys"] = key_data
-        write_checkpoint(
-            paths.checkpoint,
-            arrays,
-            {
-                "next_step": step,
-                "committed": committed,
-                "saved_committed": saved_committed,
-                "seconds": seconds,
-                "config_toml": cfg.to_toml(),
-            },
+        results = bg.drain()
+    if results:
+        p.step, p.committed, p.saved_committed = (
+            results[-1].step,
+            results[-1].committed,
+            results[-1].saved_committed,
         )
 
-    if ckpt is None:
-        checkpoint(states, step, committed, saved_committed, seconds)
 
-    total_steps = r.thermalization + r.samples * r.measure_every
-    t_start = time.perf_counter()
-    seconds0 = seconds
+def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
+    """Start or restore, thermalize, measure, mark the ensemble complete."""
+    r = job.cfg.run
+    ensemble = d.path(ENSEMBLE)
+    if resume and d.checkpoint.exists() and ensemble.exists():
+        states, p = _restore(job, d, reporter)
+    else:
+        states, p = _start(job, d, reporter)
+    t_start, seconds0 = time.perf_counter(), p.seconds
 
     def elapsed() -> float:
         return seconds0 + time.perf_counter() - t_start
 
-    writer = EnsembleWriter(paths.ensemble).open()
+    writer = EnsembleWriter(ensemble).open()
     try:
-        # ---------------- thermalization: blocks of checkpoint_every * measure_every steps
-        if step < r.thermalization:
-            reporter.start("thermalization", r.thermalization, step)
-            block = r.checkpoint_every * r.measure_every
-            while step < r.thermalization:
-                n = min(block, r.thermalization - step)
-                states, acc = evolve(sampler, keys, states, step, n)
-                step += n
-                checkpoint(states, step, 0, 0, elapsed())
-                reporter.advance(step, float(np.mean(acc)))
-            log(f"thermalized after {step} steps", show=False)
-
-        # ---------------- measurement: pipelined blocks
-        reporter.start("sampling", total_steps, step)
-        size = _block_size(r.checkpoint_every, r.save_every)
-        blocks = [(c, min(size, r.samples - c)) for c in range(committed, r.samples, size)]
-
-        def dispatch(states, first, n):
-            s0 = r.thermalization + first * r.measure_every
-            return sample(sampler, theory, keys, states, s0, n, r.measure_every, r.save_every)
-
-        def store(first, n, states, obs, diag, saved, saved_start):
-            """Runs on the writer thread: write, commit, then checkpoint one block."""
-            obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
-            diag = {name: np.swapaxes(v, 0, 1) for name, v in diag.items()}
-            writer.write_block(first, obs, diag)
-            idx = np.arange(first, first + n)
-            idx = idx[idx % r.save_every == 0] if r.save_every else idx[:0]
-            if len(idx):
-                writer.write_configs(saved, saved_start, idx)
-            committed, saved_committed = first + n, saved_start + len(idx)
-            step = r.thermalization + committed * r.measure_every
-            secs = elapsed()
-            writer.commit(committed, saved_committed, secs, step)
-            checkpoint(states, step, committed, saved_committed, secs)
-            return committed, saved_committed, step
-
-        with _Writer() as bg:
-            pending = dispatch(states, *blocks[0]) if blocks else None
-            for k, (first, n) in enumerate(blocks):
-                states, obs, acc, saved = pending
-                if k + 1 < len(blocks):
-                    pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
-                host = jax.device_get((states, obs, acc, saved))  # waits for block k only
-                bg.submit(store, first, n, *host, saved_committed)
-                saved_committed += (
-                    0 if not r.save_every else len(range(first, first + n, r.save_every))
-                )
-                reporter.advance(
-                    r.thermalization + (first + n) * r.measure_every,
-                    float(np.mean(host[2]["acceptance"])),
-                )
-            results = bg.drain()
-        if results:
-            committed, saved_committed, step = results[-1]
-        writer.commit(committed, saved_committed, elapsed(), step, complete=True)
+        states = _thermalize(job, d, states, p, reporter, elapsed)
+        _measure(job, d, writer, states, p, reporter, elapsed)
+        writer.commit(p.committed, p.saved_committed, elapsed(), p.step, complete=True)
     finally:
         writer.close()
         reporter.finish()
-    log(f"complete: {committed} measurements x {r.chains} chains, {elapsed():.1f} s")
-    return paths.ensemble
+    d.log(reporter, f"complete: {p.committed} measurements x {r.chains} chains, {elapsed():.1f} s")
+    return ensemble
 
 
 def remove_run(run_dir: str | Path) -> None:

@@ -15,15 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lattice.config.run import ConfigError, parse_config
+from lattice.config.base import tomllib
+from lattice.config.run import ConfigError, build_theory, parse_config
 from lattice.config.train import TrainConfig, load_train_config
-from lattice.io.atomic import write_file_atomic
-from lattice.io.checkpoint import read_checkpoint, write_checkpoint
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import META, WEIGHTS, save_model
 from lattice.io.reader import open_ensemble
+from lattice.runs.directory import RunDirectory, RunError
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.score.model import ModelError
 from lattice.score.network import count_parameters
@@ -51,10 +53,23 @@ PLOTS = ("loss.png", "val_loss_sigma.png")
 OnTrained = Callable[[Path, list, dict], None]
 
 
-class TrainError(Exception):
+class TrainError(RunError):
     """Training that cannot start (bad data, existing model, edited config): exit status 2."""
 
-    exit_code = 2
+
+def model_directory(root: str | Path) -> RunDirectory:
+    """The run directory of ``lattice train``: ``config.toml`` (with a ``[train]`` table),
+    ``checkpoint.h5`` and ``train.log`` while it trains; the model's files and plots after.
+    An ensemble marks another command's directory."""
+    return RunDirectory(
+        Path(root),
+        command="model",
+        log_name=LOG,
+        table="train",
+        products=(WEIGHTS, META, HISTORY, *PLOTS),
+        foreign=("ensemble.h5", "run.log", "manifest.json"),
+        error=TrainError,
+    )
 
 
 def resolve_ensemble(value: str, config_dir: Path | None = None) -> Path:
@@ -77,8 +92,6 @@ def load_training_data(
     """The saved configurations of ``train.ensemble`` (or of ``path``, already resolved) after
     ``discard`` per chain, split per chain: the last ``validation`` fraction of every chain is
     held out (at least one configuration)."""
-    from lattice.runs.sampling import build_theory
-
     path = path or resolve_ensemble(cfg.train.ensemble, config_dir)
     try:
         ens = open_ensemble(path, load_observables=False)
@@ -137,16 +150,9 @@ def is_training_dir(path: str | Path) -> bool:
     if not p.is_file():
         return False
     try:
-        import tomllib
-
         return "train" in tomllib.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-
-
-def _owned(d: Path) -> list[Path]:
-    names = (CONFIG, WEIGHTS, META, CHECKPOINT, HISTORY, LOG, *PLOTS)
-    return [d / n for n in names] + [d / (n + ".tmp") for n in (CONFIG, WEIGHTS, META, CHECKPOINT)]
 
 
 def train_model(
@@ -160,20 +166,20 @@ def train_model(
 ) -> Path:
     """Train a new model into ``model_dir``. A finished model there is never overwritten
     without ``force``; an unfinished one is continued with :func:`resume_training`."""
-    d = Path(model_dir)
-    if (d / CONFIG).exists() or (d / META).exists() or (d / CHECKPOINT).exists():
-        if not force:
-            if (d / META).exists():
-                raise TrainError(f"{d}: a trained model is there; pass --force to overwrite it")
-            raise TrainError(
-                f"{d}: an unfinished training run is there; continue it with "
-                f"`lattice resume {d}`, or pass --force to start again"
-            )
-        for p in _owned(d):
-            p.unlink(missing_ok=True)
+    d = model_directory(model_dir)
+
+    def describe() -> str:
+        if d.path(META).exists():
+            return "a trained model is there; pass --force to overwrite it"
+        return (
+            f"an unfinished training run is there; continue it with `lattice resume {d.root}`, "
+            "or pass --force to start again"
+        )
+
+    if d.other_command() is None and not force and d.in_use():
+        raise TrainError(f"{d.root}: {describe()}")  # before the data is read
     data = load_training_data(cfg, config_dir)  # bad data fails before anything is written
-    d.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(d / CONFIG, cfg.to_toml())
+    d.claim(cfg.to_toml(), force=force, describe=describe)
     return _execute(cfg, d, data, reporter or QuietReporter(), False, on_trained)
 
 
@@ -184,95 +190,86 @@ def resume_training(
     on_trained: OnTrained | None = None,
 ) -> Path:
     """Continue an interrupted training from its checkpoint (bitwise identical weights)."""
-    d = Path(model_dir)
-    if not (d / CONFIG).exists():
-        raise TrainError(f"{d}: not a model directory (no {CONFIG})")
+    d = model_directory(model_dir)
+    d.require_config()
     try:
-        cfg = load_train_config(d / CONFIG)
+        cfg = load_train_config(d.config)
     except ConfigError as e:
         raise TrainError(str(e)) from None
     rep = reporter or QuietReporter()
-    if (d / META).exists():
-        rep.log(f"{d}: already trained")
-        return d
+    if d.path(META).exists():
+        rep.log(f"{d.root}: already trained")
+        return d.root
     ensemble = None
-    if (d / CHECKPOINT).exists():
+    if d.checkpoint.exists():
         try:
-            ensemble = Path(read_checkpoint(d / CHECKPOINT)[1]["ensemble"])
+            ensemble = Path(d.checkpoint_attrs()["ensemble"])
         except (EnsembleError, KeyError) as e:
-            raise TrainError(f"{d / CHECKPOINT}: damaged checkpoint ({e})") from None
-    data = load_training_data(cfg, config_dir=d.parent, path=ensemble)
+            raise TrainError(f"{d.checkpoint}: damaged checkpoint ({e})") from None
+    data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
     return _execute(cfg, d, data, rep, True, on_trained)
 
 
-def _log(d: Path, reporter: Reporter, msg: str, show: bool = True) -> None:
-    with open(d / LOG, "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
-    if show:
-        reporter.log(msg)
+def _restore(cfg: TrainConfig, d: RunDirectory, data: TrainingData, template):
+    """The state, step, seconds and loss history of an interrupted training, whose checkpoint
+    must come from this config, this ensemble and this network's structure."""
+    try:
+        state, attrs = d.restore(template)
+    except EnsembleError as e:
+        raise TrainError(str(e)) from None
+    if attrs.get("config") != cfg.to_toml():
+        raise TrainError(f"{d.checkpoint}: written by a different config")
+    if attrs.get("ensemble_uuid", "") != (data.uuid or ""):
+        raise TrainError(
+            f"train.ensemble: {data.ensemble} is not the ensemble this training started "
+            "on (its uuid changed); start again with --force"
+        )
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    return state, int(attrs["step"]), float(attrs["seconds"]), json.loads(attrs["history"])
+
+
+def _checkpoint(cfg, d: RunDirectory, data: TrainingData, state, step, seconds, history):
+    """The training state after ``step`` steps, with what a resume checks it against."""
+    d.save(
+        jax.tree_util.tree_map(np.asarray, state),
+        {
+            "step": step,
+            "seconds": seconds,
+            "history": json.dumps(history),
+            "config": cfg.to_toml(),
+            "ensemble": str(data.ensemble),
+            "ensemble_uuid": data.uuid or "",
+        },
+    )
 
 
 def _execute(
     cfg: TrainConfig,
-    d: Path,
+    d: RunDirectory,
     data: TrainingData,
     reporter: Reporter,
     resume: bool,
     on_trained: OnTrained | None,
 ) -> Path:
-    import jax
-    import jax.numpy as jnp
-
+    """Start or restore, train in blocks of ``log_every`` steps (checkpointed every
+    ``checkpoint_every``), then write the model (:func:`_write_model`)."""
     t = cfg.train
     sde = resolve_sde(cfg, data)
     tr = Trainer(cfg, data, sde)
     state, step, seconds, history = tr.init_state, 0, 0.0, []
-    treedef = jax.tree_util.tree_structure(state)
-    if resume and (d / CHECKPOINT).exists():
-        try:
-            arrays, attrs = read_checkpoint(d / CHECKPOINT)
-        except EnsembleError as e:
-            raise TrainError(str(e)) from None
-        if attrs.get("config") != cfg.to_toml():
-            raise TrainError(f"{d / CHECKPOINT}: written by a different config")
-        if attrs.get("ensemble_uuid", "") != (data.uuid or ""):
-            raise TrainError(
-                f"train.ensemble: {data.ensemble} is not the ensemble this training started "
-                "on (its uuid changed); start again with --force"
-            )
-        n = treedef.num_leaves
-        leaves = [jnp.asarray(arrays[f"leaf_{i:05d}"]) for i in range(n)]
-        state = jax.tree_util.tree_unflatten(treedef, leaves)
-        step, seconds = int(attrs["step"]), float(attrs["seconds"])
-        history = json.loads(attrs["history"])
-        _log(d, reporter, f"resuming training at step {step}/{t.steps}")
+    if resume and d.checkpoint.exists():
+        state, step, seconds, history = _restore(cfg, d, data, tr.init_state)
+        d.log(reporter, f"resuming training at step {step}/{t.steps}")
     else:
         n_par = count_parameters(tr.net(tr.init_state[0]))
-        _log(
-            d,
+        d.log(
             reporter,
             f"training on {len(data.train)} configurations ({len(data.validation)} held out) "
             f"of {data.theory.describe()}; {n_par} parameters; {sde.name.upper()} SDE, "
             f"sigma {sde.sigma_min:.4g}..{sde.sigma_max:.4g}; sigma_data {data.sigma_data:.4g}",
         )
-
-    def checkpoint(state, step, seconds):
-        leaves = jax.tree_util.tree_leaves(state)
-        write_checkpoint(
-            d / CHECKPOINT,
-            {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)},
-            {
-                "step": step,
-                "seconds": seconds,
-                "history": json.dumps(history),
-                "config": cfg.to_toml(),
-                "ensemble": str(data.ensemble),
-                "ensemble_uuid": data.uuid or "",
-            },
-        )
-
-    if step == 0:
-        checkpoint(state, 0, 0.0)  # records the resolved ensemble for `lattice resume`
+    if step == 0:  # records the resolved ensemble for `lattice resume`
+        _checkpoint(cfg, d, data, state, 0, 0.0, history)
 
     reporter.start("train", t.steps, step)
     t0 = time.perf_counter() - seconds
@@ -296,12 +293,22 @@ def _execute(
         history.append(row)
         reporter.advance(step, note=f"loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}")
         if step % t.checkpoint_every == 0 or step == t.steps:
-            checkpoint(state, step, time.perf_counter() - t0)
+            _checkpoint(cfg, d, data, state, step, time.perf_counter() - t0, history)
     reporter.finish()
-    seconds = time.perf_counter() - t0
+    return _write_model(
+        cfg, d, data, tr, sde, state, history, time.perf_counter() - t0, reporter, on_trained
+    )
+
+
+def _write_model(
+    cfg, d: RunDirectory, data, tr, sde, state, history, seconds, reporter, on_trained
+) -> Path:
+    """The EMA network's model directory: diagnostics, history.csv, the app's plots (via
+    ``on_trained``), model.eqx + model.json; the checkpoint is removed last."""
+    t = cfg.train
     ema = tr.net(state[2])
     diag = diagnostics(ema, sde, data, tr)
-    _write_history(d / HISTORY, history)
+    _write_history(d.path(HISTORY), history)
     meta = {
         "name": cfg.name,
         "parameters": count_parameters(ema),
@@ -325,17 +332,16 @@ def _execute(
         "diagnostics": diag,
     }
     if on_trained is not None:  # e.g. the app's plots, written before the model is
-        on_trained(d, history, diag)
-    save_model(d, ema, sde, meta)
-    (d / CHECKPOINT).unlink(missing_ok=True)
+        on_trained(d.root, history, diag)
+    save_model(d.root, ema, sde, meta)
+    d.checkpoint.unlink(missing_ok=True)
     cs = diag["cosine_similarity"]
-    _log(
-        d,
+    d.log(
         reporter,
         f"trained {t.steps} steps in {seconds:.0f} s: val loss {history[-1]['val_loss']:.4f}, "
         f"cos(s, -dS/dphi) at sigma_min = {cs['mean']:.4f} (min {cs['min']:.4f})",
     )
-    return d
+    return d.root
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:

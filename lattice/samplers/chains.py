@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lattice.numerics import noise
@@ -179,15 +180,6 @@ def trace(sampler: Sampler, keys, states, step0, n_steps: int):
     return lax.scan(body, states, jnp.arange(n_steps))
 
 
-def _grad_of(state):
-    """∂S/∂φ if the state carries it (saves one stencil per measurement)."""
-    if hasattr(state, "grad"):
-        return state.grad
-    if hasattr(state, "force"):
-        return -state.force
-    return None
-
-
 @hot_jit(static_argnames=("sampler", "theory", "n_meas", "measure_every", "save_every"))
 def sample(
     sampler: Sampler,
@@ -227,7 +219,7 @@ def sample(
             states, acc = _advance_batched(b, keys, states, t0, measure_every)
         else:
             states, acc = _advance(sampler, keys, states, t0, measure_every)
-        return states, (measure(theory, states.phi, _grad_of(states), b is not None), acc)
+        return states, (measure(theory, states.phi, states.grad_S(), b is not None), acc)
 
     def config(states):
         """The configurations, chain axis first."""
@@ -292,8 +284,6 @@ def run_chains(
     "states": final states}``; ``diagnostics`` holds the sampler's own per-measurement values
     (e.g. a diffusion sampler's ``proposal_log_w``, and ``log_w`` for a weighted sampler).
     """
-    import numpy as np
-
     keys = chain_keys(seed, chains, prng)
     states = init_states(sampler, initial_field(keys, theory, start, dtype))
     if thermalization:

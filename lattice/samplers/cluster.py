@@ -177,8 +177,8 @@ def with_clusters(sampler: Sampler, theory: Phi4, every: int = 1) -> Sampler:
     """``sampler`` followed by one SW update after every ``every``-th step.
 
     The update runs on the field after global step t when (t + 1) % every == 0 (see
-    :func:`lattice.samplers.chains.evolve`), with the key derived from that step's key; the sampler's
-    state is then rebuilt from the flipped field (one force evaluation).
+    :func:`lattice.samplers.chains.evolve`), with the key derived from that step's key; the
+    sampler's state is then rebuilt from the flipped field (one force evaluation).
     """
     if every < 1:
         raise ValueError("cluster_every must be >= 1")
@@ -189,7 +189,8 @@ def with_clusters(sampler: Sampler, theory: Phi4, every: int = 1) -> Sampler:
         phi, info = swendsen_wang_batch(theory, ckeys, states.phi)
         return jax.vmap(sampler.init)(phi), info
 
-    return sampler._replace(
+    return sampler.replace(
+        identity=None if sampler.identity is None else ("sw", sampler.identity, int(every)),
         name=f"{sampler.name}+sw",
         forces_per_step=sampler.forces_per_step + 1.0 / every,
         cluster=update,

@@ -33,17 +33,24 @@ import jax.numpy as jnp
 
 from lattice.numerics import noise
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers.base import Sampler, StepInfo, metropolis
+from lattice.samplers.base import ByIdentity, Exactness, Sampler, StepInfo, Traits, metropolis
 from lattice.score.flow import probe_colors, sample_with_density
 from lattice.score.model import check_compatible, provenance
 from lattice.score.path import kernel_variances, noise_levels, sample_path, stored_norm_function
 from lattice.score.reverse import annealed_langevin, predictor_corrector
 
-__all__ = ["DiffusionState", "diffusion", "METHODS"]
+__all__ = ["DiffusionState", "diffusion", "traits", "METHODS", "OPTIONS", "DENSITY_METHODS"]
 
 METHODS = ("ode", "sde", "pc", "annealed")
 #: the methods whose proposals carry an exact weight (Metropolis or reweighting)
 DENSITY_METHODS = ("sde", "ode")
+#: the options of each method
+OPTIONS = {
+    "ode": ("rtol", "atol", "max_steps", "divergence"),
+    "sde": ("kernel",),
+    "pc": ("snr", "corrector_steps"),
+    "annealed": ("steps_per_level", "step_scale"),
+}
 #: per-chain values recorded at every measurement under /diagnostics (see lattice.samplers.chains)
 DIAGNOSTICS = ("proposal_log_w", "score_evaluations")
 
@@ -55,28 +62,25 @@ class DiffusionState(NamedTuple):
     proposal_log_w: jax.Array  # of the last proposal
     score_evaluations: jax.Array  # score evaluations of the last proposal
 
+    def grad_S(self) -> None:
+        return None  # not carried: a measurement computes it
+
 
 def diffusion(
     theory: Phi4,
     model,
     *,
-    method: str = "sde",
-    metropolis_step: bool = True,
-    steps: int = 100,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    max_steps: int = 4096,
-    divergence: str = "exact",
-    snr: float = 0.16,
-    corrector_steps: int = 1,
-    steps_per_level: int = 5,
-    step_scale: float = 0.1,
-    kernel: str = "analytic",
+    method: str,
+    metropolis_step: bool,
+    steps: int,
     norm=None,
+    **options,
 ) -> Sampler:
     """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
 
-    ``metropolis_step`` needs ``method = "sde"`` or ``"ode"`` (the routes with a weight).
+    ``options`` are exactly the keys of the method (:data:`OPTIONS`; their defaults are
+    :class:`lattice.config.sampler.Diffusion`'s). ``metropolis_step`` needs ``method = "sde"``
+    or ``"ode"`` (the routes with a weight).
     ``norm`` is u(σ) = σ²Γ(σ), the table of the analytic path kernel (``path.py`` eq. (3)):
     by default the one the model carries (:func:`lattice.score.path.stored_norm_function`);
     the sampler reads no files, so for an older model without the table the caller measures
@@ -86,6 +90,12 @@ def diffusion(
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
     if metropolis_step and method not in DENSITY_METHODS:
         raise ValueError("Metropolis needs method = 'ode' or 'sde' (the ones with a density)")
+    if set(options) != set(OPTIONS[method]):
+        raise ValueError(
+            f"method = {method!r} takes the options {', '.join(OPTIONS[method])}"
+            f" (got {', '.join(sorted(options)) or 'none'})"
+        )
+    o = options
     check_compatible(model, theory)
     sde = model.sde
 
@@ -97,6 +107,7 @@ def diffusion(
         probes = int(colors.max()) + 1
     if method == "sde":  # path space (lattice.score.path): VE variable, levels σ_0 = 0 … σ_K
         levels = noise_levels(sde, steps)
+        kernel = o["kernel"]
         if kernel == "analytic" and norm is None:
             norm = stored_norm_function(model)
             if norm is None:
@@ -119,24 +130,24 @@ def diffusion(
                 score,
                 sde,
                 x1,
-                rtol=rtol,
-                atol=atol,
-                max_steps=max_steps,
-                divergence=divergence,
+                rtol=o["rtol"],
+                atol=o["atol"],
+                max_steps=o["max_steps"],
+                divergence=o["divergence"],
                 key=k,
                 initial_steps=steps,
                 colors=colors,
             )
-            per_eval = (1 + probes) if divergence == "exact" else 2
+            per_eval = (1 + probes) if o["divergence"] == "exact" else 2
             return r.x, r.log_q, (r.evaluations * per_eval).astype(x1.dtype)
         if method == "sde":
             r = sample_path(ve_score, levels, variances, y_prior, k, x1 / sde.alpha(1.0))
             return r.y, -r.log_ratio, jnp.asarray(steps, x1.dtype)
         if method == "pc":
-            x = predictor_corrector(score, sde, x1, k, steps, snr, corrector_steps)
-            return x, nan, jnp.asarray(steps * (1 + corrector_steps), x1.dtype)
-        x = annealed_langevin(score, sde, x1, k, steps, steps_per_level, step_scale)
-        return x, nan, jnp.asarray(steps * steps_per_level, x1.dtype)
+            x = predictor_corrector(score, sde, x1, k, steps, o["snr"], o["corrector_steps"])
+            return x, nan, jnp.asarray(steps * (1 + o["corrector_steps"]), x1.dtype)
+        x = annealed_langevin(score, sde, x1, k, steps, o["steps_per_level"], o["step_scale"])
+        return x, nan, jnp.asarray(steps * o["steps_per_level"], x1.dtype)
 
     def init(phi):
         z = jnp.zeros((), phi.dtype)
@@ -159,20 +170,38 @@ def diffusion(
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), new, kept)
         return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
 
-    weighted = method in DENSITY_METHODS and not metropolis_step
-    # exact (DESIGN.md §5): MH on the path weight, or on the exact ODE density (up to its
-    # tolerance). Without Metropolis the draws themselves are approximate — a weighted run is
-    # labelled so, and `measure` reweights it with /weights/log_w and says so.
-    exact = metropolis_step and (method == "sde" or divergence == "exact")
-    name = f"diffusion-{method}" + ("-mh" if metropolis_step else "")
+    if method == "sde":  # the kernel enters the closures through its variances
+        params = (method, metropolis_step, steps, kernel, tuple(map(float, variances)))
+    else:
+        params = (method, metropolis_step, steps, tuple(sorted(o.items())))
     return Sampler(
-        init,
-        step,
-        name,
-        "exact" if exact else "approximate",
-        None,
-        0,
+        init=init,
+        step=step,
+        name=f"diffusion-{method}" + ("-mh" if metropolis_step else ""),
+        traits=traits(method, metropolis_step, o.get("divergence")),
+        identity=("diffusion", params, theory, _model_identity(model)),
+        forces_per_step=0,
         diagnostics=DIAGNOSTICS,
-        weighted=weighted,
         metadata=tuple((f"model_{k}", v) for k, v in provenance(model).items()),
     )
+
+
+def traits(method: str, metropolis_step: bool, divergence: str | None = None) -> Traits:
+    """Exact (DESIGN.md §5): MH on the path weight, or on the exact ODE density (up to its
+    tolerance). Without Metropolis the draws themselves are approximate; a run of a method with
+    a density then records its weights, and ``measure`` reweights with /weights/log_w."""
+    exact = metropolis_step and (method == "sde" or divergence == "exact")
+    return Traits(
+        Exactness.EXACT if exact else Exactness.APPROXIMATE,
+        accept_reject=metropolis_step,
+        weighted=method in DENSITY_METHODS and not metropolis_step,
+    )
+
+
+def _model_identity(model) -> tuple:
+    """A trained model is identified by its weights' sha256 and directory; one in memory (the
+    exact Gaussian score, a test's network) by the object itself."""
+    sha = (model.meta.get("weights") or {}).get("sha256") if model.meta else None
+    if sha and model.path is not None:
+        return ("model", sha, str(model.path))
+    return ("model", ByIdentity(model))

@@ -18,21 +18,26 @@ from lattice.numerics.geometry import site_sum
 from lattice.numerics.phi4 import Phi4
 from lattice.samplers.base import (
     BatchedStep,
+    Exactness,
     Sampler,
     StepInfo,
+    Traits,
     chain_first,
     chain_last,
     metropolis,
 )
 from lattice.samplers.integrators import INTEGRATORS
 
-__all__ = ["HMCState", "hmc", "hmc_trajectory"]
+__all__ = ["HMCState", "hmc", "hmc_trajectory", "traits"]
 
 
 class HMCState(NamedTuple):
     phi: jax.Array
     action: jax.Array
     grad: jax.Array  # ∂S/∂φ at phi
+
+    def grad_S(self) -> jax.Array:
+        return self.grad
 
 
 def hmc_trajectory(
@@ -44,10 +49,9 @@ def hmc_trajectory(
     return fn(lambda p: theory.grad(p, batch_last), phi, pi, grad, eps, n_steps)
 
 
-def hmc(
-    theory: Phi4, trajectory_length: float = 1.0, steps: int = 10, integrator: str = "leapfrog"
-) -> Sampler:
-    """HMC with ``steps`` integrator steps of size ``trajectory_length / steps``."""
+def hmc(theory: Phi4, trajectory_length: float, steps: int, integrator: str) -> Sampler:
+    """HMC with ``steps`` integrator steps of size ``trajectory_length / steps`` (the defaults
+    are :class:`lattice.config.sampler.Hmc`'s)."""
     if integrator not in INTEGRATORS:
         raise ValueError(f"unknown integrator {integrator!r} (allowed: {', '.join(INTEGRATORS)})")
     if trajectory_length <= 0 or steps < 1:
@@ -64,7 +68,20 @@ def hmc(
 
     grads = INTEGRATORS[integrator][1] * steps
     batched = _chain_last(theory, eps, steps, integrator)
-    return Sampler(init, step, f"hmc-{integrator}", "exact", None, grads, batched=batched)
+    return Sampler(
+        init=init,
+        step=step,
+        name=f"hmc-{integrator}",
+        traits=traits(),
+        identity=("hmc", (float(trajectory_length), int(steps), integrator), theory),
+        forces_per_step=grads,
+        batched=batched,
+    )
+
+
+def traits() -> Traits:
+    """Exact for any step; ⟨e^{−ΔH}⟩ = 1 (Creutz 1988) for the energy violation ΔH."""
+    return Traits(Exactness.EXACT, accept_reject=True, energy_identity=True)
 
 
 def _update(

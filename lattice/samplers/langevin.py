@@ -44,14 +44,26 @@ import numpy as np
 from lattice.numerics import noise
 from lattice.numerics.fourier import fourier_mass2_auto, fourier_step_factor
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
+from lattice.samplers.base import (
+    BatchedStep,
+    Exactness,
+    Sampler,
+    Traits,
+    chain_first,
+    chain_last,
+    exact_step_info,
+)
 
-__all__ = ["LangevinState", "RK2State", "langevin"]
+__all__ = ["LangevinState", "RK2State", "langevin", "traits"]
 
 
 class LangevinState(NamedTuple):
     phi: jax.Array
     force: jax.Array  # −∂S/∂φ at phi, carried so that each Euler step costs one force
+
+    def grad_S(self) -> jax.Array:
+        """∂S/∂φ at phi (the carried force, negated)."""
+        return -self.force
 
 
 class RK2State(NamedTuple):
@@ -62,18 +74,24 @@ class RK2State(NamedTuple):
     #: for every neighbour (20× slower, docs/PERFORMANCE.md). Not used by the next step.
     trial: jax.Array
 
+    def grad_S(self) -> jax.Array:
+        """∂S/∂φ at phi (the carried force, negated)."""
+        return -self.force
+
 
 def langevin(
     theory: Phi4,
     step_size: float,
-    scheme: str = "euler",
-    fourier_acceleration: bool = False,
-    fourier_mass2: float | str = "auto",
-    noise_precision: str = "single",
+    *,
+    scheme: str,
+    fourier_acceleration: bool,
+    fourier_mass2: float | str,
+    noise_precision: str,
 ) -> Sampler:
-    """Langevin sampler of the given scheme (``"euler"`` or ``"rk2"``).
+    """Langevin sampler of the given scheme (``"euler"`` or ``"rk2"``); the defaults of every
+    parameter are :class:`lattice.config.sampler.Langevin`'s.
 
-    ``noise_precision = "single"`` (default) draws ξ by the float32 transform of
+    ``noise_precision = "single"`` draws ξ by the float32 transform of
     :mod:`lattice.numerics.noise` (24-bit uniforms, tails at |ξ| = 5.4, variance deficit 1e-6) and
     casts it to the field's dtype; ``"full"`` draws at the field's dtype (float64: 32-bit
     uniforms, tails at 6.3, deficit 3e-8). Both are far below the O(ε) bias of the scheme;
@@ -140,13 +158,24 @@ def langevin(
         return out, exact_step_info(phi.dtype)
 
     name = f"langevin-{scheme}" + ("-fa" if fourier_acceleration else "")
-    order = 1 if scheme == "euler" else 2
     batched = None
     if not fourier_acceleration:
         batched = _chain_last(theory, scheme == "rk2", update, colour, xi_dtype)
+    params = (eps, scheme, fourier_acceleration, fourier_mass2, noise_precision)
     return Sampler(
-        init, step, name, "asymptotic", order, 1 if scheme == "euler" else 2, batched=batched
+        init=init,
+        step=step,
+        name=name,
+        traits=traits(scheme),
+        identity=("langevin", params, theory),
+        forces_per_step=1 if scheme == "euler" else 2,
+        batched=batched,
     )
+
+
+def traits(scheme: str) -> Traits:
+    """Langevin is exact only as ε → 0: its bias is O(ε) (Euler) or O(ε²) (RK2)."""
+    return Traits(Exactness.ASYMPTOTIC, order=1 if scheme == "euler" else 2)
 
 
 class _ChainLast(NamedTuple):
@@ -158,6 +187,10 @@ class _ChainLast(NamedTuple):
     #: the last step's packed noise words (uint64, only with jax_enable_x64): carried for
     #: the same reason as RK2State.trial, so that each Threefry block is computed once
     words: jax.Array | None
+
+    def grad_S(self) -> jax.Array:
+        """∂S/∂φ at phi (the carried force, negated)."""
+        return -self.force
 
 
 def _chain_last(theory: Phi4, rk2: bool, update, colour, xi_dtype) -> BatchedStep:

@@ -16,15 +16,19 @@ import jax.numpy as jnp
 from lattice.numerics import noise
 from lattice.numerics.geometry import site_sum
 from lattice.numerics.phi4 import Phi4
-from lattice.samplers.base import Sampler, StepInfo, metropolis
+from lattice.samplers.base import Exactness, Sampler, StepInfo, Traits, metropolis
 
-__all__ = ["MALAState", "mala"]
+__all__ = ["MALAState", "mala", "traits"]
 
 
 class MALAState(NamedTuple):
     phi: jax.Array
     action: jax.Array
     force: jax.Array
+
+    def grad_S(self) -> jax.Array:
+        """∂S/∂φ at phi (the carried force, negated)."""
+        return -self.force
 
 
 def mala(theory: Phi4, step_size: float) -> Sampler:
@@ -54,4 +58,16 @@ def mala(theory: Phi4, step_size: float) -> Sampler:
         )
         return new, StepInfo(acceptance.astype(phi.dtype), accepted, -log_ratio)
 
-    return Sampler(init, step, "mala", "exact", None, 1)
+    return Sampler(
+        init=init,
+        step=step,
+        name="mala",
+        traits=traits(),
+        identity=("mala", (eps,), theory),
+        forces_per_step=1,
+    )
+
+
+def traits() -> Traits:
+    """Exact for any ε; ⟨e^{−ΔH}⟩ = 1 for ΔH = minus the log Metropolis ratio."""
+    return Traits(Exactness.EXACT, accept_reject=True, energy_identity=True)

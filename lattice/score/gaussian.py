@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lattice.numerics.phi4 import Phi4
+from lattice.score.model import ScoreModel
 
 __all__ = ["GaussianScore", "exact_gaussian_model", "exact_dsm_loss", "free_field_samples"]
 
@@ -69,8 +71,6 @@ def exact_dsm_loss(theory: Phi4, sigma) -> np.ndarray:
 def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndarray:
     """``n`` independent exact draws of the free field: φ = F⁻¹[A(p)^{−1/2} F[η]], η white
     noise, so that ⟨φ φᵀ⟩ = A⁻¹ (eq. (1) at σ = 0). Needs A(p) > 0 for every p."""
-    import jax
-
     A = theory.kernel()
     if theory.lam != 0 or not np.all(A > 0):
         raise ValueError("exact samples need a free field with A(p) > 0 (a massive free field)")
@@ -83,6 +83,4 @@ def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndar
 def exact_gaussian_model(theory: Phi4, sde):
     """A :class:`~lattice.score.ScoreModel` whose "network" is the exact score of eq. (1): a
     model without training, for tests and for measuring the samplers with a perfect score."""
-    from lattice.score.model import ScoreModel
-
     return ScoreModel(net=GaussianScore(theory), sde=sde)

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lattice.score.gaussian import GaussianScore, exact_dsm_loss
 from lattice.score.sde import SDE
 
 __all__ = [
@@ -199,8 +200,6 @@ def stored_norm_function(model) -> Callable[[np.ndarray], np.ndarray] | None:
     closed form for the exact free-field score, else from the ``score_norms`` table of its
     model.json (written by training). None for an older model without the table
     (:func:`lattice.io.model.norm_function_of` then measures it on the training ensemble)."""
-    from lattice.score.gaussian import GaussianScore, exact_dsm_loss
-
     if isinstance(model.net, GaussianScore):
         theory = model.net.theory
         return lambda s: 1.0 - exact_dsm_loss(theory, s)

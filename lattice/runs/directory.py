@@ -1,0 +1,152 @@
+"""The run directory: one lifecycle for ``lattice run`` and ``lattice train`` (DESIGN.md §3).
+
+A run directory belongs to one command. It holds that command's resolved ``config.toml``, a
+``checkpoint.h5`` (:mod:`lattice.io.checkpoint`), a log and the command's products (an
+ensemble, or a model). Its lifecycle:
+
+1. **claim** (a new run): refuse a directory that holds a run of this command — finished or
+   not — unless ``force``, and always refuse one that holds another command's files; with
+   ``force`` remove only the files this command owns, then write the config;
+2. **open** (a resume): the directory must hold this command's config;
+3. **checkpoint** after every block of work, atomically, and **restore** from it with the
+   structure check of :func:`lattice.io.checkpoint.read_checkpoint`;
+4. **log**: a timestamped line in the log file, shown by the reporter unless asked not to.
+
+A killed command therefore never loses more than one block, and a finished run, or another
+command's directory, is never overwritten.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lattice.config.base import tomllib
+from lattice.io.atomic import write_file_atomic
+from lattice.io.checkpoint import read_checkpoint, read_checkpoint_attrs, write_checkpoint
+from lattice.runs.progress import Reporter
+
+__all__ = ["RunError", "RunDirectory"]
+
+
+class RunError(Exception):
+    """A command that cannot start (bad directory, data, edited config): the CLI prints the
+    one-line message and exits with ``exit_code`` (2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """The files of one command's run directory.
+
+    Attributes:
+        root: the directory.
+        command: what the directory is for, in messages ("run", "training").
+        log_name: the log file's name (``run.log``, ``train.log``).
+        table: the config table only this command's config has (``run``, ``train``).
+        products: the other files the command writes there (removed by ``force``).
+        foreign: files that mark another command's directory (never removed).
+        error: the exception type raised for a refused directory.
+    """
+
+    root: Path
+    command: str
+    log_name: str
+    table: str
+    products: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()
+    error: type[RunError] = RunError
+
+    CONFIG = "config.toml"
+    CHECKPOINT = "checkpoint.h5"
+
+    @property
+    def config(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / self.CHECKPOINT
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / self.log_name
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def owned(self) -> list[Path]:
+        """Every file this command may have written here (temporary files included)."""
+        names = (self.CONFIG, self.CHECKPOINT, self.log_name, *self.products)
+        return [self.root / n for n in names] + [
+            self.root / (n + ".tmp") for n in (self.CONFIG, self.CHECKPOINT, *self.products)
+        ]
+
+    def other_command(self) -> str | None:
+        """What marks the directory as another command's (None if nothing does): a file of
+        ``foreign``, or a config without this command's table."""
+        for n in self.foreign:
+            if (self.root / n).exists():
+                return n
+        if self.config.is_file():
+            try:
+                if self.table not in tomllib.loads(self.config.read_text()):
+                    return f"{self.CONFIG} without [{self.table}]"
+            except (OSError, UnicodeDecodeError, ValueError):
+                return f"an unreadable {self.CONFIG}"
+        return None
+
+    def in_use(self) -> bool:
+        """Whether a run of this command (finished or not) is here."""
+        return any((self.root / n).exists() for n in (self.CONFIG, self.CHECKPOINT, *self.products))
+
+    # ---------------------------------------------------------------- lifecycle
+    def claim(self, config_toml: str, *, force: bool, describe: Callable[[], str]) -> None:
+        """Make the directory this new run's: refuse one in use (``describe()`` says what is
+        there, e.g. "a finished run is there; pass --force …") unless ``force``, which removes
+        the files this command owns; then write the resolved config. A directory of another
+        command is refused even with ``force``."""
+        other = self.other_command()
+        if other is not None:
+            raise self.error(
+                f"{self.root}: not a {self.command} directory ({other} is there); "
+                "choose another directory"
+            )
+        if self.in_use():
+            if not force:
+                raise self.error(f"{self.root}: {describe()}")
+            for p in self.owned():
+                p.unlink(missing_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(self.config, config_toml)
+
+    def require_config(self) -> None:
+        """A resume needs the directory's config."""
+        if not self.config.exists():
+            raise self.error(f"{self.root}: not a {self.command} directory (no {self.CONFIG})")
+
+    def save(self, tree: Any, attrs: dict[str, Any]) -> None:
+        """Checkpoint ``tree`` and ``attrs`` (atomically)."""
+        write_checkpoint(self.checkpoint, tree, attrs)
+
+    def restore(self, template: Any) -> tuple[Any, dict[str, Any]]:
+        """The checkpointed tree (structure of ``template``) and its attributes."""
+        return read_checkpoint(self.checkpoint, template)
+
+    def checkpoint_attrs(self) -> dict[str, Any]:
+        return read_checkpoint_attrs(self.checkpoint)
+
+    def log(self, reporter: Reporter, message: str, show: bool = True) -> None:
+        """Append a timestamped line to the log; show it through ``reporter`` too."""
+        with open(self.log_file, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        if show:
+            reporter.log(message)
