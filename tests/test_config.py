@@ -163,6 +163,18 @@ def test_to_toml_omits_keys_that_do_not_apply():
     assert "step_size = 0.01" in text and "trajectory_length" not in text
 
 
+def test_the_ode_solver_is_written_only_when_given():
+    """``sampler.solver`` is unset (Dopri5) unless given, so that the resolved config of an
+    ode run made before the key existed is unchanged; a given solver is kept and round-trips."""
+    ode = ("sampler.kind=diffusion", "sampler.method=ode", "sampler.model='m'")
+    text = cfg_with(*ode).to_toml()
+    assert "solver" not in text and "rtol = " in text
+    cfg = cfg_with(*ode, "sampler.solver='bosh3'")
+    assert 'solver = "bosh3"' in cfg.to_toml() and parse_config(cfg.to_toml()) == cfg
+    assert cfg.sampler.options()["solver"] == "bosh3"
+    assert cfg_with(*ode).diff(cfg) == ["sampler.solver"]
+
+
 def test_diff():
     a = cfg_with()
     assert a.diff(cfg_with()) == []
@@ -286,6 +298,19 @@ def test_config_is_frozen_and_hashable():
         (
             ["sampler.kind=diffusion", "sampler.snr=0.1", "sampler.model='m'"],
             "sampler.snr: only used by method = 'pc' (method = 'sde')",
+        ),
+        (
+            ["sampler.kind=diffusion", "sampler.solver='bosh3'", "sampler.model='m'"],
+            "sampler.solver: only used by method = 'ode' (method = 'sde')",
+        ),
+        (
+            [
+                "sampler.kind=diffusion",
+                "sampler.method=ode",
+                "sampler.solver='rk4'",
+                "sampler.model='m'",
+            ],
+            "sampler.solver: must be one of dopri5, tsit5, bosh3",
         ),
         (["sampler.cluster=wolff"], "sampler.cluster: must be one of none, sw (got 'wolff')"),
         (["sampler.cluster_every=0"], "sampler.cluster_every: must be >= 1"),

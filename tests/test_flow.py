@@ -94,3 +94,29 @@ def test_probing_trace_equals_the_full_trace_for_a_local_network(shape):
     assert n < x.size
     # with the global channel the field is global: one colour per site
     assert build_network(NetworkSpec(channels=4, blocks=1), theory, 0.6).receptive_field is None
+
+
+@pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3"])
+def test_every_solver_gives_the_closed_form_and_counts_its_evaluations(solver, seed):
+    """``sampler.solver`` (method = "ode"): each solver reaches the closed-form sample and
+    log-density at its tolerance, and counts (new evaluations per step) × steps + 1."""
+    theory = Phi4.kappa_form([4, 4], 0.12, 0.0)
+    sde = VESDE(0.01, 20.0)
+    gs = GaussianScore(theory)
+    x1 = sde.prior_sample(jax.random.key(seed), (4, 4), jnp.float64)
+    res = jax.jit(
+        lambda x: sample_with_density(
+            lambda y, t: gs(y, sde.sigma(t)), sde, x, rtol=1e-8, atol=1e-8, solver=solver
+        )
+    )(x1)
+    x0, log_jac = _exact_flow(theory, sde, x1, sde.t_min)
+    np.testing.assert_allclose(np.asarray(res.x), x0, atol=1e-5)
+    assert abs(float(res.log_q) - (float(res.log_prior) + log_jac)) <= 1e-3
+    per_step = {"dopri5": 6, "tsit5": 6, "bosh3": 3}[solver]
+    assert int(res.evaluations) == per_step * int(res.steps) + 1
+
+
+def test_an_unknown_solver_is_refused():
+    sde = VESDE(0.01, 20.0)
+    with pytest.raises(ValueError, match="unknown solver 'rk4' .allowed: dopri5, tsit5, bosh3"):
+        sample_with_density(lambda y, t: -y, sde, jnp.zeros(4), solver="rk4")

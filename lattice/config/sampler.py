@@ -33,6 +33,7 @@ from lattice.samplers import langevin as langevin_sampler
 from lattice.samplers import mala as mala_sampler
 from lattice.samplers.base import Sampler, Traits
 from lattice.samplers.cluster import with_clusters
+from lattice.score import flow
 
 __all__ = [
     "SamplerSchema",
@@ -256,6 +257,9 @@ class Diffusion(SamplerSchema):
         "noise_precision": "only used by langevin (kind = 'diffusion'; exact samplers always "
         "draw at the run's precision)",
     }
+    #: keys of a method that stay unset unless given (None: the kernel's default), so that
+    #: the resolved configs of runs made before the key existed keep their bits
+    UNSET_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"ode": ("solver",)}
     #: the keys of each method and their defaults
     METHOD_KEYS: ClassVar[dict[str, dict[str, Any]]] = {
         "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
@@ -278,6 +282,7 @@ class Diffusion(SamplerSchema):
     atol: PosFloat | None = None
     max_steps: PosInt | None = None
     divergence: Literal["exact", "hutchinson"] | None = None
+    solver: Literal[tuple(flow.SOLVERS)] | None = None  # None: flow.DEFAULT_SOLVER
     kernel: Literal["analytic", "em"] | None = None
     snr: PosFloat | None = None
     corrector_steps: PosInt | None = None
@@ -293,9 +298,10 @@ class Diffusion(SamplerSchema):
         method = data.get("method", "sde")
         if method not in cls.METHOD_KEYS:
             return data  # reported by the field validation
-        for m, keys in cls.METHOD_KEYS.items():
-            for key in keys:
-                if m != method and key in data and key not in cls.METHOD_KEYS[method]:
+        mine = cls.method_keys(method)
+        for m in cls.METHOD_KEYS:
+            for key in cls.method_keys(m):
+                if m != method and key in data and key not in mine:
                     raise rule(key, f"only used by method = {m!r} (method = {method!r})")
         exact = method in DIFFUSION_DENSITY_METHODS
         if data.get("metropolis", exact) is True and not exact:
@@ -317,9 +323,14 @@ class Diffusion(SamplerSchema):
             raise rule("", "must name a trained model directory (got '')")
         return v
 
+    @classmethod
+    def method_keys(cls, method: str) -> tuple[str, ...]:
+        """Every key of ``method``: those with a default, then those left unset."""
+        return (*cls.METHOD_KEYS[method], *cls.UNSET_KEYS.get(method, ()))
+
     def options(self) -> dict[str, Any]:
-        """The keys of the chosen method (those that are set)."""
-        return {k: getattr(self, k) for k in self.METHOD_KEYS[self.method]}
+        """The keys of the chosen method and their values (None: unset)."""
+        return {k: getattr(self, k) for k in self.method_keys(self.method)}
 
     @property
     def traits(self) -> Traits:

@@ -46,7 +46,7 @@ METHODS = ("ode", "sde", "pc", "annealed")
 DENSITY_METHODS = ("sde", "ode")
 #: the options of each method
 OPTIONS = {
-    "ode": ("rtol", "atol", "max_steps", "divergence"),
+    "ode": ("rtol", "atol", "max_steps", "divergence", "solver"),
     "sde": ("kernel",),
     "pc": ("snr", "corrector_steps"),
     "annealed": ("steps_per_level", "step_scale"),
@@ -134,6 +134,7 @@ def diffusion(
                 atol=o["atol"],
                 max_steps=o["max_steps"],
                 divergence=o["divergence"],
+                solver=o["solver"],
                 key=k,
                 initial_steps=steps,
                 colors=colors,
