@@ -30,8 +30,9 @@ th = Phi4.kappa_form([L, L], 0.27, 0.022)
 n = len(jax.devices())
 sh = NamedSharding(Mesh(np.array(jax.devices()), ("chains",)), PartitionSpec("chains"))
 out = {"devices": n}
-for name, s, dt, steps in (("langevin", Langevin(step_size=0.01).build(th), jnp.float32, 400),
-                           ("hmc", Hmc(trajectory_length=1.0, steps=10).build(th), jnp.float64, 20)):
+CASES = (("langevin", Langevin(step_size=0.01).build(th), jnp.float32, 400),
+         ("hmc", Hmc(trajectory_length=1.0, steps=10).build(th), jnp.float64, 20))
+for name, s, dt, steps in CASES:
     keys = jax.device_put(chain_keys(0, C), sh)
     st = jax.device_put(init_states(s, initial_field(keys, th, "hot", dt)), sh)
     def go():
