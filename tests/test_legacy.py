@@ -229,13 +229,45 @@ def compare_model(got: Path, want: Path, tree: Path) -> None:
     assert history(got) == history(want), "history.csv"
 
 
+def _finite_prefix(path: Path) -> int:
+    """How many measurements of an ensemble come before its first non-finite observable."""
+    with h5py.File(path, "r") as f:
+        n = int(f.attrs["committed"])
+        ok = np.ones(n, bool)
+        for d in f["observables"].values():
+            v = d[:, :n].reshape(d.shape[0], n, -1)
+            ok &= np.isfinite(v).all(axis=(0, 2))
+    return int(np.argmin(ok)) if not ok.all() else n
+
+
 # ---------------------------------------------------------------------- the tests
 @pytest.mark.parametrize("name", RUNS)
 def test_run(name, tree, tmp_path):
-    """A fresh run of every fixture config gives the fixture's ensemble and checkpoint."""
+    """A fresh run of every fixture config gives the fixture's ensemble and checkpoint.
+
+    Two fixture runs diverged at f78ad5b (the barely trained model drives the raw pc and
+    annealed samplers to NaN fields) and were marked complete; today a run stops at the first
+    block with a non-finite value (exit 3, issue 27). For those, every measurement committed
+    is the fixture's, bit for bit, and the committed part is all the finite blocks."""
     out = tmp_path / name
-    cli(tree, "run", f"configs/{name}.toml", "-o", str(out), "--quiet")
-    compare_run(out, tree / "runs" / name, str((tree / "model").resolve()))
+    want = tree / "runs" / name
+    good = _finite_prefix(want / "ensemble.h5")
+    with h5py.File(want / "ensemble.h5", "r") as f:
+        total, a = int(f.attrs["samples"]), f["config"].attrs
+        every, save = int(a["run.checkpoint_every"]), int(a["run.save_every"])
+        block = every if save <= 1 else -(-every // save) * save  # measurements per block
+    if good == total:
+        cli(tree, "run", f"configs/{name}.toml", "-o", str(out), "--quiet")
+        compare_run(out, want, str((tree / "model").resolve()))
+        return
+    p = cli(tree, "run", f"configs/{name}.toml", "-o", str(out), "--quiet", check=False)
+    assert p.returncode == 3 and "diverged" in p.stderr, (p.returncode, p.stderr)
+    with h5py.File(out / "ensemble.h5", "r") as g, h5py.File(want / "ensemble.h5", "r") as w:
+        n = int(g.attrs["committed"])
+        assert n == good // block * block and not g.attrs["complete"] and "diverged" in g.attrs
+        for group in ("observables", "diagnostics"):
+            for k in w[group]:
+                assert _equal(g[group][k][:, :n], w[group][k][:, :n]), f"{group}/{k}"
 
 
 @pytest.mark.parametrize("name", UNFINISHED)

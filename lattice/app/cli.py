@@ -12,6 +12,7 @@ top. Nothing else in the package imports inside functions without a comment sayi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -37,8 +38,12 @@ def _enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2, hard: bool = False) -> None:
     err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if hard:  # after an I/O failure (lattice.runs.sampling.IOFailure): nothing left to save
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     raise typer.Exit(code)
 
 
@@ -128,7 +133,7 @@ def run(
 
             path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
     except (ConfigError, JobError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2))
+        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
     if not quiet:
         err.print(f"ensemble written to {path}")
 
@@ -161,7 +166,7 @@ def train(
             on_trained=write_training_plots,
         )
     except (ConfigError, TrainError) as e:
-        _fail(str(e), getattr(e, "exit_code", 2))
+        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
     if not quiet:
         err.print(f"model written to {path}")
 
@@ -194,7 +199,7 @@ def resume(
                 run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
             )
         except (ConfigError, TrainError) as e:
-            _fail(str(e), getattr(e, "exit_code", 2))
+            _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
         if not quiet:
             err.print(f"model complete: {path}")
         return
@@ -216,7 +221,7 @@ def resume(
 
             path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
     except (ConfigError, JobError, EnsembleError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2))
+        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
     if not quiet:
         err.print(f"ensemble complete: {path}")
 
@@ -285,6 +290,8 @@ def info(
     form = a.get("action.form")
     coup = f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}"
     state = "complete" if ens.complete else f"incomplete ({ens.committed}/{ens.samples} committed)"
+    if ens.diverged:
+        state = f"{ens.diverged.split(';')[0]} ({ens.committed}/{ens.samples} committed)"
     rows = [
         ("file", str(ens.path)),
         ("lattice", f"{a.get('lattice.shape')}"),

@@ -144,7 +144,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
     The value is parsed as a TOML value (``[8, 8]``, ``0.1``, ``true``, ``"x"``); text that is
     not valid TOML is taken as a bare string (``run.dtype=float32``). Unknown keys are not
-    checked here but by the validation, like any other unknown key.
+    checked here but by the validation, like any other unknown key. A table as the value
+    (``run={chains=2}``) is refused: it would replace the whole table and drop the keys it
+    does not name.
     """
     out = copy.deepcopy(dict(raw))
     for item in [overrides] if isinstance(overrides, str) else overrides:
@@ -165,7 +167,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                 raise ConfigError(
                     f"{'.'.join(parts[: i + 1])}: is not a table, cannot set {key} ({item!r})"
                 )
-        table[parts[-1]] = _parse_value(text)
+        value = _parse_value(text)
+        if isinstance(value, dict):
+            # a table given whole would silently drop the keys it does not name
+            raise ConfigError(
+                f"{key}: --set takes one key at a time, not a whole table ({item!r}); "
+                f"set its keys instead, e.g. {key}.<key>=value"
+            )
+        table[parts[-1]] = value
     return out
 
 

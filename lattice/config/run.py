@@ -136,6 +136,23 @@ class RunSection(Section):
     #: chains − 1, with those chains' streams (a shard of a larger ensemble, docs/scaling.md)
     first_chain: NonNegInt = 0
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits_64_bits(cls, v: int) -> int:
+        if v >= 2**63:
+            raise rule("", f"must be < 2**63 (a 64-bit seed; got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _chain_indices_fit_32_bits(self) -> RunSection:
+        """Chain c's stream is fold_in(key(seed), c), with c a 32-bit integer."""
+        if self.first_chain + self.chains > 2**31:
+            raise rule(
+                "first_chain",
+                f"first_chain + chains must be <= 2**31 (got {self.first_chain + self.chains})",
+            )
+        return self
+
 
 class RunConfig(Document):
     """The fully resolved run config. Build it with :func:`load_config` or :func:`parse_config`."""

@@ -264,6 +264,14 @@ class EnsembleWriter:
         f.flush()
         os.fsync(f.id.get_vfd_handle())
 
+    def mark_diverged(self, message: str) -> None:
+        """Record that the run diverged (root attribute ``diverged``, the message): the file
+        stays what it committed before, and is never marked complete."""
+        f = self._f
+        f.attrs["diverged"] = message
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+
 
 class _DirectChunks:
     """Chunk-aligned ``O_DIRECT`` writes of ``/configs``, bypassing HDF5 and the page cache.
@@ -355,6 +363,8 @@ class Ensemble:
     weights: np.ndarray | None = None  # /weights/log_w [chains, committed], if present
     diagnostics: dict[str, np.ndarray] | None = None  # /diagnostics/<name> [chains, committed]
     uuid: str | None = None  # random id given at creation (None in files older than 0.1.0)
+    #: why the run stopped, if it diverged (the chain, the measurement, the step)
+    diverged: str | None = None
     #: a multi-process run joined from its shards (:mod:`lattice.runs.distributed`), in chain order
     shards: tuple[Ensemble, ...] = ()
 
@@ -417,6 +427,7 @@ def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensem
                 steps=int(f["timing"].attrs["steps"]),
                 weights=weights,
                 uuid=str(f.attrs["uuid"]) if "uuid" in f.attrs else None,
+                diverged=str(f.attrs["diverged"]) if "diverged" in f.attrs else None,
             )
     except EnsembleError:
         raise

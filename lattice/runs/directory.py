@@ -18,8 +18,13 @@ command's directory, is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import re
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,34 @@ from lattice.io.atomic import write_file_atomic
 from lattice.io.checkpoint import read_checkpoint, read_checkpoint_attrs, write_checkpoint
 from lattice.runs.progress import Reporter
 
-__all__ = ["RunError", "RunDirectory"]
+__all__ = ["RunError", "RunDirectory", "io_reason", "free_space", "human_bytes"]
+
+
+def free_space(path: Path) -> str:
+    """ "X free" on the file system holding ``path`` (for messages about a full disk)."""
+    try:
+        return f"{human_bytes(shutil.disk_usage(path).free)} free"
+    except OSError:
+        return "free space unknown"
+
+
+def human_bytes(n: float) -> str:
+    """``1.08 MB``: a byte count in decimal units, three digits."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def io_reason(e: OSError) -> str:
+    """One line for an I/O failure: the system's words and the file, without a traceback."""
+    what = os.strerror(e.errno) if e.errno else (e.strerror or str(e).splitlines()[0][:120])
+    name = getattr(e, "filename", None)
+    if not name:  # h5py names the file inside its message
+        m = re.search(r"filename = '([^']+)'", str(e))
+        name = m.group(1) if m else None
+    return f"{what}: {name}" if name else what
 
 
 class RunError(Exception):
@@ -114,19 +146,51 @@ class RunDirectory:
         there, e.g. "a finished run is there; pass --force …") unless ``force``, which removes
         the files this command owns; then write the resolved config. A directory of another
         command is refused even with ``force``."""
+        if self.root.exists() and not self.root.is_dir():
+            raise self.error(f"{self.root}: exists and is not a directory; choose another -o")
         other = self.other_command()
         if other is not None:
             raise self.error(
                 f"{self.root}: not a {self.command} directory ({other} is there); "
                 "choose another directory"
             )
-        if self.in_use():
-            if not force:
-                raise self.error(f"{self.root}: {describe()}")
-            for p in self.owned():
-                p.unlink(missing_ok=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(self.config, config_toml)
+        if self.in_use() and not force:
+            raise self.error(f"{self.root}: {describe()}")
+        try:
+            if self.in_use():
+                for p in self.owned():
+                    p.unlink(missing_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(self.config, config_toml)
+        except OSError as e:
+            raise self.error(f"{self.root}: cannot write there ({io_reason(e)})") from None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock (``flock``) on the directory while this process writes in
+        it: a second ``run``, a ``--force`` or a ``resume`` of it refuses, naming the holder's
+        PID, before it writes anything. The lock is on the directory itself (no extra file)
+        and goes with the process, however it ends."""
+        if self.root.exists() and not self.root.is_dir():
+            raise self.error(f"{self.root}: exists and is not a directory; choose another -o")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root, os.O_RDONLY)
+        except OSError as e:
+            raise self.error(f"{self.root}: cannot write there ({io_reason(e)})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(self.root)
+                who = f"process {holder}" if holder else "another process"
+                raise self.error(
+                    f"{self.root}: {who} is writing there (it holds the directory's lock); "
+                    "wait for it to end, or stop it first"
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def require_config(self) -> None:
         """A resume needs the directory's config."""
@@ -150,3 +214,18 @@ class RunDirectory:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
         if show:
             reporter.log(message)
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The PID holding a ``flock`` on ``path``, from /proc/locks (Linux); None elsewhere."""
+    try:
+        st = os.stat(path)
+        ino = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == ino:
+                    return int(parts[4])
+    except (OSError, ValueError):
+        pass
+    return None

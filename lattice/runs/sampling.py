@@ -13,10 +13,12 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from lattice.io.reader import open_ensemble
 from lattice.numerics.compile import require_x64
 from lattice.numerics.observables import observable_shapes
 from lattice.numerics.phi4 import Phi4
-from lattice.runs.directory import RunDirectory, RunError
+from lattice.runs.directory import RunDirectory, RunError, free_space, human_bytes, io_reason
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.score.model import ModelError, check_compatible
@@ -46,6 +48,7 @@ CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
 
 __all__ = [
     "JobError",
+    "DivergedError",
     "ENSEMBLE",
     "run_directory",
     "run_job",
@@ -58,6 +61,43 @@ __all__ = [
 
 class JobError(RunError):
     """A job that cannot start; the CLI prints the message and exits with ``exit_code``."""
+
+
+class DivergedError(JobError):
+    """A run whose fields or observables stopped being finite: it stops, keeps what it
+    committed before and its last good checkpoint, is marked ``diverged`` (never complete),
+    and the CLI exits with status 3."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=3)
+
+
+class IOFailure(JobError):
+    """A run stopped by an I/O error (a full disk, a read-only or damaged file); what it
+    committed and its last checkpoint are safe. HDF5 may be left unable to flush the file's
+    objects: the CLI ends the process at once after the message (``os._exit``), since freeing
+    them at interpreter exit can crash h5py."""
+
+
+class _Diverged(Exception):
+    """Raised where a block's values are found non-finite (possibly on the writer thread)."""
+
+    def __init__(self, chain: int, step: int, what: str):
+        super().__init__(chain, step, what)
+        self.chain, self.step, self.what = chain, step, what
+
+
+def _first_nonfinite(values: np.ndarray) -> tuple[int, int] | None:
+    """(chain, index) of the earliest non-finite entry of ``values`` [n, chains, ...], or
+    None when every entry is finite."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "fc":
+        return None
+    bad = ~np.isfinite(v.reshape(v.shape[0], v.shape[1], -1)).all(-1)  # [n, chains]
+    if not bad.any():
+        return None
+    n, chain = np.argwhere(bad)[0]  # row-major: the earliest index, then the lowest chain
+    return int(chain), int(n)
 
 
 #: a run directory's ensemble (its other files: lattice.runs.directory)
@@ -227,9 +267,11 @@ def run_job(
     require_x64(JobError)
     d = run_directory(run_dir)
     chain_sharding(cfg.run.chains, cfg.run.devices)  # refuse an impossible request first
+    check_resources(cfg, d.root)
     job = _prepare(cfg)
-    d.claim(cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
-    return _execute(job, d, reporter or QuietReporter(), resume=False)
+    with d.locked():
+        d.claim(cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
+        return _execute_safely(job, d, reporter or QuietReporter(), resume=False)
 
 
 def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path:
@@ -237,14 +279,21 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
     require_x64(JobError)
     d = run_directory(run_dir)
     d.require_config()
+    with d.locked():
+        return _resume(d, reporter)
+
+
+def _resume(d: RunDirectory, reporter: Reporter | None) -> Path:
     cfg = load_config(d.config)
     job = _prepare(cfg)
     ensemble = d.path(ENSEMBLE)
     if ensemble.exists():
         try:
             ens = open_ensemble(ensemble, load_observables=False)
-        except EnsembleError:
-            ens = None  # created but never committed: start again from the checkpoint
+        except EnsembleError as e:
+            if d.checkpoint.exists():  # a checkpoint follows a complete creation
+                raise JobError(f"{e}; the run cannot be resumed from it") from None
+            ens = None  # killed while it was being created: start again
         if ens is not None:
             recorded = parse_config(ens.config_toml)
             changed = recorded.diff(cfg)
@@ -253,10 +302,61 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
                     f"{d.config}: edited since the run started; differing keys: "
                     f"{', '.join(changed)} (restore them, or start a new run)"
                 )
+            if ens.diverged:
+                raise JobError(f"{d.root}: cannot be resumed, the run {ens.diverged}")
             if ens.complete:
                 (reporter or QuietReporter()).log(f"{d.root}: already complete")
                 return ensemble
-    return _execute(job, d, reporter or QuietReporter(), resume=True)
+    return _execute_safely(job, d, reporter or QuietReporter(), resume=True)
+
+
+#: arrays of the lattice's size a sampler keeps per chain, at most (field, momentum, force,
+#: proposal, noise, RK2 stages, …): the bound the memory check uses
+_FIELDS_PER_CHAIN = 8
+
+
+def resource_needs(cfg: RunConfig) -> tuple[int, int]:
+    """(bytes of the ensemble file, bytes of memory) a run needs, estimated from above: the
+    saved configurations and the measurements; the chains' fields on the device and the
+    block of saved configurations on the host."""
+    r, V = cfg.run, math.prod(cfg.lattice.shape)
+    item = np.dtype(r.dtype).itemsize
+    n_saved = _n_saved(r.samples, r.save_every)
+    per_measurement = 8 * (8 + 2 * cfg.lattice.shape[0])  # scalars, G, G_sd, diagnostics
+    disk = r.chains * (n_saved * V * item + r.samples * per_measurement)
+    block = _block_size(r.checkpoint_every, r.save_every)
+    saved_block = 0 if not r.save_every else -(-block // r.save_every) * V * item
+    memory = r.chains * (_FIELDS_PER_CHAIN * V * item + 2 * saved_block)
+    return disk, memory
+
+
+def check_resources(cfg: RunConfig, root: Path) -> None:
+    """Refuse (exit 2, before any file is written) a run whose ensemble would not fit on the
+    disk that holds ``root``, or whose chains would not fit in this machine's memory."""
+    disk, memory = resource_needs(cfg)
+    where = Path(root).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    if free is not None and disk > free:
+        raise JobError(
+            f"{root}: the ensemble needs about {human_bytes(disk)} and {where} has "
+            f"{human_bytes(free)} free; lower run.samples, raise run.save_every (0: no "
+            "configurations) or shrink lattice.shape"
+        )
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = None
+    if ram and jax.default_backend() == "cpu" and memory > ram:
+        raise JobError(
+            f"lattice.shape: {cfg.run.chains} chains of {list(cfg.lattice.shape)} need about "
+            f"{human_bytes(memory)} of memory and this machine has {human_bytes(ram)}; lower "
+            "run.chains or shrink lattice.shape"
+        )
 
 
 def _describe_existing(d: RunDirectory) -> str:
@@ -399,6 +499,9 @@ def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elap
     while p.step < r.thermalization:
         n = min(block, r.thermalization - p.step)
         states, acc = evolve(job.sampler, job.keys, states, p.step, n)
+        bad = _first_nonfinite(np.asarray(states.phi)[None])
+        if bad is not None:  # checked once per block, on the host copy the checkpoint needs
+            raise _Diverged(bad[0], p.step + n, "the field")
         p.step += n
         p.seconds = elapsed()
         _checkpoint(job, d, states, p)
@@ -420,7 +523,13 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
         return sample(sampler, theory, keys, states, s0, n, r.measure_every, r.save_every)
 
     def store(first, n, states, obs, diag, saved, saved_start):
-        """Runs on the writer thread: write, commit, then checkpoint one block."""
+        """Runs on the writer thread: check, write, commit, then checkpoint one block. A block
+        with a non-finite observable or field is not written (:class:`_Diverged`)."""
+        for name, v in [*obs.items(), ("the field", np.asarray(states.phi)[None])]:
+            bad = _first_nonfinite(v)
+            if bad is not None:
+                m = first + bad[1] if name != "the field" else first + n - 1
+                raise _Diverged(bad[0], r.thermalization + (m + 1) * r.measure_every, name)
         obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
         diag = {name: np.swapaxes(v, 0, 1) for name, v in diag.items()}
         writer.write_block(first, obs, diag)
@@ -462,6 +571,48 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
         )
 
 
+def _raised_by_h5py(e: BaseException) -> bool:
+    """Whether the innermost frame of ``e``'s traceback is h5py's (its RuntimeErrors are
+    HDF5's I/O failures, e.g. "Slist already enabled?" after a full disk)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
+
+
+def _execute_safely(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
+    """:func:`_execute`, with every I/O failure (a full disk, a read-only or vanished file, a
+    damaged HDF5 file) turned into one line: what happened, that the committed part and the
+    last checkpoint are safe, and how to continue."""
+    hook = sys.unraisablehook
+
+    def quiet_h5py(unraisable) -> None:
+        # h5py objects of a file whose write failed report that failure again, unraisably,
+        # when they are freed: the one-line error below says it all
+        if "h5py" in repr(getattr(unraisable, "object", "")) + str(unraisable.exc_value):
+            return
+        hook(unraisable)
+
+    sys.unraisablehook = quiet_h5py
+    try:
+        return _execute(job, d, reporter, resume)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _raised_by_h5py(e):
+            raise  # not an I/O failure
+        if isinstance(e, OSError):
+            reason = io_reason(e)
+        else:
+            reason = "HDF5: " + str(e).splitlines()[0][:120]
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook
+    raise IOFailure(
+        f"{d.root}: stopped by an I/O error ({reason}; {free_space(d.root)}); the "
+        "committed measurements and the last checkpoint are safe: fix the cause, then "
+        f"`lattice resume {d.root}`"
+    )
+
+
 def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
     """Start or restore, thermalize, measure, mark the ensemble complete."""
     r = job.cfg.run
@@ -480,11 +631,36 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
         states = _thermalize(job, d, states, p, reporter, elapsed)
         _measure(job, d, writer, states, p, reporter, elapsed)
         writer.commit(p.committed, p.saved_committed, elapsed(), p.step, complete=True)
+    except _Diverged as e:
+        msg = _divergence_message(job, d, e)
+        writer.mark_diverged(msg)
+        d.log(reporter, msg, show=False)
+        raise DivergedError(f"{d.root}: {msg}") from None
     finally:
         writer.close()
         reporter.finish()
     d.log(reporter, f"complete: {p.committed} measurements x {r.chains} chains, {elapsed():.1f} s")
     return ensemble
+
+
+def _divergence_message(job: _Job, d: RunDirectory, e: _Diverged) -> str:
+    s = job.cfg.sampler
+    try:
+        last = int(d.checkpoint_attrs()["next_step"])
+    except (CheckpointError, KeyError):
+        last = 0
+    step = getattr(s, "step_size", None)
+    if step is None and getattr(s, "leapfrog_step", None) is not None:
+        hint = f"raise sampler.steps (leapfrog step {s.leapfrog_step:g})"
+    elif step is not None:
+        hint = f"lower sampler.step_size (now {step:g})"
+    else:
+        hint = "check the sampler's settings"
+    return (
+        f"diverged: {e.what} of chain {e.chain} is not finite by step {e.step}; "
+        f"what was committed before is kept, the last good checkpoint is at step {last}; "
+        f"{hint} and start again with --force"
+    )
 
 
 def remove_run(run_dir: str | Path) -> None:

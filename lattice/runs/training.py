@@ -179,8 +179,9 @@ def train_model(
     if d.other_command() is None and not force and d.in_use():
         raise TrainError(f"{d.root}: {describe()}")  # before the data is read
     data = load_training_data(cfg, config_dir)  # bad data fails before anything is written
-    d.claim(cfg.to_toml(), force=force, describe=describe)
-    return _execute(cfg, d, data, reporter or QuietReporter(), False, on_trained)
+    with d.locked():
+        d.claim(cfg.to_toml(), force=force, describe=describe)
+        return _execute(cfg, d, data, reporter or QuietReporter(), False, on_trained)
 
 
 def resume_training(
@@ -207,7 +208,8 @@ def resume_training(
         except (EnsembleError, KeyError) as e:
             raise TrainError(f"{d.checkpoint}: damaged checkpoint ({e})") from None
     data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
-    return _execute(cfg, d, data, rep, True, on_trained)
+    with d.locked():
+        return _execute(cfg, d, data, rep, True, on_trained)
 
 
 def _restore(cfg: TrainConfig, d: RunDirectory, data: TrainingData, template):

@@ -156,11 +156,14 @@ def diffusion(
 
     def step(key, state):
         dtype = state.phi.dtype
-        x1 = sde.prior_std() * noise.normal(key, theory.shape, dtype, stream=0)
+        # the run's dtype throughout: the SDE's constants (e.g. a float64 prior_std) and the
+        # path's log-density must not promote a float32 run's state to float64
+        x1 = (sde.prior_std() * noise.normal(key, theory.shape, dtype, stream=0)).astype(dtype)
         prop, log_q, evals = propose(key, x1)
         prop = prop.astype(dtype)
         s1 = theory.action(prop)
-        lw = -s1 - log_q
+        lw = (-s1 - log_q).astype(dtype)
+        evals = evals.astype(dtype)
         new = DiffusionState(prop, s1, lw, lw, evals)
         if not metropolis_step:
             one = jnp.ones((), dtype)

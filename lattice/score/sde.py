@@ -99,7 +99,7 @@ class VESDE(SDE):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
     def alpha(self, t):
-        return jnp.ones_like(jnp.asarray(t, dtype=float))
+        return jnp.ones_like(jnp.asarray(t))  # t's dtype: a float32 path stays float32
 
     def drift(self, x, t):
         return jnp.zeros_like(x)
