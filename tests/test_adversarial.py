@@ -220,3 +220,24 @@ def test_a_read_only_directory_is_a_clear_error(tmp_path, tmpfs):
     p = cli("run", cfg, "-o", ro / "r")
     assert p.returncode == 2, p.stderr
     assert "cannot write there (Read-only file system" in _one_line(p)
+
+
+def test_compare_of_a_run_with_itself_is_refused(tmp_path):
+    """Defect 10: `compare A A` was accepted (z = 0 by construction)."""
+    cfg = write(tmp_path, TINY.format(kind="hmc"))
+    cli("run", cfg, "-o", tmp_path / "a", "--quiet", check=0)
+    for b in (tmp_path / "a", tmp_path / "a" / "ensemble.h5"):
+        p = cli("compare", tmp_path / "a", b)
+        assert p.returncode == 2 and "the same run as" in _one_line(p)
+
+
+def test_info_of_a_model_in_training(tmp_path):
+    """Defect 10: `info` on a model still in training said "not a trained model"."""
+    cfg = write(tmp_path, TINY.format(kind="hmc"))
+    cli("run", cfg, "-o", tmp_path / "run", "--quiet", check=0)
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "config.toml").write_text(f'[train]\nensemble = "{tmp_path / "run"}"\nsteps = 200\n')
+    p = cli("info", m, check=0)
+    assert "in training (unfinished): step 0 of 200" in p.stdout, p.stdout
+    assert f"lattice resume {m}" in p.stdout

@@ -226,6 +226,25 @@ def resume(
         err.print(f"ensemble complete: {path}")
 
 
+def _training_info(directory: Path) -> None:
+    """A model directory whose training has not finished: where it stands."""
+    from lattice.config.base import ConfigError
+    from lattice.config.train import load_train_config
+    from lattice.io.checkpoint import CheckpointError, read_checkpoint_attrs
+
+    try:
+        steps = load_train_config(directory / "config.toml").train.steps
+        ck = directory / "checkpoint.h5"
+        step = int(read_checkpoint_attrs(ck)["step"]) if ck.exists() else 0
+    except (ConfigError, CheckpointError, KeyError, ValueError) as e:
+        _fail(f"{directory}: an unfinished training with an unreadable state ({e})")
+    out.print(
+        f"{directory}: a score model in training (unfinished): step {step} of {steps} "
+        f"checkpointed; continue it with `lattice resume {directory}`",
+        soft_wrap=True,
+    )
+
+
 def _model_info(directory: Path) -> None:
     from lattice.io.model import load_model
     from lattice.score.model import ModelError
@@ -279,7 +298,10 @@ def info(
     from lattice.io.reader import open_ensemble
     from lattice.runs.training import is_training_dir
 
-    if file.is_dir() and ((file / "model.json").exists() or is_training_dir(file)):
+    if file.is_dir() and not (file / "model.json").exists() and is_training_dir(file):
+        _training_info(file)
+        return
+    if file.is_dir() and (file / "model.json").exists():
         _model_info(file)
         return
     try:

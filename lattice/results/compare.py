@@ -260,6 +260,13 @@ def compare_runs(paths: list[str | Path], discard: int = 0, S: float = 1.5) -> C
     :class:`CompareError` for fewer than two runs or different theories."""
     if len(paths) < 2:
         raise CompareError("compare needs at least two runs")
+    seen: dict[Path, str | Path] = {}
+    for p in paths:
+        q = Path(p).resolve()
+        q = q.parent if q.name == "ensemble.h5" else q
+        if q in seen:
+            raise CompareError(f"{p}: the same run as {seen[q]}; compare different runs")
+        seen[q] = p
     ens = []
     for p in paths:
         p = Path(p)
