@@ -1,7 +1,7 @@
 """The ``lattice`` command (DESIGN.md §3): thin over the library — parse, validate, call.
 
-Exit status: 0 success, 1 a check failed, 2 bad input (config, paths, files), never a
-traceback for bad input.
+Exit status: 0 success, 1 a check failed, 2 bad input (config, paths, files) or an I/O
+failure, 3 a run that diverged (docs/ensembles.md); never a traceback for bad input.
 
 Every command imports what it uses inside its function, not at the top: measured on the 2-core
 development machine, ``lattice --help`` takes 0.17 s so, against 3.35 s with the commands'
