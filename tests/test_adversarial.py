@@ -5,6 +5,7 @@ diverged run), with nothing lost."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -189,29 +190,82 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-def test_a_full_disk_stops_with_one_line_and_resumes_bitwise(tmp_path, tmpfs):
-    """Defect 5: ENOSPC gave raw tracebacks. Nothing committed may be lost, and after space
-    is freed, resume must give the uninterrupted run's bits."""
+TRAIN = """
+[train]
+ensemble = "{ensemble}"
+steps = 80
+batch_size = 16
+warmup = 20
+log_every = 20
+checkpoint_every = 40
+seed = 11
+[network]
+channels = 4
+blocks = 1
+fourier_features = 2
+embedding = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted TINY HMC run and a model trained on it (TRAIN): the bits a run or a
+    training stopped by a full disk must end with."""
+    d = tmp_path_factory.mktemp("reference")
+    cli("run", write(d, TINY.format(kind="hmc")), "-o", d / "run", "--quiet", check=0)
+    (d / "t.toml").write_text(TRAIN.format(ensemble=d / "run"))
+    cli("train", d / "t.toml", "-o", d / "model", "--quiet", check=0)
+    return d
+
+
+@pytest.mark.parametrize("size", ["48k", "96k"])
+def test_a_full_disk_stops_with_one_line_and_resumes_bitwise(tmp_path, tmpfs, reference, size):
+    """Defect 5: ENOSPC gave raw tracebacks, and at 96k the disk filled inside a commit's
+    metadata flush and left an ensemble that did not open. The ensemble's space is reserved
+    before anything is appended: whatever the size, the file opens, nothing committed is lost,
+    and after space is freed, resume gives the uninterrupted run's bits."""
     from test_jobs import datasets
 
+    from lattice.io.ensemble import open_ensemble_file
+
     cfg = write(tmp_path, TINY.format(kind="hmc"))
-    cli("run", cfg, "-o", tmp_path / "ref", "--quiet", check=0)
-    # full at the first checkpoint (HDF5 1.14, h5py 3). At 96k the disk fills inside a
-    # commit's metadata flush and the file is left unreadable: issue 27, not fixed yet
-    disk = tmpfs("disk", "80k")
+    disk = tmpfs("disk", size)
     d = disk / "r"
     p = cli("run", cfg, "-o", d, "--quiet")
     assert p.returncode == 2, p.stderr
     msg = _one_line(p)
-    assert "stopped by an I/O error" in msg and f"lattice resume {d}" in msg
-    with h5py.File(d / "ensemble.h5") as f:
-        assert f.attrs["committed"] < f.attrs["samples"] and not f.attrs["complete"]
+    assert "stopped by an I/O error (No space left on device" in msg or "HDF5" in msg, msg
+    assert f"lattice resume {d}" in msg
+    if (d / "ensemble.h5").exists() and (d / "checkpoint.h5").exists():
+        e = open_ensemble_file(d / "ensemble.h5")  # raises if the file were damaged
+        assert e.committed < 30 and not e.complete
+    assert not (d / "checkpoint.h5.tmp").exists()
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
     cli("resume", d, "--quiet", check=0)
-    want, got = datasets(tmp_path / "ref" / "ensemble.h5"), datasets(d / "ensemble.h5")
+    want, got = datasets(reference / "run" / "ensemble.h5"), datasets(d / "ensemble.h5")
     assert want.keys() == got.keys()
     for k in want:
         assert np.array_equal(want[k], got[k]), k
+
+
+@pytest.mark.parametrize("size", ["16k", "128k"])
+def test_training_on_a_full_disk_stops_with_one_line_and_resumes_bitwise(
+    tmp_path, tmpfs, reference, size
+):
+    """Defect 5: `lattice train` on a 100 KiB tmpfs segfaulted after 66 tracebacks. Now: exit
+    2 with one line, the last checkpoint intact, and resume gives the uninterrupted weights
+    (16k: full before the first checkpoint; 128k: full at the second)."""
+    cfg = reference / "t.toml"
+    disk = tmpfs("disk", size)
+    m = disk / "m"
+    p = cli("train", cfg, "-o", m, "--quiet")
+    assert p.returncode == 2, p.stderr
+    msg = _one_line(p)
+    assert "stopped by an I/O error" in msg and f"lattice resume {m}" in msg
+    assert not (m / "checkpoint.h5.tmp").exists() and not (m / "model.json").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    cli("resume", m, "--quiet", check=0)
+    assert (m / "model.eqx").read_bytes() == (reference / "model" / "model.eqx").read_bytes()
 
 
 def test_a_read_only_directory_is_a_clear_error(tmp_path, tmpfs):
@@ -241,3 +295,49 @@ def test_info_of_a_model_in_training(tmp_path):
     p = cli("info", m, check=0)
     assert "in training (unfinished): step 0 of 200" in p.stdout, p.stdout
     assert f"lattice resume {m}" in p.stdout
+
+
+def test_an_edited_ensemble_is_refused_naming_the_dataset(tmp_path, reference):
+    """Defect 9: multiplying 20 values of /observables/phi2 by 3 changed `measure`'s φ² with
+    exit 0. Each block of measurements carries a CRC-32: the edit is found and named."""
+    d = tmp_path / "run"
+    shutil.copytree(reference / "run", d)
+    cli("measure", d, check=0)
+    with h5py.File(d / "ensemble.h5", "r+") as f:
+        ds = f["observables/phi2"]
+        ds[0, 3:23] = ds[0, 3:23] * 3
+    p = cli("measure", d)
+    assert p.returncode == 2
+    assert "/observables/phi2 does not match its checksum (measurements 0-7)" in _one_line(p)
+
+
+def test_edited_configurations_are_refused(tmp_path, reference):
+    from lattice.io.ensemble import EnsembleError, open_ensemble_file
+
+    d = tmp_path / "run"
+    shutil.copytree(reference / "run", d)
+    open_ensemble_file(d / "ensemble.h5").configs()  # intact: reads
+    with h5py.File(d / "ensemble.h5", "r+") as f:
+        f["configs"][1, 2] = f["configs"][1, 2] + 1e-12
+    with pytest.raises(EnsembleError, match="configs does not match its checksum"):
+        open_ensemble_file(d / "ensemble.h5").configs()
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_leaf(tmp_path, reference):
+    """Defect 9: flipped bytes in the checkpoint's state/phi let `resume` finish with 13 of 16
+    datasets different. Each leaf carries its SHA-256; files without one still read."""
+    from lattice.io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+
+    tree = {"state": {"phi": np.arange(12.0).reshape(3, 4)}, "keys": np.arange(6, dtype=np.uint32)}
+    path = tmp_path / "checkpoint.h5"
+    write_checkpoint(path, tree, {"next_step": 5})
+    got, attrs = read_checkpoint(path, tree)
+    assert np.array_equal(got["state"]["phi"], tree["state"]["phi"]) and attrs["next_step"] == 5
+    with h5py.File(path, "r+") as f:
+        f["state/phi"][1, 1] = -1.0  # the bytes change, the digest does not
+    with pytest.raises(CheckpointError, match="state/phi does not match its checksum"):
+        read_checkpoint(path, tree)
+    with h5py.File(path, "r+") as f:  # a checkpoint of before the digests
+        for name in ("state/phi", "keys"):
+            del f[name].attrs["sha256"]
+    assert read_checkpoint(path, tree)[0]["state"]["phi"][1, 1] == -1.0

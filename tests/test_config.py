@@ -175,6 +175,18 @@ def test_the_ode_solver_is_written_only_when_given():
     assert cfg_with(*ode).diff(cfg) == ["sampler.solver"]
 
 
+def test_diffusion_defaults_name_the_kernels_options():
+    """The schema's defaults are for keys the kernel takes, and every kernel option is a field
+    of the schema (one list of names, the kernel's)."""
+    from lattice.config.sampler import Diffusion
+    from lattice.samplers.diffusion import METHODS, OPTIONS
+
+    assert set(Diffusion.METHOD_DEFAULTS) == set(METHODS)
+    for method, defaults in Diffusion.METHOD_DEFAULTS.items():
+        assert set(defaults) <= set(OPTIONS[method]), method
+        assert set(OPTIONS[method]) <= set(Diffusion.model_fields), method
+
+
 def test_diff():
     a = cfg_with()
     assert a.diff(cfg_with()) == []

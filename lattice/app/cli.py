@@ -40,7 +40,7 @@ def _enable_x64() -> None:
 
 def _fail(message: str, code: int = 2, hard: bool = False) -> None:
     err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    if hard:  # after an I/O failure (lattice.runs.sampling.IOFailure): nothing left to save
+    if hard:  # after an I/O failure (lattice.runs.directory.RunError.hard): nothing to save
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -133,7 +133,7 @@ def run(
 
             path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
     except (ConfigError, JobError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
+        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
     if not quiet:
         err.print(f"ensemble written to {path}")
 
@@ -166,7 +166,7 @@ def train(
             on_trained=write_training_plots,
         )
     except (ConfigError, TrainError) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
+        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
     if not quiet:
         err.print(f"model written to {path}")
 
@@ -199,7 +199,7 @@ def resume(
                 run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
             )
         except (ConfigError, TrainError) as e:
-            _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
+            _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
         if not quiet:
             err.print(f"model complete: {path}")
         return
@@ -221,7 +221,7 @@ def resume(
 
             path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
     except (ConfigError, JobError, EnsembleError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), type(e).__name__ == "IOFailure")
+        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
     if not quiet:
         err.print(f"ensemble complete: {path}")
 

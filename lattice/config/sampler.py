@@ -257,11 +257,11 @@ class Diffusion(SamplerSchema):
         "noise_precision": "only used by langevin (kind = 'diffusion'; exact samplers always "
         "draw at the run's precision)",
     }
-    #: keys of a method that stay unset unless given (None: the kernel's default), so that
-    #: the resolved configs of runs made before the key existed keep their bits
-    UNSET_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"ode": ("solver",)}
-    #: the keys of each method and their defaults
-    METHOD_KEYS: ClassVar[dict[str, dict[str, Any]]] = {
+    #: the defaults of each method's keys; the keys themselves are the kernel's
+    #: (``diffusion_sampler.OPTIONS``). A key without a default here stays unset unless given
+    #: (None: the kernel's default), so that the resolved configs of runs made before the key
+    #: existed keep their bits (``solver`` of ``method = "ode"``).
+    METHOD_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
         "sde": {"kernel": "analytic"},
         "pc": {"snr": 0.16, "corrector_steps": 1},
@@ -296,10 +296,10 @@ class Diffusion(SamplerSchema):
         if "model" not in data:
             raise rule("model", "required key is missing (kind = 'diffusion': a model directory)")
         method = data.get("method", "sde")
-        if method not in cls.METHOD_KEYS:
+        if method not in cls.METHOD_DEFAULTS:
             return data  # reported by the field validation
         mine = cls.method_keys(method)
-        for m in cls.METHOD_KEYS:
+        for m in cls.METHOD_DEFAULTS:
             for key in cls.method_keys(m):
                 if m != method and key in data and key not in mine:
                     raise rule(key, f"only used by method = {m!r} (method = {method!r})")
@@ -310,7 +310,7 @@ class Diffusion(SamplerSchema):
                 f"needs method = 'sde' or 'ode', the ones with a density (method = {method!r});"
                 " set metropolis = false for raw, approximate samples",
             )
-        out = {"method": method, "metropolis": exact, **cls.METHOD_KEYS[method], **data}
+        out = {"method": method, "metropolis": exact, **cls.METHOD_DEFAULTS[method], **data}
         steps = out.get("steps")
         if method == "sde" and isinstance(steps, int) and not isinstance(steps, bool) and steps < 2:
             raise rule("steps", f"must be >= 2 for method = 'sde' (got {steps})")
@@ -325,8 +325,8 @@ class Diffusion(SamplerSchema):
 
     @classmethod
     def method_keys(cls, method: str) -> tuple[str, ...]:
-        """Every key of ``method``: those with a default, then those left unset."""
-        return (*cls.METHOD_KEYS[method], *cls.UNSET_KEYS.get(method, ()))
+        """Every key of ``method``, as the kernel names them."""
+        return diffusion_sampler.OPTIONS[method]
 
     def options(self) -> dict[str, Any]:
         """The keys of the chosen method and their values (None: unset)."""

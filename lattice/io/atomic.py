@@ -9,13 +9,18 @@ __all__ = ["write_file_atomic", "fsync_dir"]
 
 
 def write_file_atomic(path: str | Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` atomically: temporary file, fsync, ``os.replace``."""
+    """Replace ``path`` with ``data`` atomically: temporary file, fsync, ``os.replace``. A
+    failed write removes the temporary file and names it in the ``OSError``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # e.g. a full disk: no half-written temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(tmp)) from None
     os.replace(tmp, path)
 
 

@@ -15,7 +15,8 @@ training checkpoints of before this format named their leaves ``leaf_00000``, ``
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import h5py
 import jax
 import numpy as np
 
-from lattice.io.atomic import fsync_dir
+from lattice.io.atomic import fsync_dir, write_file_atomic
 from lattice.io.ensemble import EnsembleError, plain_value, short_error
 
 __all__ = [
@@ -56,36 +57,58 @@ def leaf_names(tree: Any) -> list[str]:
     return ["/".join(_key_name(k) for k in path) or "leaf" for path, _ in paths]
 
 
+def _digest(a: np.ndarray) -> str:
+    """SHA-256 of a leaf's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def write_checkpoint(path: str | Path, tree: Any, attrs: Mapping[str, Any]) -> None:
-    """Write ``tree`` (its leaves as datasets named by :func:`leaf_names`) and ``attrs``
-    atomically: temporary file, fsync, ``os.replace``, fsync of the directory."""
+    """Write ``tree`` (its leaves as datasets named by :func:`leaf_names`, each with the
+    SHA-256 of its bytes as attribute ``sha256``) and ``attrs`` atomically.
+
+    The file is built in memory and written with plain writes: temporary file, fsync,
+    ``os.replace``, fsync of the directory. A full disk therefore fails as one ``OSError``
+    before the old checkpoint is touched (HDF5 writing to disk itself would report part of
+    the failure only as its objects are freed), and the temporary file is removed."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    leaves = jax.tree_util.tree_leaves(tree)
-    with h5py.File(tmp, "w") as f:
-        for name, leaf in zip(leaf_names(tree), leaves, strict=True):
-            f.create_dataset(name, data=np.asarray(leaf))
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        for name, leaf in zip(leaf_names(tree), jax.tree_util.tree_leaves(tree), strict=True):
+            a = np.asarray(leaf)
+            f.create_dataset(name, data=a).attrs["sha256"] = _digest(a)
         for k, v in attrs.items():
             f.attrs[k] = v
-        f.flush()
-        os.fsync(f.id.get_vfd_handle())
-    os.replace(tmp, path)
+    write_file_atomic(path, image.getbuffer())
     fsync_dir(path.parent)
 
 
 def _read_all(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every dataset and the attributes; a dataset whose bytes do not match its ``sha256``
+    (files of before the digest have none) is a damaged checkpoint, named."""
     try:
         with h5py.File(path, "r") as f:
             arrays: dict[str, np.ndarray] = {}
+            damaged: list[str] = []
 
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
-                    arrays[name] = obj[()]
+                    arrays[name] = a = obj[()]
+                    want = obj.attrs.get("sha256")
+                    if want is not None and _digest(np.asarray(a)) != plain_value(want):
+                        damaged.append(name)
 
             f.visititems(visit)
-            return arrays, {k: plain_value(v) for k, v in f.attrs.items()}
+            attrs = {k: plain_value(v) for k, v in f.attrs.items()}
     except OSError as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({short_error(e)})") from None
+    if damaged:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint ({damaged[0]} does not match its checksum); "
+            "start again with --force"
+        )
+    return arrays, attrs
 
 
 def read_checkpoint_attrs(path: str | Path) -> dict[str, Any]:

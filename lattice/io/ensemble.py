@@ -42,9 +42,11 @@ bytes on disk are the same either way.
 from __future__ import annotations
 
 import datetime
+import errno
 import mmap
 import os
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,58 @@ def _early_dcpl() -> h5py.h5p.PropDCID:
     return dcpl
 
 
+def _reserve(path: Path) -> None:
+    """Make the file's disk space real before anything is appended. Early allocation fixes
+    every chunk's offset, but on most file systems the untouched parts stay sparse, so a full
+    disk would otherwise strike in the middle of a block or of a metadata flush and leave a
+    file that does not open. With the blocks reserved, a full disk can only stop a run here,
+    before it writes (ENOSPC, reported by the caller), or in the atomic checkpoint."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def _checksummed(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    """The per-measurement datasets that carry a CRC-32 per block: ``observables/<name>``,
+    ``diagnostics/<name>``, ``weights/log_w``."""
+    return [
+        (f"{g}/{name}", ds)
+        for g in ("observables", "diagnostics", "weights")
+        if g in f
+        for name, ds in f[g].items()
+    ]
+
+
+def _crc(a: np.ndarray, index: int | None = None) -> int:
+    """CRC-32 of an array's bytes (C order, its stored dtype), and of a configuration's
+    measurement index when given."""
+    crc = zlib.crc32(np.ascontiguousarray(a).tobytes())
+    return crc if index is None else zlib.crc32(np.int64(index).tobytes(), crc)
+
+
+def _verify(path: Path, f: h5py.File, loaded: Mapping[str, np.ndarray], committed: int) -> None:
+    """Refuse a file whose committed data do not match their checksums (a damaged disk, or an
+    edit), naming the dataset and the measurements. Files without ``/checksums`` pass."""
+    if "checksums" not in f:
+        return
+    sums = f["checksums"]
+    block = int(sums.attrs["block"])
+    for name, data in loaded.items():
+        want = sums[name][: -(-committed // block)]
+        for k, w in enumerate(want):
+            a, b = k * block, min((k + 1) * block, committed)
+            if _crc(data[:, a:b]) != w:
+                raise EnsembleError(
+                    f"{path}: /{name} does not match its checksum (measurements {a}-{b - 1}): "
+                    "the file is damaged or was edited"
+                )
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -113,6 +167,7 @@ class EnsembleWriter:
         observable_shapes: Mapping[str, tuple[int, ...]],
         block: int,
         diagnostics: tuple[str, ...] = DIAGNOSTICS,
+        write_block: int | None = None,
         weights: bool = False,
     ) -> EnsembleWriter:
         w = cls(path)
@@ -181,6 +236,17 @@ class EnsembleWriter:
                     maxshape=(None,),
                     dcpl=_early_dcpl(),
                 )
+            # one CRC-32 per block of measurements as the run writes them (default: a chunk)
+            sums = f.create_group("checksums")
+            per = sums.attrs["block"] = max(1, min(write_block or blk, samples))
+            for name, _ in _checksummed(f):
+                sums.create_dataset(
+                    name, (-(-samples // per),), dtype=np.uint32, dcpl=_early_dcpl()
+                )
+            if n_saved > 0:
+                sums.create_dataset(
+                    "configs", (chains, n_saved), dtype=np.uint32, dcpl=_early_dcpl()
+                )
             t = f.create_group("timing")
             t.attrs["seconds"] = 0.0
             t.attrs["steps"] = 0
@@ -190,6 +256,7 @@ class EnsembleWriter:
 
     # ------------------------------------------------------------------ appending
     def open(self) -> EnsembleWriter:
+        _reserve(self.path)
         self._f = h5py.File(self.path, "r+")
         if self._want_direct and "configs" in self._f:
             self._direct = _DirectChunks.try_open(self.path, self._f["configs"])
@@ -222,11 +289,18 @@ class EnsembleWriter:
         allowed and overwrites it (a resumed run regenerates bitwise the same data)."""
         f = self._f
         n = diag["acceptance"].shape[1]
+        sums = f.get("checksums")
         for name, arr in obs.items():
             f["observables"][name][:, start : start + n] = arr
         for name, arr in diag.items():
             group = "weights" if name == "log_w" and "weights" in f else "diagnostics"
             f[group][name][:, start : start + n] = arr
+        if sums is not None:  # files of before the checksums have none
+            block = int(sums.attrs["block"])
+            if start % block or (n != block and start + n != f.attrs["samples"]):
+                raise ValueError(f"blocks are of {block} measurements (got {start}:{start + n})")
+            for name, ds in _checksummed(f):
+                sums[name][start // block] = _crc(ds[:, start : start + n])
 
     def write_configs(self, saved: np.ndarray, start: int, index: np.ndarray) -> None:
         """Write saved configurations ``saved[k]`` (each ``[chains, *shape]``, as the sampler
@@ -242,6 +316,15 @@ class EnsembleWriter:
             for k in range(saved.shape[0]):
                 ds[:, start + k] = saved[k]
         self._f["configs_index"][start : start + len(index)] = index
+        if "checksums/configs" in self._f:
+            crcs = np.array(
+                [
+                    [_crc(np.asarray(c, ds.dtype), i) for c in cfg]
+                    for cfg, i in zip(saved, index, strict=True)
+                ],
+                np.uint32,
+            ).reshape(len(index), -1)
+            self._f["checksums/configs"][:, start : start + len(index)] = crcs.T
 
     def commit(
         self,
@@ -378,7 +461,17 @@ class Ensemble:
             return phi[:, which], parts[0][1][which]
         with h5py.File(self.path, "r") as f:
             idx = f["configs_index"][: self.saved][which]
-            return f["configs"][chains, : self.saved][:, which], idx
+            phi = f["configs"][chains, : self.saved][:, which]
+            if "checksums/configs" in f:
+                want = f["checksums/configs"][chains, : self.saved][:, which]
+                for c, k in np.ndindex(want.shape):
+                    if _crc(phi[c, k], idx[k]) != want[c, k]:
+                        raise EnsembleError(
+                            f"{self.path}: /configs does not match its checksum (configuration"
+                            f" {k} of chain {c} in this selection): the file is damaged or "
+                            "was edited"
+                        )
+            return phi, idx
 
 
 def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensemble:
@@ -407,6 +500,12 @@ def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensem
                 obs = {k: np.asarray(d[:, :n]) for k, d in f["observables"].items()}
             diag = {k: np.asarray(d[:, :n]) for k, d in f["diagnostics"].items()}
             weights = np.asarray(f["weights/log_w"][:, :n]) if "weights/log_w" in f else None
+            loaded = {
+                **{f"observables/{k}": v for k, v in obs.items()},
+                **{f"diagnostics/{k}": v for k, v in diag.items()},
+                **({"weights/log_w": weights} if weights is not None else {}),
+            }
+            _verify(path, f, loaded, n)
             return Ensemble(
                 path=path,
                 config_toml=str(f["config"].attrs["toml"]),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -32,9 +31,10 @@ from typing import Any
 from lattice.config.base import tomllib
 from lattice.io.atomic import write_file_atomic
 from lattice.io.checkpoint import read_checkpoint, read_checkpoint_attrs, write_checkpoint
+from lattice.io.failure import io_failure, io_reason, quiet_freed_hdf5
 from lattice.runs.progress import Reporter
 
-__all__ = ["RunError", "RunDirectory", "io_reason", "free_space", "human_bytes"]
+__all__ = ["RunError", "RunDirectory", "free_space", "human_bytes"]
 
 
 def free_space(path: Path) -> str:
@@ -54,25 +54,20 @@ def human_bytes(n: float) -> str:
     return f"{n:.3g} PB"
 
 
-def io_reason(e: OSError) -> str:
-    """One line for an I/O failure: the system's words and the file, without a traceback."""
-    what = os.strerror(e.errno) if e.errno else (e.strerror or str(e).splitlines()[0][:120])
-    name = getattr(e, "filename", None)
-    if not name:  # h5py names the file inside its message
-        m = re.search(r"filename = '([^']+)'", str(e))
-        name = m.group(1) if m else None
-    return f"{what}: {name}" if name else what
-
-
 class RunError(Exception):
-    """A command that cannot start (bad directory, data, edited config): the CLI prints the
-    one-line message and exits with ``exit_code`` (2)."""
+    """A command that cannot start (bad directory, data, edited config) or was stopped (an I/O
+    failure): the CLI prints the one-line message and exits with ``exit_code`` (2).
+
+    ``hard``: after an I/O failure HDF5 may be unable to flush the objects of the failed file,
+    and freeing them at interpreter exit can crash h5py; the CLI then ends the process at once
+    after the message (``os._exit``), with nothing left to save."""
 
     exit_code = 2
 
-    def __init__(self, message: str, exit_code: int = 2):
+    def __init__(self, message: str, exit_code: int = 2, *, hard: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.hard = hard
 
 
 @dataclass(frozen=True)
@@ -207,6 +202,25 @@ class RunDirectory:
 
     def checkpoint_attrs(self) -> dict[str, Any]:
         return read_checkpoint_attrs(self.checkpoint)
+
+    @contextlib.contextmanager
+    def guard_io(self) -> Iterator[None]:
+        """Turn every I/O failure inside (a full disk, a read-only or vanished file, a damaged
+        HDF5 file) into one line, a ``hard`` :attr:`error`: what happened, the free space,
+        that what was committed and the last checkpoint are safe, and how to continue."""
+        with quiet_freed_hdf5():
+            try:
+                yield
+            except (OSError, RuntimeError) as e:
+                reason = io_failure(e)
+                if reason is None:
+                    raise  # not an I/O failure
+                raise self.error(
+                    f"{self.root}: stopped by an I/O error ({reason}; {free_space(self.root)}); "
+                    f"what was committed and the last checkpoint are safe: fix the cause, then "
+                    f"`lattice resume {self.root}`",
+                    hard=True,
+                ) from None
 
     def log(self, reporter: Reporter, message: str, show: bool = True) -> None:
         """Append a timestamped line to the log; show it through ``reporter`` too."""

@@ -13,12 +13,10 @@ an uninterrupted run.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from lattice.io.reader import open_ensemble
 from lattice.numerics.compile import require_x64
 from lattice.numerics.observables import observable_shapes
 from lattice.numerics.phi4 import Phi4
-from lattice.runs.directory import RunDirectory, RunError, free_space, human_bytes, io_reason
+from lattice.runs.directory import RunDirectory, RunError, human_bytes
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.score.model import ModelError, check_compatible
@@ -70,13 +68,6 @@ class DivergedError(JobError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=3)
-
-
-class IOFailure(JobError):
-    """A run stopped by an I/O error (a full disk, a read-only or damaged file); what it
-    committed and its last checkpoint are safe. HDF5 may be left unable to flush the file's
-    objects: the CLI ends the process at once after the message (``os._exit``), since freeing
-    them at interpreter exit can crash h5py."""
 
 
 class _Diverged(Exception):
@@ -449,6 +440,7 @@ def _start(job: _Job, d: RunDirectory, reporter: Reporter):
         dtype=job.dtype,
         observable_shapes=observable_shapes(job.theory),
         block=r.checkpoint_every,
+        write_block=_block_size(r.checkpoint_every, r.save_every),
         diagnostics=(CLUSTER_DIAGNOSTICS if sampler.cluster is not None else ())
         + sampler.diagnostics,
         weights=sampler.weighted,
@@ -571,46 +563,11 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
         )
 
 
-def _raised_by_h5py(e: BaseException) -> bool:
-    """Whether the innermost frame of ``e``'s traceback is h5py's (its RuntimeErrors are
-    HDF5's I/O failures, e.g. "Slist already enabled?" after a full disk)."""
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
-
-
 def _execute_safely(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
-    """:func:`_execute`, with every I/O failure (a full disk, a read-only or vanished file, a
-    damaged HDF5 file) turned into one line: what happened, that the committed part and the
-    last checkpoint are safe, and how to continue."""
-    hook = sys.unraisablehook
-
-    def quiet_h5py(unraisable) -> None:
-        # h5py objects of a file whose write failed report that failure again, unraisably,
-        # when they are freed: the one-line error below says it all
-        if "h5py" in repr(getattr(unraisable, "object", "")) + str(unraisable.exc_value):
-            return
-        hook(unraisable)
-
-    sys.unraisablehook = quiet_h5py
-    try:
+    """:func:`_execute`, with every I/O failure turned into one line
+    (:meth:`RunDirectory.guard_io`)."""
+    with d.guard_io():
         return _execute(job, d, reporter, resume)
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not _raised_by_h5py(e):
-            raise  # not an I/O failure
-        if isinstance(e, OSError):
-            reason = io_reason(e)
-        else:
-            reason = "HDF5: " + str(e).splitlines()[0][:120]
-    finally:
-        gc.collect()
-        sys.unraisablehook = hook
-    raise IOFailure(
-        f"{d.root}: stopped by an I/O error ({reason}; {free_space(d.root)}); the "
-        "committed measurements and the last checkpoint are safe: fix the cause, then "
-        f"`lattice resume {d.root}`"
-    )
 
 
 def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:

@@ -181,7 +181,8 @@ def train_model(
     data = load_training_data(cfg, config_dir)  # bad data fails before anything is written
     with d.locked():
         d.claim(cfg.to_toml(), force=force, describe=describe)
-        return _execute(cfg, d, data, reporter or QuietReporter(), False, on_trained)
+        with d.guard_io():
+            return _execute(cfg, d, data, reporter or QuietReporter(), False, on_trained)
 
 
 def resume_training(
@@ -208,7 +209,7 @@ def resume_training(
         except (EnsembleError, KeyError) as e:
             raise TrainError(f"{d.checkpoint}: damaged checkpoint ({e})") from None
     data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
-    with d.locked():
+    with d.locked(), d.guard_io():
         return _execute(cfg, d, data, rep, True, on_trained)
 
 
