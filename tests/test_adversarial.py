@@ -341,3 +341,47 @@ def test_a_damaged_checkpoint_is_refused_naming_the_leaf(tmp_path, reference):
         for name in ("state/phi", "keys"):
             del f[name].attrs["sha256"]
     assert read_checkpoint(path, tree)[0]["state"]["phi"][1, 1] == -1.0
+
+
+def test_a_run_whose_config_was_deleted_resumes_from_its_recorded_config(
+    tmp_path, tmpfs, reference
+):
+    """Defect 10: a run whose config.toml was deleted could not be resumed, although its
+    ensemble holds the config text. A full disk leaves the run unfinished, deterministically."""
+    from test_jobs import datasets
+
+    disk = tmpfs("disk", "96k")
+    d = disk / "r"
+    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2)
+    (d / "config.toml").unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    cli("resume", d, "--quiet", check=0)
+    assert "config.toml was missing: written back from ensemble.h5" in (d / "run.log").read_text()
+    want, got = datasets(reference / "run" / "ensemble.h5"), datasets(d / "ensemble.h5")
+    assert all(np.array_equal(want[k], got[k]) for k in want) and want.keys() == got.keys()
+    p = cli("resume", tmp_path / "nothing")  # nothing recorded: still refused, nothing made
+    assert p.returncode == 2 and "no config.toml" in _one_line(p)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_a_run_killed_in_its_first_seconds_leaves_its_log(tmp_path):
+    """Defect 10: a run killed in its first seconds (while it compiles) left no run.log."""
+    import os
+    import signal
+
+    cfg = write(tmp_path, TINY.format(kind="hmc"))
+    d = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(d), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not (d / "config.toml").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (d / "checkpoint.h5").exists(), "killed too late to test the first seconds"
+    assert "run started by process" in (d / "run.log").read_text()

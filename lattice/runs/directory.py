@@ -157,6 +157,8 @@ class RunDirectory:
                     p.unlink(missing_ok=True)
             self.root.mkdir(parents=True, exist_ok=True)
             write_file_atomic(self.config, config_toml)
+            # the first line at once: a run killed while it compiles still leaves its log
+            self.log(None, f"{self.command} started by process {os.getpid()}", show=False)
         except OSError as e:
             raise self.error(f"{self.root}: cannot write there ({io_reason(e)})") from None
 
@@ -187,10 +189,18 @@ class RunDirectory:
         finally:
             os.close(fd)  # releases the lock
 
-    def require_config(self) -> None:
-        """A resume needs the directory's config."""
-        if not self.config.exists():
+    def require_config(self, recorded: Callable[[], tuple[str, str] | None] | None = None) -> None:
+        """A resume needs the directory's config. If it was deleted, ``recorded()`` may give
+        the config text the run recorded and where (its ensemble, its checkpoint): the file is
+        written back from it, and the log says so. Call it holding the lock."""
+        if self.config.exists():
+            return
+        found = recorded() if recorded is not None and self.root.is_dir() else None
+        if found is None:
             raise self.error(f"{self.root}: not a {self.command} directory (no {self.CONFIG})")
+        text, source = found
+        write_file_atomic(self.config, text)
+        self.log(None, f"{self.CONFIG} was missing: written back from {source}", show=False)
 
     def save(self, tree: Any, attrs: dict[str, Any]) -> None:
         """Checkpoint ``tree`` and ``attrs`` (atomically)."""
@@ -222,11 +232,11 @@ class RunDirectory:
                     hard=True,
                 ) from None
 
-    def log(self, reporter: Reporter, message: str, show: bool = True) -> None:
+    def log(self, reporter: Reporter | None, message: str, show: bool = True) -> None:
         """Append a timestamped line to the log; show it through ``reporter`` too."""
         with open(self.log_file, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        if show:
+        if show and reporter is not None:
             reporter.log(message)
 
 

@@ -269,9 +269,25 @@ def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path
     """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
     require_x64(JobError)
     d = run_directory(run_dir)
-    d.require_config()
+    if not d.root.is_dir():
+        d.require_config()  # refuses: nothing is there
     with d.locked():
+        d.require_config(lambda: _recorded_config(d))
         return _resume(d, reporter)
+
+
+def _recorded_config(d: RunDirectory) -> tuple[str, str] | None:
+    """The config text a run recorded (its ensemble's ``/config``, else its checkpoint), and
+    where it was found; None if neither holds one."""
+    try:
+        return open_ensemble(d.path(ENSEMBLE), load_observables=False).config_toml, ENSEMBLE
+    except EnsembleError:
+        pass
+    try:
+        text = d.checkpoint_attrs().get("config_toml")
+    except CheckpointError:
+        return None
+    return (str(text), d.CHECKPOINT) if text else None
 
 
 def _resume(d: RunDirectory, reporter: Reporter | None) -> Path:

@@ -193,6 +193,9 @@ def resume_training(
 ) -> Path:
     """Continue an interrupted training from its checkpoint (bitwise identical weights)."""
     d = model_directory(model_dir)
+    if not d.config.exists() and d.checkpoint.exists():  # deleted: the checkpoint holds it
+        with d.locked():
+            d.require_config(lambda: _recorded_config(d))
     d.require_config()
     try:
         cfg = load_train_config(d.config)
@@ -211,6 +214,15 @@ def resume_training(
     data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
     with d.locked(), d.guard_io():
         return _execute(cfg, d, data, rep, True, on_trained)
+
+
+def _recorded_config(d: RunDirectory) -> tuple[str, str] | None:
+    """The config text an unfinished training recorded in its checkpoint, if any."""
+    try:
+        text = d.checkpoint_attrs().get("config")
+    except EnsembleError:
+        return None
+    return (str(text), d.CHECKPOINT) if text else None
 
 
 def _restore(cfg: TrainConfig, d: RunDirectory, data: TrainingData, template):
