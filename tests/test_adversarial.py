@@ -385,3 +385,19 @@ def test_a_run_killed_in_its_first_seconds_leaves_its_log(tmp_path):
     proc.wait()
     assert not (d / "checkpoint.h5").exists(), "killed too late to test the first seconds"
     assert "run started by process" in (d / "run.log").read_text()
+
+
+def test_resume_refuses_a_damaged_checkpoint_naming_the_leaf(tmp_path, tmpfs):
+    """Defect 9 through the CLI: an unfinished run (stopped by a full disk) whose checkpoint's
+    state/phi was changed; `resume` exits 2 naming the leaf, and writes nothing."""
+    disk = tmpfs("disk", "96k")
+    d = disk / "r"
+    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    with h5py.File(d / "checkpoint.h5", "r+") as f:
+        f["state/phi"][0, 0, 0] = 7.0
+    before = (d / "ensemble.h5").read_bytes()
+    p = cli("resume", d)
+    assert p.returncode == 2
+    assert "state/phi does not match its checksum" in _one_line(p)
+    assert (d / "ensemble.h5").read_bytes() == before

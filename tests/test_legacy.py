@@ -115,7 +115,9 @@ def _tree(f: h5py.File) -> dict[str, h5py.HLObject]:
 
 #: what files gained after the fixtures (issue 27: checksums), checked by the readers instead
 ADDED_OBJECTS = ("/checksums",)  # ensemble: CRC-32 per block (lattice.io.ensemble._verify)
-ADDED_ATTRS = {"sha256"}  # checkpoint datasets: their digest (lattice.io.checkpoint._read_all)
+#: checkpoints: each dataset's digest (lattice.io.checkpoint._read_all), the root's command (the
+#: directory's kind, lattice.runs.directory.RunDirectory.save)
+ADDED_ATTRS = {"sha256", "command"}
 
 
 def compare_h5(

@@ -182,3 +182,23 @@ print("x64", jax.config.jax_enable_x64)
     assert r.returncode == 0, r.stderr
     assert "error: jax_enable_x64 is off" in r.stdout and "x64 False" in r.stdout
     assert not (tmp_path / "r").exists()
+
+
+def test_a_directory_records_its_kind_and_refusals_name_it(tmp_path):
+    """Issue 27: a directory's kind is data (its checkpoint records the command that wrote it),
+    so even a run left with only its checkpoint is never taken by `lattice train --force`; every
+    refusal names the kind that is there."""
+    root = tmp_path / "kb"
+    run_directory(root).claim("[run]\nseed = 1\n", force=False, describe=lambda: "unused")
+    run_directory(root).save({"phi": np.zeros(3)}, {"next_step": 8})
+    assert run_directory(root).checkpoint_attrs()["command"] == "run"
+    (root / "config.toml").unlink()
+    (root / "run.log").unlink()
+    before = {p.name: p.read_bytes() for p in root.iterdir()}
+    model = model_directory(root)
+    with pytest.raises(RunError, match="an ensemble run is there: its checkpoint.h5"):
+        model.claim("[train]\n", force=True, describe=lambda: "unused")
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
+    (root / "model.json").write_text("{}")
+    with pytest.raises(RunError, match=r"not a run directory \(a trained model is there"):
+        run_directory(root).claim("[run]\n", force=True, describe=lambda: "unused")

@@ -30,7 +30,12 @@ from typing import Any
 
 from lattice.config.base import tomllib
 from lattice.io.atomic import write_file_atomic
-from lattice.io.checkpoint import read_checkpoint, read_checkpoint_attrs, write_checkpoint
+from lattice.io.checkpoint import (
+    CheckpointError,
+    read_checkpoint,
+    read_checkpoint_attrs,
+    write_checkpoint,
+)
 from lattice.io.failure import io_failure, io_reason, quiet_freed_hdf5
 from lattice.runs.progress import Reporter
 
@@ -68,6 +73,21 @@ class RunError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
         self.hard = hard
+
+
+#: the kind of directory a file, a checkpoint's command or a config table marks
+_KIND_OF = {
+    "manifest.json": "a multi-process run is there",
+    "model.json": "a trained model is there",
+    "model.eqx": "a trained model is there",
+    "history.csv": "a model in training is there",
+    "train.log": "a model in training is there",
+    "ensemble.h5": "an ensemble is there",
+    "run.log": "an ensemble run is there",
+    "train": "a model's training is there",
+    "model": "a model's training is there",
+    "run": "an ensemble run is there",
+}
 
 
 @dataclass(frozen=True)
@@ -118,17 +138,27 @@ class RunDirectory:
         ]
 
     def other_command(self) -> str | None:
-        """What marks the directory as another command's (None if nothing does): a file of
-        ``foreign``, or a config without this command's table."""
+        """What marks the directory as another command's, naming the kind that is there (None
+        if nothing does): a file of ``foreign``, a checkpoint that records another command
+        (attribute ``command``), or a config without this command's table."""
         for n in self.foreign:
             if (self.root / n).exists():
-                return n
+                return f"{_KIND_OF.get(n, 'another command')}: {n}"
+        if self.checkpoint.is_file():
+            try:
+                command = self.checkpoint_attrs().get("command", self.command)
+            except CheckpointError:
+                command = self.command  # damaged: resume says so
+            if command != self.command:
+                return f"{_KIND_OF.get(command, command)}: its {self.CHECKPOINT}"
         if self.config.is_file():
             try:
-                if self.table not in tomllib.loads(self.config.read_text()):
-                    return f"{self.CONFIG} without [{self.table}]"
+                tables = tomllib.loads(self.config.read_text())
             except (OSError, UnicodeDecodeError, ValueError):
                 return f"an unreadable {self.CONFIG}"
+            if self.table not in tables:
+                other = next((_KIND_OF[t] for t in ("train", "run") if t in tables), "a config")
+                return f"{other}: {self.CONFIG} without [{self.table}]"
         return None
 
     def in_use(self) -> bool:
@@ -146,8 +176,7 @@ class RunDirectory:
         other = self.other_command()
         if other is not None:
             raise self.error(
-                f"{self.root}: not a {self.command} directory ({other} is there); "
-                "choose another directory"
+                f"{self.root}: not a {self.command} directory ({other}); choose another directory"
             )
         if self.in_use() and not force:
             raise self.error(f"{self.root}: {describe()}")
@@ -203,8 +232,9 @@ class RunDirectory:
         self.log(None, f"{self.CONFIG} was missing: written back from {source}", show=False)
 
     def save(self, tree: Any, attrs: dict[str, Any]) -> None:
-        """Checkpoint ``tree`` and ``attrs`` (atomically)."""
-        write_checkpoint(self.checkpoint, tree, attrs)
+        """Checkpoint ``tree`` and ``attrs`` (atomically), with the command that wrote it (the
+        directory's kind, as data: attribute ``command``)."""
+        write_checkpoint(self.checkpoint, tree, {**attrs, "command": self.command})
 
     def restore(self, template: Any) -> tuple[Any, dict[str, Any]]:
         """The checkpointed tree (structure of ``template``) and its attributes."""
