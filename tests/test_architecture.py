@@ -168,6 +168,27 @@ def test_import_lattice_is_light(heavy):
     assert r.stdout.strip() == "False"
 
 
+_RUN_PATH = """
+import sys
+from lattice.config.run import parse_config
+from lattice.runs.sampling import _prepare
+cfg = parse_config('[lattice]\\nshape = [4, 4]\\n[action]\\nkappa = 0.2\\nlambda = 0.1\\n'
+                   '[sampler]\\nkind = "hmc"\\n[run]\\nchains = 2\\n')
+_prepare(cfg)
+print(" ".join(m for m in ("equinox", "optax", "diffrax", "scipy", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_a_run_without_a_model_does_not_import_the_score_layer():
+    """A sampling run of a classical sampler imports neither equinox, optax, diffrax nor
+    scipy: the config, the theory, the sampler and its keys are built without them."""
+    r = subprocess.run(
+        [sys.executable, "-c", _RUN_PATH], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "", r.stdout
+
+
 def _nested_imports(path: Path) -> list[ast.stmt]:
     """The import statements inside functions."""
     out = []

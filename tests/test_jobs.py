@@ -96,6 +96,18 @@ def test_run_writes_the_documented_layout(tmp_path, kind):
         np.testing.assert_allclose(phi2, f["observables/phi2"][:, ::4], rtol=1e-12)
         G = f["observables/G"][:]
         np.testing.assert_allclose(G.sum(-1), f["observables/chi"][:], rtol=1e-10)
+    # start-up, each loop's compilation and each loop's own rate are lines of their own, in order
+    log = (run_dir / "run.log").read_text()
+    marks = [
+        "start-up: ",
+        "compiled the thermalization loop in ",
+        "thermalized after 20 steps: 20 steps in ",
+        "compiled the sampling loop in ",
+        "sampled 60 steps in ",
+        "complete: 30 measurements",
+    ]
+    at = [log.find(m) for m in marks]
+    assert -1 not in at and at == sorted(at), log
     p = cli("info", run_dir, check=0)
     assert "complete" in p.stdout and "[6, 4]" in p.stdout
 

@@ -155,10 +155,20 @@ def normal(key, shape, dtype=jnp.float32, stream: int = 0) -> jax.Array:
     dtype = jnp.dtype(dtype)
     if not is_threefry(key):
         return jax.random.normal(jax.random.fold_in(key, stream), shape, dtype)
+    return normal_from_bits(normal_bits(key, shape, stream), shape, dtype)
+
+
+def normal_bits(key, shape, stream: int = 0) -> jax.Array:
+    """The 32-bit words :func:`normal` transforms (one threefry key; uint32, the two words of
+    each counter concatenated). Integer arithmetic only: the same bits jitted or not."""
+    b0, b1 = _bits_pairs(key, (math.prod(shape) + 1) // 2, stream)
+    return jnp.concatenate([b0, b1])
+
+
+def normal_from_bits(bits, shape, dtype=jnp.float32) -> jax.Array:
+    """:func:`normal` from its words (``bits`` of :func:`normal_bits`)."""
     n = math.prod(shape)
-    b0, b1 = _bits_pairs(key, (n + 1) // 2, stream)
-    z = _to_normal(jnp.concatenate([b0, b1]), dtype)
-    return z[:n].reshape(shape)
+    return _to_normal(bits, jnp.dtype(dtype))[:n].reshape(shape)
 
 
 def pair_counters(shape) -> jax.Array:

@@ -31,15 +31,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lattice.config.run import RunConfig, build_theory, load_config, parse_config
 from lattice.io.checkpoint import CheckpointError
 from lattice.io.ensemble import EnsembleError, EnsembleWriter
-from lattice.io.model import load_model, norm_function_of
 from lattice.io.reader import open_ensemble
 from lattice.numerics.compile import require_x64
 from lattice.numerics.observables import observable_shapes
 from lattice.numerics.phi4 import Phi4
 from lattice.runs.directory import RunDirectory, RunError, human_bytes
-from lattice.runs.progress import QuietReporter, Reporter
+from lattice.runs.progress import QuietReporter, Reporter, process_seconds
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
-from lattice.score.model import ModelError, check_compatible
 
 #: the extra /diagnostics of a sampler with cluster updates (see lattice.samplers.chains._advance)
 CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
@@ -125,6 +123,11 @@ def build_sampler(cfg: RunConfig, theory):
     s = cfg.sampler
     if not s.needs_model():
         return s.build(theory)
+    # imported only for a model: equinox and the score layer cost a run without one 0.3 s of
+    # start-up (docs/PERFORMANCE.md)
+    from lattice.io.model import load_model, norm_function_of
+    from lattice.score.model import check_compatible  # lazy (above)
+
     model = load_model(s.model)
     check_compatible(model, theory)  # before the kernel table is looked for
     norm = norm_function_of(model) if s.kernel == "analytic" else None
@@ -410,9 +413,14 @@ def _prepare(cfg: RunConfig) -> _Job:
     model fails before any file is written), keys and sharding of a config."""
     r = cfg.run
     theory = build_theory(cfg)
+    errors: tuple[type[Exception], ...] = (ValueError,)
+    if cfg.sampler.needs_model():
+        from lattice.score.model import ModelError  # lazy: see build_sampler
+
+        errors = (ModelError, ValueError)
     try:
         sampler = build_sampler(cfg, theory)
-    except (ModelError, ValueError) as e:
+    except errors as e:
         raise JobError(f"sampler.model: {e}") from None
     keys = chain_keys(r.seed, np.arange(r.first_chain, r.first_chain + r.chains), r.prng)
     key_data = np.asarray(jax.random.key_data(keys))
@@ -497,16 +505,48 @@ def _restore(job: _Job, d: RunDirectory, reporter: Reporter):
     return states, p
 
 
+class _Clock:
+    """Where a phase's seconds go: the jitted loops' dispatch calls (tracing and compilation
+    happen inside the call; the loop itself runs asynchronously after it returns, so a cached
+    call takes well under a millisecond), and the wall time from the end of the first call
+    (the first compilation) to the end of the phase, the loop's own time."""
+
+    def __init__(self):
+        self.first = 0.0  # the first call: tracing + compilation
+        self.t_loop = None  # when the first call returned
+
+    def call(self, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        if self.t_loop is None:
+            self.t_loop = time.perf_counter()
+            self.first = self.t_loop - t
+        return out
+
+    def summary(self, job: _Job, steps: int) -> str:
+        """'N steps in X s (R steps/s, S site-updates/s), after compiling for Y s'."""
+        loop = time.perf_counter() - (self.t_loop or time.perf_counter())
+        sites = math.prod(job.theory.shape) * job.cfg.run.chains
+        rate = steps / loop if loop > 0 else float("nan")
+        return (
+            f"{steps} steps in {loop:.2f} s ({rate:.0f} steps/s, {rate * sites:.3g} "
+            f"site-updates/s) after the first call's compilation ({self.first:.2f} s)"
+        )
+
+
 def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elapsed):
     """Thermalization in blocks of checkpoint_every × measure_every steps, checkpointed."""
     r = job.cfg.run
     if p.step >= r.thermalization:
         return states
-    reporter.start("thermalization", r.thermalization, p.step)
     block = r.checkpoint_every * r.measure_every
+    step0, clock = p.step, _Clock()
     while p.step < r.thermalization:
         n = min(block, r.thermalization - p.step)
-        states, acc = evolve(job.sampler, job.keys, states, p.step, n)
+        states, acc = clock.call(evolve, job.sampler, job.keys, states, p.step, n)
+        if p.step == step0:
+            d.log(reporter, f"compiled the thermalization loop in {clock.first:.2f} s", show=False)
+            reporter.start("thermalization", r.thermalization, p.step)
         bad = _first_nonfinite(np.asarray(states.phi)[None])
         if bad is not None:  # checked once per block, on the host copy the checkpoint needs
             raise _Diverged(bad[0], p.step + n, "the field")
@@ -514,7 +554,11 @@ def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elap
         p.seconds = elapsed()
         _checkpoint(job, d, states, p)
         reporter.advance(p.step, float(np.mean(acc)))
-    d.log(reporter, f"thermalized after {p.step} steps", show=False)
+    d.log(
+        reporter,
+        f"thermalized after {p.step} steps: {clock.summary(job, p.step - step0)}",
+        show=False,
+    )
     return states
 
 
@@ -522,7 +566,6 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
     """The measurement blocks, pipelined: while the device computes block k+1, the writer
     thread writes block k, commits it and checkpoints the states after it."""
     r, sampler, theory, keys = job.cfg.run, job.sampler, job.theory, job.keys
-    reporter.start("sampling", r.thermalization + r.samples * r.measure_every, p.step)
     size = _block_size(r.checkpoint_every, r.save_every)
     blocks = [(c, min(size, r.samples - c)) for c in range(p.committed, r.samples, size)]
 
@@ -556,13 +599,16 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
         _checkpoint(job, d, states, done)
         return done
 
-    saved = p.saved_committed
+    saved, step0, clock = p.saved_committed, p.step, _Clock()
     with _Writer() as bg:
-        pending = dispatch(states, *blocks[0]) if blocks else None
+        if blocks:
+            pending = clock.call(dispatch, states, *blocks[0])
+            d.log(reporter, f"compiled the sampling loop in {clock.first:.2f} s", show=False)
+        reporter.start("sampling", r.thermalization + r.samples * r.measure_every, p.step)
         for k, (first, n) in enumerate(blocks):
             states, obs, acc, configs = pending
             if k + 1 < len(blocks):
-                pending = dispatch(states, *blocks[k + 1])  # the device runs ahead
+                pending = clock.call(dispatch, states, *blocks[k + 1])  # the device runs ahead
             host = jax.device_get((states, obs, acc, configs))  # waits for block k only
             bg.submit(store, first, n, *host, saved)
             saved += 0 if not r.save_every else len(range(first, first + n, r.save_every))
@@ -577,6 +623,7 @@ def _measure(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter,
             results[-1].committed,
             results[-1].saved_committed,
         )
+        d.log(reporter, f"sampled {clock.summary(job, p.step - step0)}", show=False)
 
 
 def _execute_safely(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
@@ -594,6 +641,12 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
         states, p = _restore(job, d, reporter)
     else:
         states, p = _start(job, d, reporter)
+    d.log(
+        reporter,
+        f"start-up: {process_seconds():.2f} s from process start (imports, config, checks, "
+        "files) to the first step",
+        show=False,
+    )
     t_start, seconds0 = time.perf_counter(), p.seconds
 
     def elapsed() -> float:

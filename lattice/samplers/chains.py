@@ -18,6 +18,7 @@ layout (``measure(..., batch_last=True)``); see docs/physics.md, "Layout".
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +38,29 @@ __all__ = ["chain_keys", "initial_field", "init_states", "evolve", "sample", "tr
 PRNG_IMPLS = {"threefry": "threefry2x32", "rbg": "rbg", "unsafe_rbg": "unsafe_rbg"}
 
 
+# Run op by op, each JAX operation compiles a program of its own: a run's start compiled 55
+# of them (2.2 s of its 3.7 s start-up at 64² × 64, docs/PERFORMANCE.md). The integer work of
+# the start (the chain keys, the hot start's Threefry words) is jitted whole, which gives the
+# same bits; the floating-point work stays op by op, as in earlier versions, because XLA fuses
+# a jitted version into other roundings (fused multiply-adds) and old configs must keep
+# reproducing their ensembles bit for bit (tests/test_legacy.py).
+
+
+@jax.jit
+def _fold_all(base, idx):
+    return jax.vmap(jax.random.fold_in, (None, 0))(base, idx)
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "stream"))
+def _start_bits(keys, shape, stream):
+    return jax.vmap(lambda k: noise.normal_bits(k, shape, stream))(keys)
+
+
 def chain_keys(seed: int, chains: int | jax.Array, prng: str = "threefry") -> jax.Array:
     """Typed keys fold_in(key(seed), c) for c in ``chains`` (a count or an index array)."""
     base = jax.random.key(seed, impl=PRNG_IMPLS[prng])
-    idx = jnp.arange(chains) if isinstance(chains, int) else jnp.asarray(chains)
-    return jax.vmap(lambda c: jax.random.fold_in(base, c))(idx)
+    idx = np.arange(chains) if isinstance(chains, int) else chains
+    return _fold_all(base, idx)
 
 
 def initial_field(keys: jax.Array, theory: Phi4, start: str = "hot", dtype=jnp.float64):
@@ -51,7 +70,10 @@ def initial_field(keys: jax.Array, theory: Phi4, start: str = "hot", dtype=jnp.f
     """
     n = keys.shape[0]
     if start == "hot":
-        return jax.vmap(lambda k: noise.normal(k, theory.shape, dtype, stream=2**32 - 1))(keys)
+        if not noise.is_threefry(keys):
+            return jax.vmap(lambda k: noise.normal(k, theory.shape, dtype, stream=2**32 - 1))(keys)
+        bits = _start_bits(keys, tuple(theory.shape), 2**32 - 1)
+        return jax.vmap(lambda b: noise.normal_from_bits(b, theory.shape, dtype))(bits)
     if start == "cold":
         return jnp.zeros((n, *theory.shape), dtype)
     if start == "ordered":

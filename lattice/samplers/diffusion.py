@@ -34,10 +34,6 @@ import jax.numpy as jnp
 from lattice.numerics import noise
 from lattice.numerics.phi4 import Phi4
 from lattice.samplers.base import ByIdentity, Exactness, Sampler, StepInfo, Traits, metropolis
-from lattice.score.flow import probe_colors, sample_with_density
-from lattice.score.model import check_compatible, provenance
-from lattice.score.path import kernel_variances, noise_levels, sample_path, stored_norm_function
-from lattice.score.reverse import annealed_langevin, predictor_corrector
 
 __all__ = ["DiffusionState", "diffusion", "traits", "METHODS", "OPTIONS", "DENSITY_METHODS"]
 
@@ -96,6 +92,18 @@ def diffusion(
             f" (got {', '.join(sorted(options)) or 'none'})"
         )
     o = options
+    # The score layer is imported here, by the builder: its models need equinox, and every run
+    # config imports this module for OPTIONS (a Langevin run's start-up was 0.34 s longer).
+    from lattice.score.flow import probe_colors, sample_with_density
+    from lattice.score.model import check_compatible, provenance  # lazy (above)
+    from lattice.score.path import (  # lazy (above)
+        kernel_variances,
+        noise_levels,
+        sample_path,
+        stored_norm_function,
+    )
+    from lattice.score.reverse import annealed_langevin, predictor_corrector  # lazy (above)
+
     check_compatible(model, theory)
     sde = model.sde
 

@@ -1,25 +1,52 @@
 """The learned score model (layer 2, pure: no file I/O): noising SDEs, the symmetric score
 network, the path-space and ODE samplers, and denoising score matching (docs/score.md). Model
 directories on disk are :mod:`lattice.io.model`; ``lattice train``'s run is
-:mod:`lattice.runs.training`."""
+:mod:`lattice.runs.training`.
 
-from lattice.score.gaussian import GaussianScore as GaussianScore
-from lattice.score.gaussian import exact_dsm_loss as exact_dsm_loss
-from lattice.score.gaussian import exact_gaussian_model as exact_gaussian_model
-from lattice.score.gaussian import free_field_samples as free_field_samples
-from lattice.score.model import ModelError as ModelError
-from lattice.score.model import ScoreModel as ScoreModel
-from lattice.score.model import check_compatible as check_compatible
-from lattice.score.network import NetworkSpec as NetworkSpec
-from lattice.score.network import ScoreNet as ScoreNet
-from lattice.score.network import build_network as build_network
-from lattice.score.network import count_parameters as count_parameters
-from lattice.score.path import kernel_variances as kernel_variances
-from lattice.score.path import noise_levels as noise_levels
-from lattice.score.path import sample_path as sample_path
-from lattice.score.path import score_norms as score_norms
-from lattice.score.sde import SDE as SDE
-from lattice.score.sde import VESDE as VESDE
-from lattice.score.sde import VPSDE as VPSDE
-from lattice.score.sde import make_sde as make_sde
-from lattice.score.train import dsm_loss as dsm_loss
+The names below are loaded on first use (PEP 562): importing one light module of this layer
+(``lattice.score.flow`` or ``lattice.score.sde``, which need jax only) then does not import
+the network's equinox, the trainer's optax or the Γ-method's scipy (0.34 s at every run's
+start-up, docs/PERFORMANCE.md)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_API = {
+    "GaussianScore": "lattice.score.gaussian",
+    "exact_dsm_loss": "lattice.score.gaussian",
+    "exact_gaussian_model": "lattice.score.gaussian",
+    "free_field_samples": "lattice.score.gaussian",
+    "ModelError": "lattice.score.model",
+    "ScoreModel": "lattice.score.model",
+    "check_compatible": "lattice.score.model",
+    "NetworkSpec": "lattice.score.network",
+    "ScoreNet": "lattice.score.network",
+    "build_network": "lattice.score.network",
+    "count_parameters": "lattice.score.network",
+    "kernel_variances": "lattice.score.path",
+    "noise_levels": "lattice.score.path",
+    "sample_path": "lattice.score.path",
+    "score_norms": "lattice.score.path",
+    "SDE": "lattice.score.sde",
+    "VESDE": "lattice.score.sde",
+    "VPSDE": "lattice.score.sde",
+    "make_sde": "lattice.score.sde",
+    "dsm_loss": "lattice.score.train",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

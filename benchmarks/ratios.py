@@ -1,0 +1,231 @@
+"""Ratios that hold on any machine: lattice against its peers, timed in the same run.
+
+`make bench` runs this. Every comparison is timed alternately, so a machine whose speed drifts
+(docs/PERFORMANCE.md: about one process in five runs some loops 1.6–3× slower) slows both
+sides of a pair, and the ratio of medians is what is reported.
+
+1. **In the loop** (one process, float32 φ⁴ at κ = 0.27, λ = 0.022, 64² × 64 chains,
+   `jax_enable_x64` on as in `lattice run`), ``--rounds`` alternated rounds, best of 3 in each:
+   - Euler–Langevin steps: lattice's loop (`evolve`) against the plain-JAX peer
+     (`benchmarks/peer.py`) and the plain NumPy loop, site-updates/s;
+   - the same with the run's measurements every 10 steps: lattice's `sample` (every
+     observable of `lattice run`) against the peer measuring m and φ² only;
+   - HMC, trajectories of 10 leapfrog steps: force evaluations/s, lattice against the peer.
+2. **Whole process** (``--pairs`` alternated pairs, medians): `lattice run` of the job below
+   against `python benchmarks/peer.py job`, wall time of each process from exec to exit,
+   and lattice's in-loop rate from its run.log against the in-process `sample` rate of (1).
+   The job: 64² × 64 chains, 20000 Euler steps, float32, measured every 10 steps, no
+   configurations saved.
+
+    python benchmarks/ratios.py [--rounds 3] [--pairs 3] [--no-process] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import peer
+from common import best_of, machine
+from langevin import lattice_rate, numpy_plain_rate, sample_rate
+
+from lattice.config.sampler import Hmc
+
+L, CHAINS = 64, 64
+HERE = Path(__file__).resolve().parent
+
+JOB = """name = "whole_process"
+[lattice]
+shape = [64, 64]
+[action]
+form = "kappa"
+kappa = 0.27
+lambda = 0.022
+[sampler]
+kind = "langevin"
+step_size = 0.01
+[run]
+chains = 64
+seed = 1
+thermalization = 0
+samples = 2000
+measure_every = 10
+save_every = 0
+dtype = "float32"
+"""
+JOB_STEPS = 20000
+
+
+def peer_rate(steps: int) -> float:
+    keys, phi = peer.start(L, CHAINS)
+    return (
+        L
+        * L
+        * CHAINS
+        * steps
+        / best_of(lambda: peer.langevin_bare(keys, phi, steps).block_until_ready())
+    )
+
+
+def peer_sample_rate(every: int, n_meas: int) -> float:
+    keys, phi = peer.start(L, CHAINS)
+    return (
+        L
+        * L
+        * CHAINS
+        * every
+        * n_meas
+        / best_of(lambda: peer.langevin(keys, phi, n_meas, every)[0].block_until_ready())
+    )
+
+
+def peer_hmc_rate(traj: int) -> float:
+    keys, phi = peer.start(L, CHAINS)
+    return (
+        10
+        * L
+        * L
+        * CHAINS
+        * traj
+        / best_of(lambda: peer.hmc(keys, phi, traj)[0].block_until_ready())
+    )
+
+
+def lattice_hmc_rate(traj: int) -> float:
+    return 10 * lattice_rate(
+        L, CHAINS, traj, sampler=lambda th: Hmc(trajectory_length=1.0, steps=10).build(th)
+    )
+
+
+def in_loop(rounds: int, steps: int) -> dict[str, list[float]]:
+    """``rounds`` alternated rounds of every loop; lists of rates."""
+    traj = max(steps // 20, 4)
+    cases = {
+        "lattice_euler": lambda: lattice_rate(L, CHAINS, steps),
+        "peer_euler": lambda: peer_rate(steps),
+        "numpy_euler": lambda: numpy_plain_rate(L, CHAINS, max(steps // 16, 10)),
+        "lattice_sample_every_10": lambda: sample_rate(L, CHAINS, 10, steps // 10),
+        "peer_sample_every_10": lambda: peer_sample_rate(10, steps // 10),
+        "lattice_hmc_forces": lambda: lattice_hmc_rate(traj),
+        "peer_hmc_forces": lambda: peer_hmc_rate(traj),
+    }
+    out: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            out[k].append(fn())
+    return out
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+_SAMPLED = re.compile(r"sampled (\d+) steps in ([\d.]+) s .*compilation \(([\d.]+) s\)")
+_STARTUP = re.compile(r"start-up: ([\d.]+) s")
+
+
+def whole_process(pairs: int) -> dict[str, list[float]]:
+    """``pairs`` alternated (lattice run, peer job) process pairs: wall seconds, and lattice's
+    in-loop seconds, compile and start-up seconds from its run.log."""
+    out: dict[str, list[float]] = {
+        k: []
+        for k in ("lattice_s", "peer_s", "lattice_loop_s", "lattice_compile_s", "lattice_startup_s")
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "job.toml"
+        cfg.write_text(JOB)
+        for i in range(pairs):
+            run_dir = Path(tmp) / f"run{i}"
+            lat = [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(run_dir), "-q"]
+            out["lattice_s"].append(_timed(lat, HERE))
+            out["peer_s"].append(_timed([sys.executable, str(HERE / "peer.py"), "job"], HERE))
+            log = (run_dir / "run.log").read_text()
+            m, s = _SAMPLED.search(log), _STARTUP.search(log)
+            if m is None or int(m.group(1)) != JOB_STEPS or s is None:
+                raise SystemExit(f"{run_dir}/run.log: no timing lines")
+            out["lattice_loop_s"].append(float(m.group(2)))
+            out["lattice_compile_s"].append(float(m.group(3)))
+            out["lattice_startup_s"].append(float(s.group(1)))
+    return out
+
+
+def _med(v: list[float]) -> float:
+    return float(np.median(v))
+
+
+def _spread(v: list[float]) -> str:
+    return f"{min(v):.3g}–{max(v):.3g}" if len(v) > 1 else f"{v[0]:.3g}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--no-process", action="store_true", help="skip the whole-process pairs")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    jax.config.update("jax_enable_x64", True)  # as in `lattice run`; float32 stays float32
+    assert jnp.zeros(1, jnp.float32).dtype == jnp.float32
+    res: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if not a.json:
+        print(res["machine"], res["date"], flush=True)
+    loop = in_loop(a.rounds, a.steps)
+    res["in_loop"] = loop
+    med = {k: _med(v) for k, v in loop.items()}
+    ratios = {
+        "euler_vs_peer": med["lattice_euler"] / med["peer_euler"],
+        "euler_vs_numpy": med["lattice_euler"] / med["numpy_euler"],
+        "sample_vs_peer": med["lattice_sample_every_10"] / med["peer_sample_every_10"],
+        "hmc_vs_peer": med["lattice_hmc_forces"] / med["peer_hmc_forces"],
+    }
+    if not a.json:
+        print(f"in the loop, {L}^2 x {CHAINS} float32, medians of {a.rounds} rounds (spread):")
+        for k, v in loop.items():
+            unit = "force evals/s" if "hmc" in k else "site-updates/s"
+            print(f"  {k:26s} {med[k]:.3g} {unit} ({_spread(v)})")
+        print(
+            f"  ratios: Euler {ratios['euler_vs_peer']:.2f}x the peer, "
+            f"{ratios['euler_vs_numpy']:.0f}x NumPy; with measurements "
+            f"{ratios['sample_vs_peer']:.2f}x the peer; HMC {ratios['hmc_vs_peer']:.2f}x the peer",
+            flush=True,
+        )
+    if not a.no_process:
+        proc = whole_process(a.pairs)
+        res["whole_process"] = proc
+        pm = {k: _med(v) for k, v in proc.items()}
+        sites = L * L * CHAINS * JOB_STEPS
+        run_loop_rate = sites / pm["lattice_loop_s"]
+        ratios["process_vs_peer"] = pm["peer_s"] / pm["lattice_s"]
+        ratios["run_loop_vs_sample"] = run_loop_rate / med["lattice_sample_every_10"]
+        if not a.json:
+            print(f"whole process, {JOB_STEPS} steps, medians of {a.pairs} alternated pairs:")
+            print(
+                f"  lattice run {pm['lattice_s']:.2f} s ({_spread(proc['lattice_s'])}): "
+                f"start-up {pm['lattice_startup_s']:.2f} s, compile "
+                f"{pm['lattice_compile_s']:.2f} s, loop {pm['lattice_loop_s']:.2f} s = "
+                f"{run_loop_rate:.3g} site-updates/s"
+            )
+            print(f"  peer job    {pm['peer_s']:.2f} s ({_spread(proc['peer_s'])})")
+            print(
+                f"  ratios: lattice run {ratios['process_vs_peer']:.2f}x the peer, whole "
+                f"process; its loop {ratios['run_loop_vs_sample']:.2f}x the bare `sample` loop"
+            )
+    res["ratios"] = ratios
+    if a.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
