@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import peer
 from common import best_of, machine
+from jobs import CONFIG
 from langevin import lattice_rate, numpy_plain_rate, sample_rate
 
 from lattice.config.sampler import Hmc
@@ -43,25 +44,7 @@ from lattice.config.sampler import Hmc
 L, CHAINS = 64, 64
 HERE = Path(__file__).resolve().parent
 
-JOB = """name = "whole_process"
-[lattice]
-shape = [64, 64]
-[action]
-form = "kappa"
-kappa = 0.27
-lambda = 0.022
-[sampler]
-kind = "langevin"
-step_size = 0.01
-[run]
-chains = 64
-seed = 1
-thermalization = 0
-samples = 2000
-measure_every = 10
-save_every = 0
-dtype = "float32"
-"""
+JOB = CONFIG.format(samples=2000, save_every=0)  # the job of benchmarks/jobs.py
 JOB_STEPS = 20000
 
 

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lattice"
 #: layer of each top-level part, lowest first (an import may only go to the same or a lower one)
 LAYERS = {
     "_version": 0,
+    "_lazy": 0,
     "numerics": 1,
     "score": 2,
     "samplers": 3,
@@ -175,7 +176,8 @@ from lattice.runs.sampling import _prepare
 cfg = parse_config('[lattice]\\nshape = [4, 4]\\n[action]\\nkappa = 0.2\\nlambda = 0.1\\n'
                    '[sampler]\\nkind = "hmc"\\n[run]\\nchains = 2\\n')
 _prepare(cfg)
-print(" ".join(m for m in ("equinox", "optax", "diffrax", "scipy", "matplotlib") if m in sys.modules))
+heavy = ("equinox", "optax", "diffrax", "scipy", "matplotlib")
+print(" ".join(m for m in heavy if m in sys.modules))
 """
 
 

@@ -6,8 +6,7 @@ network's equinox, which a run config does not (0.16 s of every run's start-up).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lattice._lazy import lazy_names
 
 #: public name -> the module that defines it
 _API = {
@@ -24,13 +23,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+__getattr__, __dir__ = lazy_names(__name__, globals(), _API)

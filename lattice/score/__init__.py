@@ -10,8 +10,7 @@ start-up, docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lattice._lazy import lazy_names
 
 #: public name -> the module that defines it
 _API = {
@@ -40,13 +39,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+__getattr__, __dir__ = lazy_names(__name__, globals(), _API)
