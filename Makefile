@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lattice tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/langevin.py
+	$(BIN)/python benchmarks/ratios.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -34,6 +34,7 @@ from lattice.numerics.phi4 import Phi4
 from lattice.samplers.base import BatchedStep, Sampler, chain_first, chain_last, exact_step_info
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
 from lattice.samplers.langevin import LangevinState
+from lattice.samplers.langevin import traits as langevin_traits
 
 CASES = [(64, 64), (16, 1024)]
 EPS = 0.01
@@ -77,7 +78,11 @@ def unfused_sampler(th):
         return LangevinState(new, th.force(new)), exact_step_info(phi.dtype)
 
     return Sampler(
-        lambda phi: LangevinState(phi, th.force(phi)), step, "unfused", "asymptotic", 1, 1
+        init=lambda phi: LangevinState(phi, th.force(phi)),
+        step=step,
+        name="unfused",
+        traits=langevin_traits("euler"),
+        identity=("unfused", EPS, th),
     )
 
 
@@ -101,12 +106,19 @@ def force_only_sampler(th):
         ("float32",),
     )
     init = lambda phi: LangevinState(phi, th.force(phi))  # noqa: E731
-    return Sampler(init, step, "force", "asymptotic", 1, 1, batched=batched)
+    return Sampler(
+        init=init,
+        step=step,
+        name="force",
+        traits=langevin_traits("euler"),
+        identity=("force", EPS, th),
+        batched=batched,
+    )
 
 
 def chains_first(make):
     """The sampler of ``make`` with its loops as vmap(step) (chain axis first)."""
-    return lambda th: make(th)._replace(batched=None)
+    return lambda th: make(th).replace(batched=None)
 
 
 def extra_rows(L, chains, steps):
