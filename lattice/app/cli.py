@@ -296,7 +296,7 @@ def info(
     model directory, what the score model was trained on and how well)."""
     from lattice.io.ensemble import EnsembleError
     from lattice.io.reader import open_ensemble
-    from lattice.runs.training import is_training_dir
+    from lattice.runs.kinds import is_training_dir
 
     if file.is_dir() and not (file / "model.json").exists() and is_training_dir(file):
         _training_info(file)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lattice.config.run import parse_config
 from lattice.io.ensemble import Ensemble, EnsembleError, open_ensemble_file
 
 __all__ = [
@@ -94,6 +93,9 @@ def open_manifest(path: str | Path, load_observables: bool = True) -> Ensemble:
     obs = {k: join([e.observables[k] for e in parts]) for k in parts[0].observables}
     diag = {k: join([e.diagnostics[k] for e in parts]) for k in parts[0].diagnostics}
     weights = None if parts[0].weights is None else join([e.weights for e in parts])
+    # the config layer imports jax (0.8 s); a single run's `lattice info` needs none of it
+    from lattice.config.run import parse_config
+
     cfg = parse_config(man["config_toml"])
     attrs = dict(parts[0].config_attrs)
     attrs.update({"run.chains": cfg.run.chains, "run.first_chain": cfg.run.first_chain})

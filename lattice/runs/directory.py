@@ -37,6 +37,7 @@ from lattice.io.checkpoint import (
     write_checkpoint,
 )
 from lattice.io.failure import io_failure, io_reason, quiet_freed_hdf5
+from lattice.runs.kinds import CONFIG, KIND_OF
 from lattice.runs.progress import Reporter
 
 __all__ = ["RunError", "RunDirectory", "free_space", "human_bytes"]
@@ -75,21 +76,6 @@ class RunError(Exception):
         self.hard = hard
 
 
-#: the kind of directory a file, a checkpoint's command or a config table marks
-_KIND_OF = {
-    "manifest.json": "a multi-process run is there",
-    "model.json": "a trained model is there",
-    "model.eqx": "a trained model is there",
-    "history.csv": "a model in training is there",
-    "train.log": "a model in training is there",
-    "ensemble.h5": "an ensemble is there",
-    "run.log": "an ensemble run is there",
-    "train": "a model's training is there",
-    "model": "a model's training is there",
-    "run": "an ensemble run is there",
-}
-
-
 @dataclass(frozen=True)
 class RunDirectory:
     """The files of one command's run directory.
@@ -112,7 +98,7 @@ class RunDirectory:
     foreign: tuple[str, ...] = ()
     error: type[RunError] = RunError
 
-    CONFIG = "config.toml"
+    CONFIG = CONFIG
     CHECKPOINT = "checkpoint.h5"
 
     @property
@@ -143,21 +129,21 @@ class RunDirectory:
         (attribute ``command``), or a config without this command's table."""
         for n in self.foreign:
             if (self.root / n).exists():
-                return f"{_KIND_OF.get(n, 'another command')}: {n}"
+                return f"{KIND_OF.get(n, 'another command')}: {n}"
         if self.checkpoint.is_file():
             try:
                 command = self.checkpoint_attrs().get("command", self.command)
             except CheckpointError:
                 command = self.command  # damaged: resume says so
             if command != self.command:
-                return f"{_KIND_OF.get(command, command)}: its {self.CHECKPOINT}"
+                return f"{KIND_OF.get(command, command)}: its {self.CHECKPOINT}"
         if self.config.is_file():
             try:
                 tables = tomllib.loads(self.config.read_text())
             except (OSError, UnicodeDecodeError, ValueError):
                 return f"an unreadable {self.CONFIG}"
             if self.table not in tables:
-                other = next((_KIND_OF[t] for t in ("train", "run") if t in tables), "a config")
+                other = next((KIND_OF[t] for t in ("train", "run") if t in tables), "a config")
                 return f"{other}: {self.CONFIG} without [{self.table}]"
         return None
 

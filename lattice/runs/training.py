@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice.config.base import tomllib
 from lattice.config.run import ConfigError, build_theory, parse_config
 from lattice.config.train import TrainConfig, load_train_config
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import META, WEIGHTS, save_model
 from lattice.io.reader import open_ensemble
 from lattice.runs.directory import RunDirectory, RunError
+from lattice.runs.kinds import is_training_dir
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.score.model import ModelError
 from lattice.score.network import count_parameters
@@ -144,17 +144,6 @@ def resolve_sde(cfg: TrainConfig, data: TrainingData) -> SDE:
 
 
 # ---------------------------------------------------------------------- directory handling
-def is_training_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a model directory (finished or not), judged by its config."""
-    p = Path(path) / CONFIG
-    if not p.is_file():
-        return False
-    try:
-        return "train" in tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-
-
 def train_model(
     cfg: TrainConfig,
     model_dir: str | Path,
