@@ -29,6 +29,8 @@ SCHEMAS = {
     "mala": Mala(step_size=0.05),
     "hmc": Hmc(steps=4),
     "hmc-sw": Hmc(steps=4, cluster="sw"),
+    "hmc-fa": Hmc(steps=4, fourier_acceleration=True),
+    "hmc-fa-sw": Hmc(steps=4, fourier_acceleration=True, cluster="sw"),
     "diffusion-sde-mh": Diffusion(model="in-memory", method="sde", steps=8),
     "diffusion-sde-weighted": Diffusion(model="in-memory", method="sde", steps=8, metropolis=False),
     "diffusion-ode-mh": Diffusion(model="in-memory", method="ode", rtol=1e-3, atol=1e-3),

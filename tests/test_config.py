@@ -335,11 +335,11 @@ def test_config_is_frozen_and_hashable():
         (["sampler.kind=hmc", "sampler.steps=0"], "sampler.steps: must be >= 1"),
         (
             ["sampler.kind=mala", "sampler.fourier_acceleration=true"],
-            "sampler.fourier_acceleration: only available for langevin",
+            "sampler.fourier_acceleration: only available for langevin, hmc",
         ),
         (
-            ["sampler.kind=hmc", "sampler.fourier_acceleration=true"],
-            "sampler.fourier_acceleration: only available for langevin",
+            ["sampler.kind=hmc", "sampler.fourier_mass2=-1"],
+            "sampler.fourier_mass2: ",
         ),
         (["sampler.scheme=leapfrog"], "sampler.scheme: must be one of euler, rk2 for kind"),
         (["sampler.kind=mala", "sampler.scheme=rk2"], "sampler.scheme: must be one of euler for"),
@@ -474,9 +474,11 @@ fourier_acceleration = true
 """
     cfg = parse_config(text, ["sampler.kind=hmc"])
     assert cfg.sampler.kind == "hmc" and cfg.sampler.scheme == "leapfrog"
-    assert getattr(cfg.sampler, "step_size", None) is None and not cfg.sampler.fourier_acceleration
+    assert getattr(cfg.sampler, "step_size", None) is None
+    assert cfg.sampler.fourier_acceleration  # hmc has it too (a Fourier mass)
     cfg = parse_config(text, ["sampler.kind=mala"])
     assert cfg.sampler.step_size == 0.02 and cfg.sampler.scheme == "euler"
+    assert not cfg.sampler.fourier_acceleration  # mala has none: dropped with the kind
     # an explicit override that does not fit the new kind is still refused
     with pytest.raises(ConfigError, match="sampler.step_size"):
         parse_config(text, ["sampler.kind=hmc", "sampler.step_size=0.1"])

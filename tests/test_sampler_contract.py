@@ -23,6 +23,8 @@ SCHEMAS = [
     Hmc(steps=4),
     Hmc(steps=4, scheme="omelyan"),
     Hmc(steps=4, cluster="sw"),
+    Hmc(steps=4, fourier_acceleration=True),
+    Hmc(steps=4, fourier_acceleration=True, cluster="sw"),
 ]
 
 
@@ -30,7 +32,11 @@ def test_phi4_is_a_target():
     assert isinstance(THEORY, Target)
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: f"{s.kind}-{s.scheme}-{s.cluster}")
+@pytest.mark.parametrize(
+    "schema",
+    SCHEMAS,
+    ids=lambda s: f"{s.kind}-{s.scheme}-{s.cluster}{'-fa' * s.fourier_acceleration}",
+)
 def test_states_carry_the_field_and_the_gradient_of_S(schema):
     """grad_S() is ∂S/∂φ at the state's field (never the force −∂S/∂φ), for every kind."""
     s = schema.build(THEORY)

@@ -211,7 +211,8 @@ class Mala(SamplerSchema):
 
 
 class Hmc(SamplerSchema):
-    """Hybrid Monte Carlo: ``steps`` integrator steps per trajectory (exact)."""
+    """Hybrid Monte Carlo: ``steps`` integrator steps per trajectory (exact), with a
+    Fourier-space mass if ``fourier_acceleration`` (:mod:`lattice.samplers.hmc` eq. (1))."""
 
     SCHEMES: ClassVar[tuple[str, ...]] = ("leapfrog", "omelyan")
     REFUSED: ClassVar[dict[str, str]] = {
@@ -219,6 +220,8 @@ class Hmc(SamplerSchema):
         "noise_precision": "only used by langevin (kind = 'hmc'; exact samplers always draw "
         "at the run's precision)",
     }
+
+    FOURIER: ClassVar[bool] = True
 
     kind: Literal["hmc"] = "hmc"
     scheme: StrictStr = "leapfrog"
@@ -238,7 +241,14 @@ class Hmc(SamplerSchema):
         return hmc_sampler.traits()
 
     def _build(self, theory: Phi4, **resources: Any) -> Sampler:
-        return hmc_sampler.hmc(theory, self.trajectory_length, self.steps, self.scheme)
+        return hmc_sampler.hmc(
+            theory,
+            self.trajectory_length,
+            self.steps,
+            self.scheme,
+            fourier_acceleration=self.fourier_acceleration,
+            fourier_mass2=self.fourier_mass2,
+        )
 
 
 #: diffusion methods whose proposals carry an exact weight (Metropolis or reweighting)

@@ -1,4 +1,9 @@
-"""Symplectic, reversible integrators for H = ½ Σ π² + S[φ].
+"""Symplectic, reversible integrators for H = ½ π·M⁻¹π + S[φ].
+
+The mass M is the identity (plain HMC) or, with Fourier acceleration, the per-mode mass of
+:mod:`lattice.numerics.fourier` eq. (2); ``drift(π)`` = M⁻¹π is the velocity ∂H/∂π, so every
+"φ ← φ + ε π" below reads "φ ← φ + ε M⁻¹π". M⁻¹ is linear, symmetric and constant, so the
+maps stay reversible and volume preserving (the shear φ ← φ + ε M⁻¹π has unit Jacobian).
 
 Both take ``grad`` = ∂S/∂φ at the starting point and return it at the end point, so a
 trajectory of n steps costs n (leapfrog) or 2n (Omelyan) gradient evaluations.
@@ -24,12 +29,16 @@ OMELYAN_LAMBDA = 0.1931833275037836
 GradFn = Callable[[jax.Array], jax.Array]
 
 
+def _identity(pi):
+    return pi
+
+
 def _check_steps(n_steps: int) -> None:
     if int(n_steps) < 1:
         raise ValueError(f"an integrator needs n_steps >= 1 (got {n_steps})")
 
 
-def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
+def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int, drift=_identity):
     """n leapfrog steps of size ε; returns (φ, π, ∂S/∂φ) at the end.
 
     The half kicks of consecutive steps are merged: π ← π − ε/2 ∂S, then n times
@@ -43,7 +52,7 @@ def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
 
     def body(_, carry):
         phi, pi, _ = carry
-        phi = phi + eps * pi
+        phi = phi + eps * drift(pi)
         grad = grad_fn(phi)
         return phi, pi - eps * grad, grad
 
@@ -53,7 +62,7 @@ def leapfrog(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
     return phi, pi + 0.5 * eps * grad, grad
 
 
-def omelyan(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
+def omelyan(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int, drift=_identity):
     """n Omelyan 2MN steps of size ε; returns (φ, π, ∂S/∂φ) at the end (the outer kicks of
     consecutive steps merged into one of 2λε, and the first step before the loop, as in
     :func:`leapfrog`)."""
@@ -61,10 +70,10 @@ def omelyan(grad_fn: GradFn, phi, pi, grad, eps: float, n_steps: int):
 
     def body(_, carry):
         phi, pi, _ = carry
-        phi = phi + 0.5 * eps * pi
+        phi = phi + 0.5 * eps * drift(pi)
         grad = grad_fn(phi)
         pi = pi - (1.0 - 2.0 * lam) * eps * grad
-        phi = phi + 0.5 * eps * pi
+        phi = phi + 0.5 * eps * drift(pi)
         grad = grad_fn(phi)
         return phi, pi - 2.0 * lam * eps * grad, grad
 

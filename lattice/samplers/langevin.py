@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice.numerics import noise
-from lattice.numerics.fourier import fourier_mass2_auto, fourier_step_factor
+from lattice.numerics.fourier import fourier_mass2_auto, fourier_multiplier, fourier_step_factor
 from lattice.numerics.phi4 import Phi4
 from lattice.samplers.base import (
     BatchedStep,
@@ -106,23 +106,14 @@ def langevin(
         raise ValueError("step_size must be > 0")
     eps = float(step_size)
     shape = theory.shape
-    axes = tuple(range(len(shape)))
 
     if fourier_acceleration:
         m2 = fourier_mass2_auto(theory) if fourier_mass2 == "auto" else float(fourier_mass2)
         factor = fourier_step_factor(shape, m2)
         drift_k, noise_k = eps * factor, np.sqrt(2.0 * eps * factor)
 
-        def multiply(kernel, f):
-            """The Fourier multiplier f -> F⁻¹[k(p) F[f]] (k real and even, so f stays real)."""
-            fk = jnp.fft.rfftn(f, axes=axes) * kernel.astype(f.dtype)
-            return jnp.fft.irfftn(fk, shape, axes).astype(f.dtype)
-
-        def drift(f):
-            return multiply(drift_k, f)
-
-        def colour(xi):
-            return multiply(noise_k, xi)
+        drift = fourier_multiplier(shape, drift_k)
+        colour = fourier_multiplier(shape, noise_k)
     else:
         sq = math.sqrt(2.0 * eps)
 
