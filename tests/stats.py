@@ -33,3 +33,14 @@ def z_between(a, b) -> float:
     va, ea = estimate(a)
     vb, eb = estimate(b)
     return (va - vb) / np.hypot(ea, eb)
+
+
+def assert_free_field(obs, theory, times=(0, 1, 4)) -> None:
+    """φ², χ and G(t) at ``times`` of a free-field run, each within 4σ of its exact value."""
+    from lattice.numerics import exact
+
+    assert_consistent(obs["phi2"], exact.free_phi2(theory), "phi2")
+    assert_consistent(obs["chi"], exact.free_chi(theory), "chi")
+    g = exact.free_G(theory)
+    for t in times:
+        assert_consistent(obs["G"][..., t], g[t], f"G({t})")
