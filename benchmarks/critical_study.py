@@ -41,6 +41,18 @@ SAMPLERS = {
         200_000,
     ),
     "hmc": ('kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10', 1, 8_000),
+    # exact Fourier-accelerated HMC (issue 25), same trajectory as HMC's; ± Swendsen–Wang
+    "fa_hmc": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\nfourier_acceleration = true',
+        1,
+        8_000,
+    ),
+    "fa_hmc_sw": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\nfourier_acceleration = true\n'
+        'cluster = "sw"',
+        1,
+        8_000,
+    ),
     # the Fourier-accelerated bias at equal cost: RK2 (O(ε²)) and a 4× smaller Euler step
     "langevin_rk2_fa": (
         'kind = "langevin"\nscheme = "rk2"\nstep_size = 0.01\nfourier_acceleration = true',
