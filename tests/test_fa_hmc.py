@@ -113,7 +113,7 @@ def test_fa_hmc_reproduces_the_free_field(dtype, seed):
         FREE,
         chains=16,
         seed=seed,
-        n_meas=400,
+        n_meas=200,
         measure_every=1,
         thermalization=50,
         dtype=jnp.dtype(dtype),
@@ -145,7 +145,7 @@ def test_the_zero_mode_decorrelates_in_one_trajectory(seed):
     autocorrelation is ≈ cos² 0.2 = 0.96; FA-HMC with M² = m² moves every mode at
     ω = (2κ(p̂²_max + m²))^½ = 2.0, ρ₁ ≈ cos 2.0 < 0. The bound ρ₁ < 0.5 holds for FA-HMC and
     fails for plain HMC, both resolved by > 4σ."""
-    kw = dict(chains=16, n_meas=400, measure_every=1, thermalization=300)
+    kw = dict(chains=16, n_meas=200, measure_every=1, thermalization=200)
     rho_fa, e_fa = _lag1(np.asarray(run_chains(fa(LIGHT), LIGHT, seed=seed, **kw)["obs"]["m"]))
     plain = Hmc(trajectory_length=1.0, steps=10).build(LIGHT)
     rho_hmc, e_hmc = _lag1(np.asarray(run_chains(plain, LIGHT, seed=seed, **kw)["obs"]["m"]))
