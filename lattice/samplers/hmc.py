@@ -134,7 +134,7 @@ def hmc(
     # chain's float32 FFT rounded by its position in the device's batch (8 chains on one
     # device against 4 on each of two: chain 4 differed), so results would depend on the
     # sharding (tests/test_devices.py); docs/PERFORMANCE.md has the cost.
-    batched = None if mass is not None else _chain_last(theory, eps, steps, integrator, None)
+    batched = None if mass is not None else _chain_last(theory, eps, steps, integrator)
     params = (float(trajectory_length), int(steps), integrator)
     if fourier_acceleration:
         params += (True, fourier_mass2)
@@ -189,14 +189,12 @@ def _update(
     return new, StepInfo(acceptance.astype(phi.dtype), accepted, delta_h)
 
 
-def _chain_last(
-    theory: Phi4, eps: float, steps: int, integrator: str, mass: FourierMass | None
-) -> BatchedStep:
+def _chain_last(theory: Phi4, eps: float, steps: int, integrator: str) -> BatchedStep:
     """The HMC step of all chains at once, chain axis last (fields ``[*shape, chains]``):
     :func:`_update` in the layout where the stencil shifts whole rows of chains
     (:class:`~lattice.samplers.base.BatchedStep`). The momenta are :func:`noise.normal` of
-    the step key in that layout (coloured by the Fourier mass if any, whose FFTs run over the
-    leading lattice axes), the accept/reject the same per-chain uniform."""
+    the step key in that layout, the accept/reject the same per-chain uniform (plain HMC only:
+    see :func:`hmc` for the Fourier-accelerated layout)."""
     shape = theory.shape
 
     def enter(states):
@@ -207,9 +205,7 @@ def _chain_last(
 
     def step(t, keys, c):
         pi = noise.normal_from_words(noise.pair_words(keys, shape), shape, c.phi.dtype)
-        if mass is not None:
-            pi = mass.momenta(pi)
-        return _update(theory, keys, c, pi, eps, steps, integrator, True, mass)
+        return _update(theory, keys, c, pi, eps, steps, integrator, True)
 
     # float64: vmap(step) measured faster at 16² x 1024 (docs/PERFORMANCE.md)
     return BatchedStep(enter, step, leave, dtypes=("float32",))
