@@ -115,7 +115,7 @@ def test_metropolis_makes_a_poor_model_exact(poor_model, seed):
     still those of e^{−S} within 4σ (τ_int from the Γ-method absorbs the rejections)."""
     s = Diffusion(model="in-memory", method="ode").build(THEORY, model=poor_model)
     assert s.exactness == "exact"
-    res = _run(s, 250, seed)
+    res = _run(s, 150, seed)
     acc = float(res["acceptance"][:, 1:].mean())
     print(f"acceptance of the 20-step model: {acc:.3f}")
     assert 0.05 < acc < 0.7
@@ -311,7 +311,7 @@ def test_killed_diffusion_run_resumes_bitwise(tmp_path):
 
     _save_model(tmp_path / "m", seed=3)
     text = RUN.format(model=tmp_path / "m").replace("save_every = 0", "save_every = 2")
-    text = text.replace("samples = 20", "samples = 400").replace(
+    text = text.replace("samples = 20", "samples = 200").replace(
         'model = "', 'steps = 200\nmodel = "'
     )
     cfg = tmp_path / "d.toml"
