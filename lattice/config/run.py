@@ -154,6 +154,10 @@ class RunSection(Section):
         return self
 
 
+#: the fewest steps the step-size tuner runs (run.thermalization >= twice this)
+MIN_TUNING_STEPS = 10
+
+
 class RunConfig(Document):
     """The fully resolved run config. Build it with :func:`load_config` or :func:`parse_config`."""
 
@@ -163,6 +167,26 @@ class RunConfig(Document):
     action: ActionSection
     sampler: SamplerSection
     run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _tuning_has_room(self) -> RunConfig:
+        """The step-size tuner runs over the first half of thermalization: at least 10 steps."""
+        if getattr(self.sampler, "target_acceptance", None) is None:
+            return self
+        if self.run.thermalization < 2 * MIN_TUNING_STEPS:
+            raise rule(
+                "run.thermalization",
+                f"sampler.target_acceptance tunes over the first half of thermalization and "
+                f"needs thermalization >= {2 * MIN_TUNING_STEPS} (got {self.run.thermalization})",
+            )
+        return self
+
+    @property
+    def tuning_steps(self) -> int:
+        """Thermalization steps the step-size tuner runs (0: no tuner): the first half."""
+        if getattr(self.sampler, "target_acceptance", None) is None:
+            return 0
+        return self.run.thermalization // 2
 
     @model_validator(mode="after")
     def _free_field_is_stable(self) -> RunConfig:

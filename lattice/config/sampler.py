@@ -231,6 +231,23 @@ class Hmc(SamplerSchema):
     steps: PosInt = 10
     cluster: Cluster
     cluster_every: ClusterEvery
+    #: tune the integrator step for this mean acceptance during the first half of
+    #: thermalization (:mod:`lattice.samplers.tuning`); None: the configured step, untuned
+    target_acceptance: float | None = None
+
+    @field_validator("target_acceptance")
+    @classmethod
+    def _acceptance_is_a_probability(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise rule("", f"must be between 0 and 1, exclusive (got {show(v)})")
+        return v
+
+    def tuned(self, step_size: float) -> Hmc:
+        """This sampler with the integrator step ``step_size`` frozen by the tuner: the same
+        ``steps``, trajectory_length = steps × step_size, no tuning."""
+        return self.model_copy(
+            update={"trajectory_length": self.steps * step_size, "target_acceptance": None}
+        )
 
     @property
     def leapfrog_step(self) -> float:

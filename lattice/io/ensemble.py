@@ -7,7 +7,10 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
                                   samples (planned measurements per chain)
     /config                attrs: toml (the resolved run config), and flattened
                                   "section.key" parameters, sampler.name, sampler.exactness,
-                                  sampler.order, sampler.forces_per_step
+                                  sampler.order, sampler.forces_per_step; with a step-size
+                                  tuner (sampler.target_acceptance) also sampler.tuned_step_size,
+                                  sampler.tuned_trajectory_length, sampler.tuned_steps (the
+                                  thermalization steps it tuned over), sampler.tuned_acceptance
     /observables/<name>    [chains, samples]          (G: [chains, samples, L0])
     /diagnostics/acceptance [chains, samples]         mean acceptance since the last measurement
     /diagnostics/exp_minus_dh [chains, samples]       mean e^{−ΔH} since the last measurement
@@ -344,6 +347,15 @@ class EnsembleWriter:
         f.attrs["committed"] = int(committed)
         if complete:
             f.attrs["complete"] = True
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+
+    def record_config_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add attributes to ``/config`` that the run learns after its start (the step size
+        its tuner froze, ``sampler.tuned_*``), durably."""
+        f = self._f
+        for k, v in attrs.items():
+            f["config"].attrs[k] = v
         f.flush()
         os.fsync(f.id.get_vfd_handle())
 

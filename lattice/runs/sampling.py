@@ -19,7 +19,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,14 @@ from lattice.numerics.phi4 import Phi4
 from lattice.runs.directory import RunDirectory, RunError, human_bytes
 from lattice.runs.progress import QuietReporter, Reporter, process_seconds
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
+from lattice.samplers.tuning import (
+    dual_averaging,
+    frozen_step,
+    restart,
+    tail_start,
+    tune,
+    windows,
+)
 
 #: the extra /diagnostics of a sampler with cluster updates (see lattice.samplers.chains._advance)
 CLUSTER_DIAGNOSTICS = ("cluster_iterations", "cluster_size")
@@ -395,17 +403,26 @@ class _Job:
     key_data: np.ndarray  # their raw bits, checkpointed and checked on resume
     sharding: Any
     devices: int
+    #: the integrator step the tuner froze (the sampler is then built with it), else None
+    tuned_step_size: float | None = None
 
 
 @dataclass
 class _Progress:
     """Where a run stands: the next step, the committed measurements and saved
-    configurations, and the seconds spent (the checkpoint's attributes)."""
+    configurations, the seconds spent and the tuned step (the checkpoint's attributes)."""
 
     step: int = 0
     committed: int = 0
     saved_committed: int = 0
     seconds: float = 0.0
+    tuned_step_size: float | None = None
+
+
+def _tuned(job: _Job, step_size: float) -> _Job:
+    """The job with the step the tuner froze: the config's sampler at that step, untuned."""
+    cfg = job.cfg.model_copy(update={"sampler": job.cfg.sampler.tuned(step_size)})
+    return replace(job, sampler=build_sampler(cfg, job.theory), tuned_step_size=step_size)
 
 
 def _prepare(cfg: RunConfig) -> _Job:
@@ -447,6 +464,8 @@ def _checkpoint(job: _Job, d: RunDirectory, states, p: _Progress) -> None:
         "seconds": p.seconds,
         "config_toml": job.cfg.to_toml(),
     }
+    if job.tuned_step_size is not None:
+        attrs["tuned_step_size"] = job.tuned_step_size
     d.save(jax.tree_util.tree_map(np.asarray, tree), attrs)
 
 
@@ -499,6 +518,7 @@ def _restore(job: _Job, d: RunDirectory, reporter: Reporter):
         int(attrs["committed"]),
         int(attrs["saved_committed"]),
         float(attrs["seconds"]),
+        float(attrs["tuned_step_size"]) if "tuned_step_size" in attrs else None,
     )
     n = job.cfg.run.samples
     d.log(reporter, f"resume {job.cfg.name} at step {p.step} ({p.committed}/{n} measurements)")
@@ -532,6 +552,60 @@ class _Clock:
             f"{steps} steps in {loop:.2f} s ({rate:.0f} steps/s, {rate * sites:.3g} "
             f"site-updates/s) after the first call's compilation ({self.first:.2f} s)"
         )
+
+
+def _tune(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, elapsed):
+    """The step-size tuner over the first ``cfg.tuning_steps`` steps of thermalization
+    (:mod:`lattice.samplers.tuning`), in blocks for the progress bar; its state lives in
+    memory only, so a run killed while tuning resumes from step 0 and tunes again, to the same
+    bits. The frozen step is recorded in the ensemble's /config and in every later checkpoint.
+    Returns the states and the job with the tuned sampler."""
+    r, n_tune = job.cfg.run, job.cfg.tuning_steps
+    target = job.cfg.sampler.target_acceptance
+    if p.step != 0:
+        raise JobError(f"{d.checkpoint}: a checkpoint inside the tuning steps; start again")
+    da = dual_averaging(job.sampler.step_size, r.chains, job.dtype)
+    if job.sharding is not None:
+        da = jax.device_put(da, job.sharding)
+    block, clock = r.checkpoint_every * r.measure_every, _Clock()
+    starts, tail0 = windows(n_tune), tail_start(n_tune)
+    while p.step < n_tune:
+        w0 = max(w for w in starts if w <= p.step)
+        if p.step == w0 and w0 > 0:
+            da = restart(da)
+        end = min((w for w in starts if w > p.step), default=n_tune)
+        n = min(block, end - p.step)
+        states, da, acc = clock.call(
+            tune, job.sampler, job.keys, states, da, p.step, w0, tail0, n, target
+        )
+        if p.step == 0:
+            d.log(reporter, f"compiled the tuning loop in {clock.first:.2f} s", show=False)
+            reporter.start("tuning", n_tune, 0)
+        bad = _first_nonfinite(np.asarray(states.phi)[None])
+        if bad is not None:
+            raise _Diverged(bad[0], p.step + n, "the field")
+        p.step += n
+        reporter.advance(p.step, float(np.mean(acc)))
+    eps = frozen_step(da, n_tune)
+    job = _tuned(job, eps)
+    last = float(np.mean(np.asarray(acc, np.float64)))
+    writer.record_config_attrs(
+        {
+            "sampler.tuned_step_size": job.sampler.step_size,
+            "sampler.tuned_trajectory_length": job.cfg.sampler.steps * eps,
+            "sampler.tuned_steps": n_tune,
+            "sampler.tuned_acceptance": last,
+        }
+    )
+    p.seconds = elapsed()
+    _checkpoint(job, d, states, p)
+    d.log(
+        reporter,
+        f"tuned the step over {n_tune} steps: {job.sampler.step_size:.6g} x "
+        f"{job.cfg.sampler.steps} steps; mean acceptance {last:.3f} in the last {n} tuning "
+        f"steps, target {target:g}",
+    )
+    return states, job
 
 
 def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elapsed):
@@ -647,6 +721,8 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
         "files) to the first step",
         show=False,
     )
+    if p.tuned_step_size is not None:  # a checkpoint after tuning: sample with its step
+        job = _tuned(job, p.tuned_step_size)
     t_start, seconds0 = time.perf_counter(), p.seconds
 
     def elapsed() -> float:
@@ -654,6 +730,8 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
 
     writer = EnsembleWriter(ensemble).open()
     try:
+        if job.cfg.tuning_steps and job.tuned_step_size is None:
+            states, job = _tune(job, d, writer, states, p, reporter, elapsed)
         states = _thermalize(job, d, states, p, reporter, elapsed)
         _measure(job, d, writer, states, p, reporter, elapsed)
         writer.commit(p.committed, p.saved_committed, elapsed(), p.step, complete=True)

@@ -176,6 +176,10 @@ class Sampler:
     metadata: tuple[tuple[str, Any], ...] = ()
     #: the step of all chains at once in the sampler's own layout, or None (vmap of step)
     batched: BatchedStep | None = None
+    #: ``step`` at a traced step size, ``(key, state, eps) -> (state, info)``, with the
+    #: configured step size ``step_size``: what :mod:`lattice.samplers.tuning` tunes (HMC)
+    tunable_step: Callable[[jax.Array, Any, jax.Array], tuple[Any, StepInfo]] | None = None
+    step_size: float | None = None
 
     @property
     def exactness(self) -> str:

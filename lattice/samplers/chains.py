@@ -91,13 +91,15 @@ def _step_keys(keys, t):
     return jax.vmap(jax.random.fold_in, (0, None))(keys, t)
 
 
-def _step_all(sampler: Sampler, keys, states, t):
+def step_all(sampler: Sampler, keys, states, t, step: Callable | None = None):
     """Global step ``t`` of every chain: the sampler step with keys k(seed, c, t), then, if
     the sampler carries a cluster update and (t + 1) % cluster_every == 0, that update
-    (``lax.cond`` on the unbatched step, so skipped steps cost nothing). Returns
-    ``(states, info, cluster)`` with ``cluster`` = (iterations, mean size, ran) or None."""
+    (``lax.cond`` on the unbatched step, so skipped steps cost nothing). ``step``: a batched
+    step ``(step keys, states) -> (states, info)`` to use instead of ``vmap(sampler.step)``
+    (the tuner's). Returns ``(states, info, cluster)`` with ``cluster`` = (iterations, mean
+    size, ran) or None."""
     step_keys = _step_keys(keys, t)
-    states, info = jax.vmap(sampler.step)(step_keys, states)
+    states, info = (step or jax.vmap(sampler.step))(step_keys, states)
     if sampler.cluster is None:
         return states, info, None
     dtype = states.phi.dtype
@@ -124,7 +126,7 @@ def _advance(sampler: Sampler, keys, states, step0, n_steps: int):
 
     def body(i, carry):
         states, acc, edh, cl = carry
-        states, info, c = _step_all(sampler, keys, states, step0 + i)
+        states, info, c = step_all(sampler, keys, states, step0 + i)
         if clustered:
             cl = tuple(a + b for a, b in zip(cl, c, strict=True))
         return states, acc + info.acceptance, edh + jnp.exp(-info.delta_h), cl
@@ -196,7 +198,7 @@ def trace(sampler: Sampler, keys, states, step0, n_steps: int):
     Always the chain-first loop (``vmap`` of the step), whatever the sampler's layout."""
 
     def body(states, i):
-        states, info, _ = _step_all(sampler, keys, states, step0 + i)
+        states, info, _ = step_all(sampler, keys, states, step0 + i)
         return states, info
 
     return lax.scan(body, states, jnp.arange(n_steps))

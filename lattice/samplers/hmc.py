@@ -123,11 +123,14 @@ def hmc(
         grad = theory.grad(phi)
         return HMCState(phi, theory.action_from_grad(phi, grad), grad)
 
-    def step(key, state):
+    def step_at(key, state, step_size):
         pi = noise.normal(key, state.phi.shape, state.phi.dtype, stream=0)
         if mass is not None:
             pi = mass.momenta(pi)
-        return _update(theory, key, state, pi, eps, steps, integrator, False, mass)
+        return _update(theory, key, state, pi, step_size, steps, integrator, False, mass)
+
+    def step(key, state):
+        return step_at(key, state, eps)
 
     grads = INTEGRATORS[integrator][1] * steps
     # Fourier-accelerated: the chain-first loop (vmap of step) in every dtype. Chain-last, a
@@ -146,6 +149,8 @@ def hmc(
         identity=("hmc", params, theory),
         forces_per_step=grads,
         batched=batched,
+        tunable_step=step_at,
+        step_size=eps,
     )
 
 
