@@ -96,6 +96,10 @@ def test_a_tuned_run_reaches_its_target_and_samples_exactly(tmp_path, fa):
     assert abs(attrs["sampler.tuned_trajectory_length"] - 4 * eps) < 1e-12
     assert "sampler.target_acceptance" in attrs  # the config as given, with its target
     assert f"tuned the step over 200 steps: {eps:.6g} x 4 steps" in (d / "run.log").read_text()
+    p = subprocess.run(
+        [sys.executable, "-m", "lattice", "info", d], capture_output=True, text=True, timeout=60
+    )
+    assert f"{eps:.6g} x 4 steps over 200 steps (target acceptance 0.7" in p.stdout, p.stdout
     with h5py.File(d / "ensemble.h5") as f:
         acc = float(f["diagnostics/acceptance"][...].mean())
     print(f"fa={fa}: tuned step {eps:.4f}, acceptance {acc:.3f} (target {target})")

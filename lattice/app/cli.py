@@ -329,6 +329,16 @@ def info(
     cl = _cluster_summary(ens)
     if cl:
         rows.append(("clusters", cl))
+    if "sampler.tuned_step_size" in a:
+        rows.append(
+            (
+                "tuned step",
+                f"{a['sampler.tuned_step_size']:.6g} x {a.get('sampler.steps')} steps over "
+                f"{a['sampler.tuned_steps']} steps (target acceptance "
+                f"{a.get('sampler.target_acceptance')}, last tuning block "
+                f"{a['sampler.tuned_acceptance']:.3f})",
+            )
+        )
     if "sampler.model_sha256" in a:
         rows.append(
             (
