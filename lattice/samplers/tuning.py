@@ -113,9 +113,9 @@ def pooled(alpha: jax.Array) -> jax.Array:
 
 
 def update(da: DualAveraging, m, alpha, target: float, gamma=GAMMA) -> DualAveraging:
-    """Eq. (1) at iteration ``m`` (from 1) with acceptance probabilities ``alpha``; a
-    non-finite α (a trajectory that blew up) counts as 0."""
-    alpha = jnp.where(jnp.isfinite(alpha), jnp.minimum(alpha, 1), 0).astype(da.h_bar.dtype)
+    """Eq. (1) at iteration ``m`` (from 1) with acceptance probabilities ``alpha`` in [0, 1]
+    (:func:`pooled` gives them, with a non-finite α counted as 0)."""
+    alpha = alpha.astype(da.h_bar.dtype)
     w = 1.0 / (m + T0)
     h_bar = (1.0 - w) * da.h_bar + w * (target - alpha)
     log_eps = da.mu - jnp.sqrt(m) / gamma * h_bar
