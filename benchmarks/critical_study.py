@@ -4,6 +4,7 @@
     python benchmarks/critical_study.py tau      # Langevin (Euler, RK2, ± Fourier acc.), HMC at κ_c
     python benchmarks/critical_study.py diffusion  # HMC data → score model → path MH, per L
     python benchmarks/critical_study.py report   # fits of z, figures and tables → runs/critical/
+    python benchmarks/critical_study.py frontier --kappa-c 0.2709   # issue 25's rows, L ≤ 128
     python benchmarks/critical_study.py all      # the four in order
 
 Options: ``--L 8 16 32`` (add 64 on a GPU), ``--kappa-c`` (default: the Binder crossing of the
@@ -53,6 +54,41 @@ SAMPLERS = {
         1,
         8_000,
     ),
+    "hmc_sw": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\ncluster = "sw"',
+        1,
+        8_000,
+    ),
+    # FA-HMC (± SW) with ε tuned for 75% acceptance at 10 steps (the published data generator's
+    # setting); the trajectory length is then 10 ε, recorded per run
+    "fa_hmc_tuned": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\nfourier_acceleration = true\n'
+        "target_acceptance = 0.75",
+        1,
+        8_000,
+    ),
+    "fa_hmc_sw_tuned": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\nfourier_acceleration = true\n'
+        'cluster = "sw"\ntarget_acceptance = 0.75',
+        1,
+        8_000,
+    ),
+    # the same at a trajectory length ≈ 1 at every L: `steps` per L is ⌈1/ε⌉ of the tuned
+    # ε of fa_hmc_tuned at κ = 0.2709 (0.32, 0.19, 0.14, 0.080, 0.050 at L = 8 … 128), so the
+    # tuner lands near ε = 1/steps; it separates the shrinking trajectory from critical
+    # slowing down (fa_hmc_tuned's length falls from 3.2 to 0.5)
+    "fa_hmc_tuned_len1": (
+        'kind = "hmc"\ntrajectory_length = 1.0\nsteps = {steps}\nfourier_acceleration = true\n'
+        "target_acceptance = 0.75",
+        1,
+        8_000,
+    ),
+    # RK2 + FA at a 4× smaller step: its O(ε²) bias 16× smaller than at ε = 0.01
+    "langevin_rk2_fa_eps0.0025": (
+        'kind = "langevin"\nscheme = "rk2"\nstep_size = 0.0025\nfourier_acceleration = true',
+        10,
+        200_000,
+    ),
     # the Fourier-accelerated bias at equal cost: RK2 (O(ε²)) and a 4× smaller Euler step
     "langevin_rk2_fa": (
         'kind = "langevin"\nscheme = "rk2"\nstep_size = 0.01\nfourier_acceleration = true',
@@ -98,6 +134,9 @@ def _run(name: str, text: str) -> Path:
     d = ROOT / name
     try:
         ens = open_ensemble(d / "ensemble.h5", load_observables=False)
+        changed = parse_config(ens.config_toml).diff(parse_config(text))
+        if changed:  # never reuse a run of another config under the same name
+            raise SystemExit(f"{d}: a run of another config ({', '.join(changed)}); rename it")
         if ens.complete:
             print(f"{d}: finished, reused")
             return d
@@ -123,6 +162,10 @@ def _measure(d: Path) -> dict:
     out["_chains"] = ens.chains
     out["_samples"] = res.samples
     out["_forces"] = float(ens.config_attrs.get("sampler.forces_per_step", 1))
+    if "acceptance" in ens.diagnostics and ens.config_attrs.get("sampler.kind") != "langevin":
+        out["_acceptance"] = float(np.mean(ens.diagnostics["acceptance"]))
+    if "sampler.tuned_step_size" in ens.config_attrs:
+        out["_tuned_step"] = float(ens.config_attrs["sampler.tuned_step_size"])
     return out
 
 
@@ -135,16 +178,21 @@ def _save(results: dict) -> None:
     (ROOT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
-def stage_binder(Ls, scale: float) -> None:
+def stage_binder(Ls, scale: float, sampler: str = "hmc", kappas=BINDER_KAPPAS) -> None:
+    """U_L(κ) on a κ grid per L, then the crossings of consecutive L. Any exact sampler gives
+    the same U_L; ``sampler`` (a key of SAMPLERS) picks one whose τ_int stays small at large L
+    (the L = 64, 128 scans use FA-HMC + SW); its runs are named ``binder_<sampler>_L…`` unless
+    it is plain HMC, and the scan merges every sampler's points by L."""
     results = _load()
     scan = results.setdefault("binder", {})
     for L in Ls:
-        for k in BINDER_KAPPAS:
+        for k in kappas:
             n = int(4000 * scale * (L / 8) ** 0.5)
-            name = f"binder_L{L}_k{k:.3f}"
-            text = _toml(name, L, k, SAMPLERS["hmc"][0], 8, 500, n, 1)
+            tag = "" if sampler == "hmc" else f"{sampler}_"
+            name = f"binder_{tag}L{L}_k{k:g}"
+            text = _toml(name, L, k, SAMPLERS[sampler][0], 8, 500, n, 1)
             b = _measure(_run(name, text))["binder"]
-            scan.setdefault(str(L), {})[f"{k:.3f}"] = [b["value"], b["error"]]
+            scan.setdefault(str(L), {})[f"{k:g}"] = [b["value"], b["error"]]
             _save(results)
     results["kappa_c"] = _binder_crossings(scan)
     _save(results)
@@ -181,17 +229,37 @@ def _kappa_c(args) -> float:
     return KAPPA_C_REF
 
 
-def stage_tau(Ls, kappa: float, scale: float, samplers=None) -> None:
+#: integrator steps per L of the samplers whose [sampler] text has a ``{steps}`` field
+LEN1_STEPS = {8: 4, 16: 6, 32: 7, 64: 13, 128: 20}
+
+#: the κ of the first study (docs/results.md §2): its runs and results keep their names
+KAPPA_FIRST = 0.2695
+
+
+def _series(kappa: float) -> str:
+    """The results.json key of the τ rows at ``kappa``."""
+    return "tau" if kappa == KAPPA_FIRST else f"tau_k{kappa:g}"
+
+
+def stage_tau(Ls, kappa: float, scale: float, samplers=None, steps_fixed=None) -> None:
+    """τ_int rows per sampler and L at ``kappa``. Steps per chain follow steps8·scale·(L/8)²
+    (a z = 2 budget), or are ``steps_fixed`` at every L (for samplers whose τ barely grows)."""
     results = _load()
-    tau = results.setdefault("tau", {})
+    tau = results.setdefault(_series(kappa), {})
     results["kappa_study"] = kappa
     for L in Ls:
         for s, (text, every, steps8) in SAMPLERS.items():
             if samplers and s not in samplers:
                 continue
-            steps = int(steps8 * scale * (L / 8) ** 2)
+            if "{steps}" in text:
+                text = text.replace("{steps}", str(LEN1_STEPS[L]))
+            steps = steps_fixed or int(steps8 * scale * (L / 8) ** 2)
             n = max(200, steps // every)
             name = f"{s}_L{L}"
+            if kappa != KAPPA_FIRST:
+                name += f"_k{kappa:g}"
+            if steps_fixed:
+                name += f"_n{steps_fixed}"
             t = _toml(name, L, kappa, text, 8, max(n * every // 10, 100), n, every)
             m = _measure(_run(name, t))
             tau.setdefault(s, {})[str(L)] = _summary(m, every)
@@ -206,6 +274,9 @@ def _summary(m: dict, every: int, evals_per_step: float | None = None) -> dict:
     for o in ("abs_m", "chi", "binder", "phi2", "action"):
         out[o] = [m[o]["value"], m[o]["error"], m[o]["tau_int"] * every,
                   m[o]["tau_int_error"] * every]  # fmt: skip
+    for k in ("acceptance", "tuned_step"):
+        if f"_{k}" in m:
+            out[k] = m[f"_{k}"]
     t = m["abs_m"]["tau_int"]
     out["seconds_per_independent"] = 2 * t * sec_per_meas
     out["evals_per_independent"] = 2 * t * every * evals
@@ -294,11 +365,7 @@ def stage_report() -> None:
             t = np.array([by_L[str(L)][obs][2] for L in Ls])
             dt = np.array([by_L[str(L)][obs][3] for L in Ls])
             if len(Ls) >= 2:
-                w = (t / np.maximum(dt, 1e-12)) ** 2  # 1/σ² of log τ
-                A = np.vstack([np.log(Ls), np.ones_like(Ls, float)]).T * np.sqrt(w)[:, None]
-                coef, *_ = np.linalg.lstsq(A, np.log(t) * np.sqrt(w), rcond=None)
-                cov = np.linalg.inv(A.T @ A)
-                fits[f"{name}:{obs}"] = [float(coef[0]), float(np.sqrt(cov[0, 0]))]
+                fits[f"{name}:{obs}"] = _fit_z(Ls, t, dt)
             if obs == "abs_m":
                 ax1.errorbar(Ls, t, yerr=dt, fmt="o-", capsize=2, label=name)
         cost = [by_L[str(L)]["seconds_per_independent"] for L in Ls]
@@ -325,6 +392,81 @@ def stage_report() -> None:
     _save(results)
     print(json.dumps(fits, indent=1))
     print(_markdown_table(series))
+
+
+def _fit_z(Ls, t, dt) -> list[float]:
+    """z and its error of τ ∝ L^z: weighted least squares of log τ on log L (1/σ² of log τ
+    = (τ/δτ)²)."""
+    Ls, t, dt = (np.asarray(a, float) for a in (Ls, t, dt))
+    w = (t / np.maximum(dt, 1e-12)) ** 2
+    A = np.vstack([np.log(Ls), np.ones_like(Ls)]).T * np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(A, np.log(t) * np.sqrt(w), rcond=None)
+    cov = np.linalg.inv(A.T @ A)
+    return [float(coef[0]), float(np.sqrt(cov[0, 0]))]
+
+
+#: the diffusion rows of docs/results.md §2 (κ = 0.2695; their runs are not in this checkout's
+#: results.json): τ_int(χ) [proposals] ± error, score evaluations and seconds per independent |m|
+DIFFUSION_SECTION2 = {
+    8: (8.0, 1.8, 375, 0.052),
+    16: (6.4, 1.3, 1.35e3, 0.64),
+    32: (5.1, 1.5, 4.97e3, 13.0),
+}
+
+
+def stage_frontier(kappa: float) -> None:
+    """The classical frontier at ``kappa`` (issue 25): z fits of τ_int(|m|) and τ_int(χ) per
+    sampler over every L and over L ≥ 32, the table of docs/results.md §6, and
+    runs/critical/frontier_k<κ>.png (τ_int(χ), force evaluations and seconds per independent
+    |m| against L, with §2's diffusion rows beside them)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = _load()
+    series = results.get(_series(kappa), {})
+    fits = {}
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    for name, by_L in series.items():
+        Ls = np.array(sorted(int(L) for L in by_L))
+        for obs in ("abs_m", "chi"):
+            t = np.array([by_L[str(L)][obs][2] for L in Ls])
+            dt = np.array([by_L[str(L)][obs][3] for L in Ls])
+            if len(Ls) >= 2:
+                fits[f"{name}:{obs}"] = _fit_z(Ls, t, dt) + [int(Ls[0]), int(Ls[-1])]
+            big = Ls >= 32
+            if big.sum() >= 2:
+                fits[f"{name}:{obs}:L>=32"] = _fit_z(Ls[big], t[big], dt[big]) + [32, int(Ls[-1])]
+            if obs == "chi":
+                ax1.errorbar(Ls, t, yerr=dt, fmt="o-", capsize=2, label=name)
+        ax2.plot(Ls, [by_L[str(L)]["evals_per_independent"] for L in Ls], "o-", label=name)
+        ax3.plot(Ls, [by_L[str(L)]["seconds_per_independent"] for L in Ls], "o-", label=name)
+    dL = sorted(DIFFUSION_SECTION2)
+    lab = "diffusion path MH, K = V/2 (§2, κ = 0.2695)"
+    tau_d = [DIFFUSION_SECTION2[L][0] for L in dL]
+    err_d = [DIFFUSION_SECTION2[L][1] for L in dL]
+    ax1.errorbar(dL, tau_d, yerr=err_d, fmt="k^--", capsize=2, label=lab)
+    ax2.plot(dL, [DIFFUSION_SECTION2[L][2] for L in dL], "k^--", label=lab)
+    ax3.plot(dL, [DIFFUSION_SECTION2[L][3] for L in dL], "k^--", label=lab)
+    for ax, ylab in (
+        (ax1, "τ_int(χ) [sampler steps]"),
+        (ax2, "force (score) evaluations per independent |m|"),
+        (ax3, "s per independent |m|"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L")
+        ax.set_ylabel(ylab)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"2D φ⁴, λ = {LAMBDA}, κ = {kappa:g} (Binder crossing of L = 64, 128)")
+    out = ROOT / f"frontier_k{kappa:g}.png"
+    fig.savefig(out, dpi=110)
+    results[f"z_fits_k{kappa:g}"] = fits
+    _save(results)
+    print(json.dumps(fits, indent=1))
+    print(_markdown_table(series))
+    print(f"figure: {out}")
 
 
 def _fmt(v: float, e: float) -> str:
@@ -355,6 +497,8 @@ def _markdown_table(series: dict) -> str:
             if "seconds_per_independent_amortized" in d:
                 sec += f" ({d['seconds_per_independent_amortized']:.2g} with training)"
             acc = f"{d['acceptance']:.3f}" if "acceptance" in d else "—"
+            if "tuned_step" in d:
+                acc += f" (ε = {d['tuned_step']:.3g})"
             rows.append(
                 f"| {name} | {L} | {_fmt(m[0], m[1])} | {z} | {_fmt(c[0], c[1])} "
                 f"| {_fmt(m[2], m[3])} | {_fmt(c[2], c[3])} | {d['evals_per_independent']:.3g} "
@@ -365,24 +509,29 @@ def _markdown_table(series: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["binder", "tau", "diffusion", "report", "all"])
+    ap.add_argument("stage", choices=["binder", "tau", "diffusion", "report", "frontier", "all"])
     ap.add_argument("--L", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--kappa-c", type=float, default=None)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--samplers", nargs="+", default=None, choices=list(SAMPLERS))
+    ap.add_argument("--steps", type=int, default=None, help="tau: steps per chain at every L")
+    ap.add_argument("--binder-sampler", default="hmc", choices=list(SAMPLERS))
+    ap.add_argument("--kappas", type=float, nargs="+", default=None, help="binder: the κ grid")
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies training steps")
     ap.add_argument("--proposals", type=int, default=None, help="diffusion: proposals per chain")
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
     if args.stage in ("binder", "all"):
-        stage_binder(args.L, args.scale)
+        stage_binder(args.L, args.scale, args.binder_sampler, args.kappas or BINDER_KAPPAS)
     if args.stage in ("tau", "all"):
-        stage_tau(args.L, _kappa_c(args), args.scale, args.samplers)
+        stage_tau(args.L, _kappa_c(args), args.scale, args.samplers, args.steps)
     if args.stage in ("diffusion", "all"):
         stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale, args.proposals)
     if args.stage in ("report", "all"):
         stage_report()
+    if args.stage == "frontier":
+        stage_frontier(_kappa_c(args))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ _API = {
     "gamma_method": "lattice.numerics.analysis",
     "gamma_method_derived": "lattice.numerics.analysis",
     "jackknife": "lattice.numerics.analysis",
+    "log_mean_exp": "lattice.numerics.analysis",
+    "free_log_z": "lattice.numerics.exact",
+    "strip_log_z": "lattice.numerics.transfer",
     # samplers
     "Sampler": "lattice.samplers.base",
     "StepInfo": "lattice.samplers.base",
@@ -112,8 +115,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from lattice.numerics.analysis import gamma_method as gamma_method
     from lattice.numerics.analysis import gamma_method_derived as gamma_method_derived
     from lattice.numerics.analysis import jackknife as jackknife
+    from lattice.numerics.analysis import log_mean_exp as log_mean_exp
+    from lattice.numerics.exact import free_log_z as free_log_z
     from lattice.numerics.observables import measure as measure
     from lattice.numerics.phi4 import Phi4 as Phi4
+    from lattice.numerics.transfer import strip_log_z as strip_log_z
     from lattice.results.checks import run_checks as run_checks
     from lattice.results.compare import Comparison as Comparison
     from lattice.results.compare import compare_runs as compare_runs

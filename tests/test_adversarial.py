@@ -31,8 +31,10 @@ SCHEMAS = {
     "hmc-sw": Hmc(steps=4, cluster="sw"),
     "hmc-fa": Hmc(steps=4, fourier_acceleration=True),
     "hmc-fa-sw": Hmc(steps=4, fourier_acceleration=True, cluster="sw"),
-    "diffusion-sde-mh": Diffusion(model="in-memory", method="sde", steps=8),
-    "diffusion-sde-weighted": Diffusion(model="in-memory", method="sde", steps=8, metropolis=False),
+    "diffusion-sde-mh": Diffusion(model="in-memory", method="sde", kernel="analytic", steps=8),
+    "diffusion-sde-weighted": Diffusion(
+        model="in-memory", method="sde", kernel="analytic", steps=8, metropolis=False
+    ),
     "diffusion-ode-mh": Diffusion(model="in-memory", method="ode", rtol=1e-3, atol=1e-3),
     "diffusion-pc": Diffusion(model="in-memory", method="pc", steps=8, metropolis=False),
     "diffusion-annealed": Diffusion(

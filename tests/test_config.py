@@ -296,7 +296,7 @@ def test_config_is_frozen_and_hashable():
                 "sampler.kernel='gauss'",
                 "sampler.model='m'",
             ],
-            "sampler.kernel: must be one of analytic, em",
+            "sampler.kernel: must be one of spectral, analytic, em",
         ),
         (
             [

@@ -151,17 +151,17 @@ def test_raw_reverse_path_samples_are_visibly_biased_and_their_weights_say_so(se
     ⟨φ²⟩ misses the exact value by far more than 4σ. The sampler records every draw's path
     weight (it is "weighted"), so measure reweights instead of hiding the bias; with many
     steps the raw bias shrinks below the noise of this sample."""
-    s = Diffusion(model="in-memory", method="sde", metropolis=False, steps=4).build(
-        THEORY, model=exact_gaussian_model(THEORY, SDE)
-    )
+    s = Diffusion(
+        model="in-memory", method="sde", kernel="analytic", metropolis=False, steps=4
+    ).build(THEORY, model=exact_gaussian_model(THEORY, SDE))
     assert s.exactness == "approximate" and s.weighted
     res = _run(s, 200, seed)
     z = zscore(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"])
     print(f"phi2 z-score of raw 4-step reverse-path samples: {z:+.1f}")
     assert abs(z) > 4
-    s = Diffusion(model="in-memory", method="sde", metropolis=False, steps=400).build(
-        THEORY, model=exact_gaussian_model(THEORY, SDE)
-    )
+    s = Diffusion(
+        model="in-memory", method="sde", kernel="analytic", metropolis=False, steps=400
+    ).build(THEORY, model=exact_gaussian_model(THEORY, SDE))
     res = _run(s, 200, seed)
     assert_consistent(res["obs"]["phi2"], exact.free_field_observables(THEORY)["phi2"], "phi2")
 

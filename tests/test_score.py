@@ -411,6 +411,21 @@ def test_finished_model_is_never_overwritten_and_corruption_is_reported(tmp_path
     meta = json.loads((d / "model.json").read_text())
     u = meta["score_norms"]["u"]  # σ²E‖ŝ‖²/V: small at σ_min, near 1 at σ_max
     assert len(u) == 33 and u[0] < 0.05 and 0.5 < u[-1] < 1.5
+    # the spectral table (issue 24): no denoiser beats the exact posterior mean, so the model's
+    # per-mode error M(σ, p) is at least the free field's posterior variance σ²/(1 + σ²A)
+    # (mode-averaged log ratio ≥ −0.1: ~3σ of its sampling noise on 512·36 draws), and C(p)
+    # is the data's 1/A(p) within the same tolerance
+    from lattice.score.gaussian import exact_gaussian_model
+    from lattice.score.spectral import spectral_from_dict, stored_spectral_table
+
+    assert "spectral table" in out and "33 noise levels x 36 modes" in out
+    theory = Phi4.kappa_form([6, 6], 0.2, 0.0)
+    exact_t = stored_spectral_table(exact_gaussian_model(theory, VESDE(0.01, 1.0)))
+    got = spectral_from_dict(meta["spectral"], "model.json")
+    sig = np.asarray(meta["spectral"]["sigma"])
+    ratio = np.log(got.error(sig) / exact_t.error(sig)).mean(axis=(1, 2))
+    assert np.all(ratio > -0.1), ratio
+    assert abs(np.log(got.power / exact_t.power).mean()) < 0.1
     # corrupt weights: caught by the checksum
     w = d / "model.eqx"
     w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)

@@ -254,36 +254,90 @@ def _model_info(directory: Path) -> None:
     except ModelError as e:
         _fail(str(e))
     meta, sde = m.meta, m.sde
-    tr, data, cs = meta["training"], meta["data"], meta["diagnostics"]["cosine_similarity"]
+    tr, data = meta.get("training") or {}, meta.get("data") or {}
+    cs = (meta.get("diagnostics") or {}).get("cosine_similarity") or {}
     spec = m.net.spec
+
+    def row(name, text):
+        """A row whose record may be missing (a model saved through the Python API, not by
+        `lattice train`): "not recorded" instead of a traceback."""
+        try:
+            return name, text()
+        except (KeyError, TypeError, ValueError):
+            return name, "not recorded"
+
     rows = [
         ("score model", str(directory)),
         ("theory", m.theory.describe()),
         ("SDE", f"{sde.name.upper()}, sigma {sde.sigma_min:.4g} .. {sde.sigma_max:.4g}"),
-        (
+        row(
             "network",
-            f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels x "
-            f"{spec.blocks} blocks, {meta['parameters']:,} parameters, receptive field "
-            + (f"R = {spec.receptive_field}" if spec.receptive_field is not None else "global"),
+            lambda: (
+                f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels"
+                f" x {spec.blocks} blocks, {meta['parameters']:,} parameters, receptive field "
+                + (f"R = {spec.receptive_field}" if spec.receptive_field is not None else "global")
+            ),
         ),
-        (
+        row(
             "data",
-            f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
-            f"{data['validation_configs']} held out",
+            lambda: (
+                f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
+                f"{data['validation_configs']} held out"
+            ),
         ),
-        ("training", f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s"),
-        ("loss", f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"),
-        ("cos(s, -dS/dphi)", f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}"),
+        row(
+            "training",
+            lambda: f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s",
+        ),
+        row("loss", lambda: f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"),
+        row(
+            "cos(s, -dS/dphi)",
+            lambda: f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}",
+        ),
         (
             "score norms",
             f"u(sigma) at {len(meta['score_norms']['sigma'])} noise levels (analytic path kernel)"
             if meta.get("score_norms")
             else "none stored (measured from the training ensemble when the sampler is built)",
         ),
-        ("created", f"{meta['created']} by lattice {meta['lattice_version']}"),
+        ("spectral table", _spectral_row(meta.get("spectral"))),
+        row("created", lambda: f"{meta['created']} by lattice {meta['lattice_version']}"),
     ]
     for k, v in rows:
         out.print(f"[bold]{k:>16}[/]  {v}")
+
+
+#: below this Kish ESS a log Z estimate is flagged as dominated by its largest weights
+LOG_Z_MIN_ESS = 100
+
+
+def _log_z_note(lz) -> str:
+    """The line under a table with log Z: where it came from, and a warning for heavy tails."""
+    note = (
+        f"log_z = log mean(e^-S/q) over {lz.proposals} proposals (Lebesgue measure in the"
+        f" config's field; jackknife error), importance ESS {lz.ess:.1f}"
+    )
+    if lz.ess < LOG_Z_MIN_ESS:
+        note += (
+            f"\n[yellow]heavy-tailed weights[/]: ESS {lz.ess:.1f} < {LOG_Z_MIN_ESS}, so log_z is"
+            " dominated by its largest weights, biased low and its error too small; use more"
+            " steps or proposals"
+        )
+    return note
+
+
+def _spectral_row(table: dict | None) -> str:
+    """``lattice info``'s line on a model's per-mode kernel table: its size and origin."""
+    if not table:
+        return (
+            "none stored (kernel = 'spectral' measures it from the training ensemble when the"
+            " sampler is built; the default kernel is then 'analytic')"
+        )
+    modes = len(table["power"])
+    return (
+        f"M(sigma, p) at {len(table['sigma'])} noise levels x {modes} modes, C(p) "
+        f"(spectral path kernel, the default); {table.get('source', 'origin not recorded')}"
+    )
 
 
 @app.command()
@@ -420,7 +474,14 @@ def measure(
             z = (o.value - o.exact) / o.error if o.error > 0 else float("nan")
             row += [f"{o.exact:.6g}", f"{z:+.2f}"]
         t.add_row(*row)
+    lz = res.log_z
+    if lz is not None:  # from the proposals' exact weights: no τ_int (independent draws)
+        blank = ["—", "—", "—"] + (["", ""] if exact_cols else [])
+        t.add_row("log_z", f"{lz.value:.10g}", f"{lz.error:.2g}", *blank)
+        t.add_row("f = -log_z/V", f"{lz.density:.8g}", f"{lz.density_error:.2g}", *blank)
     out.print(t)
+    if lz is not None:
+        out.print(_log_z_note(lz))
     failed = [n for n, o in res.observables.items() if o.gamma.windowing_failed]
     if failed:
         out.print(
@@ -532,6 +593,9 @@ def compare(
     for i, r in enumerate(res.runs, 1):
         tr = r.cost.training_seconds
         extra = f"; model training {tr:.0f} s (not included above)" if tr is not None else ""
+        lz = r.measurement.log_z
+        if lz is not None:
+            extra += f"; log_z {lz.value:.8g} ± {lz.error:.2g} (ESS {lz.ess:.0f})"
         out.print(f"{i}: {r.path} ({r.exactness}){extra}")
     zs = ", ".join(f"{n} {z:.2f}" for n, z in res.consistency.items())
     out.print(f"max |z| between runs: {zs} (flagged above {res.z_flag:.3g})")

@@ -290,7 +290,7 @@ class Diffusion(SamplerSchema):
     #: existed keep their bits (``solver`` of ``method = "ode"``).
     METHOD_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "ode": {"rtol": 1e-5, "atol": 1e-5, "max_steps": 4096, "divergence": "exact"},
-        "sde": {"kernel": "analytic"},
+        "sde": {},  # kernel: resolved against the model when a run starts (runs layer)
         "pc": {"snr": 0.16, "corrector_steps": 1},
         "annealed": {"steps_per_level": 5, "step_scale": 0.1},
     }
@@ -310,7 +310,7 @@ class Diffusion(SamplerSchema):
     max_steps: PosInt | None = None
     divergence: Literal["exact", "hutchinson"] | None = None
     solver: Literal[tuple(flow.SOLVERS)] | None = None  # None: flow.DEFAULT_SOLVER
-    kernel: Literal["analytic", "em"] | None = None
+    kernel: Literal["spectral", "analytic", "em"] | None = None
     snr: PosFloat | None = None
     corrector_steps: PosInt | None = None
     steps_per_level: PosInt | None = None
@@ -368,8 +368,9 @@ class Diffusion(SamplerSchema):
 
     def _build(self, theory: Phi4, **resources: Any) -> Sampler:
         opts = self.options()
-        if self.kernel == "analytic":
+        if self.method == "sde":
             opts["norm"] = resources.get("norm")
+            opts["table"] = resources.get("table")
         return diffusion_sampler.diffusion(
             theory,
             resources["model"],

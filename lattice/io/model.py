@@ -22,6 +22,13 @@ from lattice.score.model import ModelError, ScoreModel, theory_from_dict, theory
 from lattice.score.network import NetworkSpec, ScoreNet, build_network
 from lattice.score.path import NORM_FIELDS, norm_function, norm_table, stored_norm_function
 from lattice.score.sde import SDE, make_sde
+from lattice.score.spectral import (
+    SPECTRAL_FIELDS,
+    SpectralTable,
+    measure_spectral,
+    spectral_from_dict,
+    stored_spectral_table,
+)
 
 __all__ = [
     "FORMAT",
@@ -31,6 +38,7 @@ __all__ = [
     "save_model",
     "load_model",
     "norm_function_of",
+    "spectral_table_of",
     "sde_to_dict",
     "sde_from_dict",
 ]
@@ -144,17 +152,46 @@ def norm_function_of(model: ScoreModel) -> Callable[[np.ndarray], np.ndarray]:
     stored = stored_norm_function(model)
     if stored is not None:
         return stored
-    # an older model: measure u(σ) now on the last configurations of its training ensemble
+    phi, _ = _training_configs(model, "score_norms", "analytic path kernel", "em")
+    table = norm_table(model.net.batch, model.sde, _last(phi, NORM_FIELDS, model.shape))
+    return norm_function(table["sigma"], table["u"])
+
+
+def spectral_table_of(model: ScoreModel) -> SpectralTable:
+    """M(σ, p) and C(p) of a model, the input of the spectral path kernel
+    (:mod:`lattice.score.spectral` eq. (1)): what the model carries
+    (:func:`~lattice.score.spectral.stored_spectral_table`), else measured now on the last
+    ``SPECTRAL_FIELDS`` configurations of its training ensemble (C(p) on all its saved
+    configurations) — a model trained before the table existed. Deterministic, so a resumed
+    run rebuilds the same kernel."""
+    stored = stored_spectral_table(model)
+    if stored is not None:
+        return stored
+    phi, src = _training_configs(model, "spectral table", "spectral path kernel", "analytic")
+    every = np.asarray(phi).reshape((-1,) + model.shape).astype(np.float32)
+    last = _last(phi, SPECTRAL_FIELDS, model.shape)
+    table = measure_spectral(model.net.batch, model.sde, last, every)
+    return spectral_from_dict(table, f"measured at run start on {src} ({table['fields']} configs)")
+
+
+def _training_configs(model: ScoreModel, table: str, user: str, other: str):
+    """The saved configurations [chains, saved, *shape] of the ensemble a model was trained
+    on, and its path, for measuring a ``table`` the model predates; :class:`ModelError` naming
+    the table, its ``user`` and the ``other`` kernel that needs no table if it cannot be read."""
     where = model.path or "the model"
     src = (model.meta.get("data") or {}).get("ensemble")
     try:
         phi, _ = open_ensemble(src, load_observables=False).configs()
     except Exception:  # no ensemble recorded, moved, or unreadable
         raise ModelError(
-            f"{where}: no score_norms in model.json, which the analytic path kernel needs, and"
-            f" its training ensemble ({src}) cannot be read to measure them; retrain with this"
-            " lattice, or use kernel = 'em'"
+            f"{where}: no {table} in model.json, which the {user} needs, and its training"
+            f" ensemble ({src}) cannot be read to measure it; retrain with this lattice, or"
+            f" use kernel = '{other}'"
         ) from None
-    phi = np.asarray(phi[:, -max(1, NORM_FIELDS // phi.shape[0]) :]).reshape((-1,) + model.shape)
-    table = norm_table(model.net.batch, model.sde, phi.astype(np.float32))
-    return norm_function(table["sigma"], table["u"])
+    return phi, src
+
+
+def _last(phi, n: int, shape) -> np.ndarray:
+    """The last ≈ n configurations (the same number from every chain), float32 [N, *shape]."""
+    last = np.asarray(phi[:, -max(1, n // phi.shape[0]) :]).reshape((-1,) + tuple(shape))
+    return last.astype(np.float32)

@@ -46,6 +46,7 @@ __all__ = [
     "ar1_tau_int",
     "effective_mass",
     "effective_mass_jackknife",
+    "log_mean_exp",
     "family_z",
     "gamma_method",
     "gamma_method_derived",
@@ -361,6 +362,30 @@ def jackknife(
         theta = np.array([float(f(*loo[:, k])) for k in range(loo.shape[1])])
     K = theta.size
     return value, math.sqrt((K - 1) / K * float(np.sum((theta - theta.mean()) ** 2)))
+
+
+def log_mean_exp(log_w: Any, n_blocks: int = 50) -> tuple[float, float]:
+    """log of the mean of w = e^{log w} over the finite entries of ``log_w`` ([chains, n] or
+    [n]), with a blocked delete-one jackknife error (:func:`jackknife` of f = log on the
+    shifted weights e^{log w − max log w}, so nothing overflows):
+
+        log Ẑ = max log w + log( (1/N) Σ_i e^{log w_i − max log w} ).
+
+    With importance weights of independent draws, Ẑ is the unbiased estimate of Z = E_q[w]
+    (the log partition function for w = e^{−S}/q). The log makes it biased low by about
+    Var(w)/(2 N Z²) = (N/ESS − 1)/(2N) for heavy-tailed weights; the jackknife then also
+    underestimates the error, since the largest weights have not been seen. Quote it with
+    Kish's ESS (:func:`kish_ess`)."""
+    lw = np.atleast_2d(np.asarray(log_w, np.float64))
+    ok = np.isfinite(lw)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    top = float(lw[ok].max())
+    rows = [np.exp(r[np.isfinite(r)] - top) for r in lw]
+    rows = [r for r in rows if r.size]
+    blocks = min(n_blocks, sum(r.size for r in rows))
+    value, error = jackknife(np.log, [rows], n_blocks=max(2, blocks))
+    return top + value, error
 
 
 def family_z(n_tests: int, alpha: float = 1e-3, floor: float = 4.0) -> float:

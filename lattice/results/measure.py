@@ -15,7 +15,13 @@ import numpy as np
 
 from lattice.config.run import build_theory, parse_config
 from lattice.io.ensemble import Ensemble
-from lattice.numerics.analysis import GammaResult, gamma_method, gamma_method_derived, kish_ess
+from lattice.numerics.analysis import (
+    GammaResult,
+    gamma_method,
+    gamma_method_derived,
+    kish_ess,
+    log_mean_exp,
+)
 
 __all__ = [
     "OBSERVABLES",
@@ -131,6 +137,27 @@ class Proposals:
 
 
 @dataclass(frozen=True)
+class LogZ:
+    """The log partition function log Z = log ∫ Π_x dφ_x e^{−S} (Lebesgue measure in the
+    config's field) from the exact weights w = e^{−S}/q of a diffusion sampler's proposals:
+    log Z = log mean(w) over every recorded finite proposal, with a blocked jackknife error
+    (:func:`lattice.numerics.analysis.log_mean_exp`), the free-energy density f = −log Z / V
+    with its error, the proposals used and their Kish ESS (an estimate from an ESS of a few is
+    dominated by its largest weights: biased low, and its error too small)."""
+
+    value: float
+    error: float
+    density: float
+    density_error: float
+    proposals: int
+    ess: float
+
+    def to_json(self) -> dict[str, Any]:
+        """``observables.log_z`` of ``measure --json`` (DESIGN.md §3): value and error."""
+        return {"value": self.value, "error": self.error}
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What :func:`measure_ensemble` returns; :meth:`to_json` is the object of
     ``lattice measure --json`` (DESIGN.md §3).
@@ -155,6 +182,7 @@ class Measurement:
     reweighting: Reweighting | None = None
     diffusion: Proposals | None = None
     exact_kind: str | None = None
+    log_z: LogZ | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``{"observables": {name: {value, error, tau_int, tau_int_error, window[, exact]},
@@ -162,6 +190,8 @@ class Measurement:
         ``"reweighting"`` and ``"diffusion"`` where they apply."""
         obs = {name: e.to_json() for name, e in self.observables.items()}
         obs["G"] = self.G.to_json()
+        if self.log_z is not None:
+            obs["log_z"] = self.log_z.to_json()
         out: dict[str, Any] = {
             "observables": obs,
             "chains": self.chains,
@@ -231,7 +261,24 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
         reweighting=reweighting,
         diffusion=_proposals(ens),
         exact_kind=None if exact is None else exact[1],
+        log_z=_log_z(ens, V),
     )
+
+
+def _log_z(ens: Ensemble, V: int) -> LogZ | None:
+    """:class:`LogZ` from the recorded proposal weights of a sampler with a density (path or
+    ODE weights); None for every other sampler. The proposals are independent draws of q
+    whatever the chain does, so all of them count (no discard)."""
+    d = ens.diagnostics or {}
+    if "proposal_log_w" not in d:
+        return None
+    lw = np.asarray(d["proposal_log_w"], np.float64)
+    ok = np.isfinite(lw)
+    if ok.sum() < 2:  # a method without a density records NaN
+        return None
+    value, error = log_mean_exp(lw)
+    w = np.exp(lw[ok] - lw[ok].max())
+    return LogZ(value, error, -value / V, error / V, int(ok.sum()), float(kish_ess(w)))
 
 
 def _proposals(ens: Ensemble) -> Proposals | None:

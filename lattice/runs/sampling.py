@@ -59,6 +59,7 @@ __all__ = [
     "resume_job",
     "build_theory",
     "build_sampler",
+    "resolved_config",
     "default_run_dir",
 ]
 
@@ -133,13 +134,38 @@ def build_sampler(cfg: RunConfig, theory):
         return s.build(theory)
     # imported only for a model: equinox and the score layer cost a run without one 0.3 s of
     # start-up (docs/PERFORMANCE.md)
-    from lattice.io.model import load_model, norm_function_of
+    from lattice.io.model import norm_function_of, spectral_table_of
+
+    model = _checked_model(cfg, theory)
+    s = resolved_config(cfg, model).sampler
+    norm = norm_function_of(model) if s.kernel == "analytic" else None
+    table = spectral_table_of(model) if s.kernel == "spectral" else None
+    return s.build(theory, model=model, norm=norm, table=table)
+
+
+def _checked_model(cfg: RunConfig, theory):
+    from lattice.io.model import load_model  # lazy: see build_sampler
     from lattice.score.model import check_compatible  # lazy (above)
 
-    model = load_model(s.model)
+    model = load_model(cfg.sampler.model)
     check_compatible(model, theory)  # before the kernel table is looked for
-    norm = norm_function_of(model) if s.kernel == "analytic" else None
-    return s.build(theory, model=model, norm=norm)
+    return model
+
+
+def resolved_config(cfg: RunConfig, model=None) -> RunConfig:
+    """``cfg`` with the defaults that depend on a model filled in, so that the run directory
+    records them: a path sampler (``method = "sde"``) without ``kernel`` gets ``"spectral"``
+    when the model carries its per-mode table, else ``"analytic"``
+    (:func:`lattice.score.spectral.default_kernel`)."""
+    s = cfg.sampler
+    if not s.needs_model() or getattr(s, "method", None) != "sde" or s.kernel is not None:
+        return cfg
+    from lattice.score.spectral import default_kernel  # lazy: see build_sampler
+
+    if model is None:
+        model = _checked_model(cfg, build_theory(cfg))
+    kernel = default_kernel(model)
+    return cfg.model_copy(update={"sampler": s.model_copy(update={"kernel": kernel})})
 
 
 def chain_sharding(chains: int, devices: int | None):
@@ -272,7 +298,7 @@ def run_job(
     check_resources(cfg, d.root)
     job = _prepare(cfg)
     with d.locked():
-        d.claim(cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
+        d.claim(job.cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
         return _execute_safely(job, d, reporter or QuietReporter(), resume=False)
 
 
@@ -436,6 +462,7 @@ def _prepare(cfg: RunConfig) -> _Job:
 
         errors = (ModelError, ValueError)
     try:
+        cfg = resolved_config(cfg)
         sampler = build_sampler(cfg, theory)
     except errors as e:
         raise JobError(f"sampler.model: {e}") from None

@@ -333,6 +333,7 @@ def _write_model(
             "seed": t.seed,
         },
         "score_norms": diag.pop("score_norms"),
+        "spectral": diag.pop("spectral"),
         "diagnostics": diag,
     }
     if on_trained is not None:  # e.g. the app's plots, written before the model is

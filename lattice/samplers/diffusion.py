@@ -26,10 +26,12 @@ The chain starts with log w = −∞, so the first proposal is always accepted.
 
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lattice.numerics import noise
 from lattice.numerics.phi4 import Phi4
@@ -70,6 +72,7 @@ def diffusion(
     metropolis_step: bool,
     steps: int,
     norm=None,
+    table=None,
     **options,
 ) -> Sampler:
     """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
@@ -80,7 +83,10 @@ def diffusion(
     ``norm`` is u(σ) = σ²Γ(σ), the table of the analytic path kernel (``path.py`` eq. (3)):
     by default the one the model carries (:func:`lattice.score.path.stored_norm_function`);
     the sampler reads no files, so for an older model without the table the caller measures
-    it (:func:`lattice.io.model.norm_function_of`).
+    it (:func:`lattice.io.model.norm_function_of`). ``table`` is the per-mode table of the
+    spectral kernel (:class:`lattice.score.spectral.SpectralTable`), likewise by default the
+    model's own (:func:`lattice.score.spectral.stored_spectral_table`), else measured by the
+    caller (:func:`lattice.io.model.spectral_table_of`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
@@ -100,9 +106,11 @@ def diffusion(
         kernel_variances,
         noise_levels,
         sample_path,
+        sample_spectral_path,
         stored_norm_function,
     )
     from lattice.score.reverse import annealed_langevin, predictor_corrector  # lazy (above)
+    from lattice.score.spectral import default_kernel, stored_spectral_table  # lazy (above)
 
     check_compatible(model, theory)
     sde = model.sde
@@ -115,22 +123,21 @@ def diffusion(
         probes = int(colors.max()) + 1
     if method == "sde":  # path space (lattice.score.path): VE variable, levels σ_0 = 0 … σ_K
         levels = noise_levels(sde, steps)
-        kernel = o["kernel"]
+        kernel = o["kernel"] or default_kernel(model)
         if kernel == "analytic" and norm is None:
-            norm = stored_norm_function(model)
-            if norm is None:
-                raise ValueError(
-                    "the analytic path kernel needs the model's score_norms table (none in"
-                    " its model.json); measure it with lattice.io.model.norm_function_of"
-                )
-        variances = kernel_variances(levels, kernel, norm)
+            norm = _stored(stored_norm_function(model), kernel, "score_norms", "norm_function_of")
+        if kernel == "spectral" and table is None:
+            table = _stored(stored_spectral_table(model), kernel, "spectral", "spectral_table_of")
+        variances = kernel_variances(levels, kernel, norm, table)
         y_prior = float(sde.prior_std() / sde.alpha(1.0))
+        if kernel == "spectral":  # the per-mode prior N(0, C(p) + σ_K²) of the VE variable
+            prior_var = table.power + levels[-1] ** 2
 
         def ve_score(y, s):
             return model.net.batch(y[None], s)[0]
 
-    def propose(key, x1):
-        """(φ', log q(φ') or NaN, score evaluations)."""
+    def propose(key, z1, x1):
+        """(φ', log q(φ') or NaN, score evaluations) from the prior draw x1 = prior_std · z1."""
         k = jax.random.fold_in(key, 3)
         nan = jnp.full((), jnp.nan, x1.dtype)
         if method == "ode":
@@ -149,6 +156,9 @@ def diffusion(
             )
             per_eval = (1 + probes) if o["divergence"] == "exact" else 2
             return r.x, r.log_q, (r.evaluations * per_eval).astype(x1.dtype)
+        if method == "sde" and kernel == "spectral":
+            r = sample_spectral_path(ve_score, levels, variances, prior_var, k, z1)
+            return r.y, -r.log_ratio, jnp.asarray(steps, x1.dtype)
         if method == "sde":
             r = sample_path(ve_score, levels, variances, y_prior, k, x1 / sde.alpha(1.0))
             return r.y, -r.log_ratio, jnp.asarray(steps, x1.dtype)
@@ -166,8 +176,9 @@ def diffusion(
         dtype = state.phi.dtype
         # the run's dtype throughout: the SDE's constants (e.g. a float64 prior_std) and the
         # path's log-density must not promote a float32 run's state to float64
-        x1 = (sde.prior_std() * noise.normal(key, theory.shape, dtype, stream=0)).astype(dtype)
-        prop, log_q, evals = propose(key, x1)
+        z1 = noise.normal(key, theory.shape, dtype, stream=0)
+        x1 = (sde.prior_std() * z1).astype(dtype)
+        prop, log_q, evals = propose(key, z1, x1)
         prop = prop.astype(dtype)
         s1 = theory.action(prop)
         lw = (-s1 - log_q).astype(dtype)
@@ -183,7 +194,7 @@ def diffusion(
         return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
 
     if method == "sde":  # the kernel enters the closures through its variances
-        params = (method, metropolis_step, steps, kernel, tuple(map(float, variances)))
+        params = (method, metropolis_step, steps, kernel, _digest(variances))
     else:
         params = (method, metropolis_step, steps, tuple(sorted(o.items())))
     return Sampler(
@@ -208,6 +219,26 @@ def traits(method: str, metropolis_step: bool, divergence: str | None = None) ->
         accept_reject=metropolis_step,
         weighted=method in DENSITY_METHODS and not metropolis_step,
     )
+
+
+def _stored(table, kernel: str, key: str, measure: str):
+    """The table a path kernel needs, as the model carries it, or the error naming the
+    model.json key and the io function that measures it for an older model."""
+    if table is None:
+        raise ValueError(
+            f"the {kernel} path kernel needs the model's {key} table (none in its model.json);"
+            f" measure it with lattice.io.model.{measure}"
+        )
+    return table
+
+
+def _digest(a) -> tuple:
+    """A hashable identity of the kernel variances: the values of an isotropic kernel's [K]
+    (as before), the sha256 of a per-mode kernel's [K, *shape] bytes."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        return tuple(map(float, a))
+    return (a.shape, hashlib.sha256(a.tobytes()).hexdigest())
 
 
 def _model_identity(model) -> tuple:

@@ -24,7 +24,7 @@ leaves the target path measure invariant, and its y_0 marginal is e^{−S}/Z —
 solver error, whatever the score (Tierney 1994; the path-space form of Wu et al. /
 Phillips et al.). Self-normalized weights w/Σw reweight the same draws instead.
 
-Two kernel variances v_k (both exact; they only change the variance of log w):
+Three kernel variances v_k (all exact; they only change the variance of log w):
 
 - ``"em"``, Euler–Maruyama: v_k = Δ_k, the reverse SDE's step in the variable σ²;
 - ``"analytic"``, the optimal isotropic variance of Analytic-DPM (Bao et al., ICLR 2022,
@@ -36,6 +36,12 @@ Two kernel variances v_k (both exact; they only change the variance of log w):
   with 1 − σ²Γ clipped to [0, 1]. Γ is measured once per model on its validation data
   (:func:`score_norms`, stored in model.json) and interpolated in log σ; for the exact free
   field it is known in closed form, σ²Γ = 1 − ℓ*(σ) (``gaussian.py`` eq. (2)).
+
+- ``"spectral"``, one variance per momentum mode, v_k(p) = λ_k² + c_k² M(σ_{k+1}, p) with the
+  model's measured denoising error per mode M, and the per-mode prior N(0, C(p) + σ_K²)
+  (``spectral.py``; exact for any table, and with the closed-form table of the free field the
+  exact reverse transition, so that log w is constant). The noise of each step is then coloured
+  in momentum space, and the log-densities of eq. (2) are those of ``spectral.py`` eq. (3).
 
 The last step, σ_1 → σ_0 = 0, is a Gaussian around the Tweedie denoiser φ̂(y_1): c_0 = 1,
 λ_0 = 0, so v_0 = σ_1² (1 − σ_1² Γ(σ_1)) (analytic) or σ_1² (em); with the physics-informed
@@ -57,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lattice.score import spectral
 from lattice.score.gaussian import GaussianScore, exact_dsm_loss
 from lattice.score.sde import SDE
 
@@ -66,12 +73,13 @@ __all__ = [
     "noise_levels",
     "kernel_variances",
     "sample_path",
+    "sample_spectral_path",
     "score_norms",
     "norm_function",
     "stored_norm_function",
 ]
 
-KERNELS = ("analytic", "em")
+KERNELS = ("spectral", "analytic", "em")
 _LOG2PI = math.log(2.0 * math.pi)
 
 #: ŝ(y, σ) for one field y and scalar σ (the VE score, as the network computes it)
@@ -91,13 +99,20 @@ def noise_levels(sde: SDE, steps: int) -> np.ndarray:
     return np.concatenate([[0.0], np.asarray(sde.sigma(t), dtype=np.float64)])
 
 
-def kernel_variances(levels: np.ndarray, kernel: str, norm: Callable | None = None) -> np.ndarray:
-    """v_k, k = 0 … K−1, of eq. (3) (``"analytic"``, with u(σ) = σ² Γ(σ) = ``norm(σ)``) or
-    Δ_k (``"em"``)."""
+def kernel_variances(
+    levels: np.ndarray, kernel: str, norm: Callable | None = None, table=None
+) -> np.ndarray:
+    """v_k, k = 0 … K−1, of eq. (3) (``"analytic"``, with u(σ) = σ² Γ(σ) = ``norm(σ)``), Δ_k
+    (``"em"``), or v_k(p) [K, *shape] of ``spectral.py`` eq. (2) (``"spectral"``, with its
+    :class:`~lattice.score.spectral.SpectralTable` ``table``)."""
     lo, hi = levels[:-1], levels[1:]
     delta = hi**2 - lo**2
     if kernel == "em":
         return delta
+    if kernel == "spectral":
+        if table is None:
+            raise ValueError("the spectral kernel needs the model's spectral table")
+        return spectral.spectral_variances(levels, table)
     if kernel != "analytic":
         raise ValueError(f"unknown kernel {kernel!r} (allowed: {', '.join(KERNELS)})")
     if norm is None:
@@ -123,22 +138,55 @@ def sample_path(
 ) -> PathResult:
     """Run the reverse chain (1) from y_K = ``y_top`` (drawn by the caller from N(0,
     ``prior_std``²)) to y_0; step k's noise is ``normal(fold_in(key, k))``. One field."""
+    n = y_top.size
+    log_prior = _gauss_logpdf(jnp.sum(y_top * y_top), prior_std**2, n)
+    return _reverse(score, levels, jnp.asarray(variances, y_top.dtype), key, y_top, log_prior)
+
+
+def sample_spectral_path(
+    score: Score,
+    levels: np.ndarray,
+    variances: np.ndarray,
+    prior_var: np.ndarray,
+    key: jax.Array,
+    z_top: jax.Array,
+) -> PathResult:
+    """The reverse chain (1) with the per-mode kernel of ``spectral.py``: ``variances`` are
+    v_k(p) [K, *shape] (``spectral.py`` eq. (2)), the path starts at y_K = F⁻¹[√P F z_top]
+    with P = ``prior_var`` = C(p) + σ_K² [*shape] and white ``z_top``, and every step's noise
+    is coloured the same way (``spectral.py`` eq. (3)). One field."""
+    dtype = z_top.dtype
+    n = z_top.size
+    prior = jnp.asarray(prior_var, dtype)
+    y_top = spectral.color(z_top, prior)
+    log_prior = -0.5 * jnp.sum(z_top * z_top) - 0.5 * (spectral.log_det(prior_var) + n * _LOG2PI)
+    log_dets = np.array([spectral.log_det(v) for v in variances])
+    var = jnp.asarray(variances, dtype)
+    return _reverse(score, levels, var, key, y_top, log_prior, jnp.asarray(log_dets, dtype))
+
+
+def _reverse(score, levels, var, key, y_top, log_prior, log_dets=None) -> PathResult:
+    """Eq. (2)'s sum along the reverse chain: isotropic kernels (``var`` [K]) or, with the
+    kernels' log-determinants ``log_dets`` [K], per-mode ones (``var`` [K, *shape])."""
     dtype = y_top.dtype
     n = y_top.size
     sig = jnp.asarray(levels, dtype)
     delta = jnp.asarray(levels[1:] ** 2 - levels[:-1] ** 2, dtype)
-    var = jnp.asarray(variances, dtype)
-    K = len(variances)
-    log_prior = _gauss_logpdf(jnp.sum(y_top * y_top), prior_std**2, n)
+    K = var.shape[0]
 
     def body(i, carry):
         y, acc = carry
         k = K - 1 - i  # step y_{k+1} → y_k
         s = score(y, sig[k + 1]).astype(dtype)
         z = jax.random.normal(jax.random.fold_in(key, k), y.shape, dtype)
-        sv = jnp.sqrt(var[k])
-        step = delta[k] * s + sv * z  # y_k − y_{k+1}
-        log_p = _gauss_logpdf(var[k] * jnp.sum(z * z), var[k], n)
+        if log_dets is None:
+            sv = jnp.sqrt(var[k])
+            noise = sv * z
+            log_p = _gauss_logpdf(var[k] * jnp.sum(z * z), var[k], n)
+        else:
+            noise = spectral.color(z, var[k])
+            log_p = -0.5 * jnp.sum(z * z) - 0.5 * (log_dets[k] + n * _LOG2PI)
+        step = delta[k] * s + noise  # y_k − y_{k+1}
         log_q = _gauss_logpdf(jnp.sum(step * step), delta[k], n)
         return y + step, acc + log_q - log_p
 

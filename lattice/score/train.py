@@ -43,6 +43,7 @@ from lattice.score.gaussian import exact_dsm_loss
 from lattice.score.network import NetworkSpec, ScoreNet
 from lattice.score.path import norm_table
 from lattice.score.sde import SDE
+from lattice.score.spectral import measure_spectral
 
 __all__ = ["TrainingData", "Trainer", "dsm_loss", "max_pairwise_distance", "diagnostics"]
 
@@ -226,7 +227,8 @@ class Trainer:
 def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: Trainer) -> dict[str, Any]:
     """Validation loss on a σ grid (Γ-method error; with the exact ℓ* for a free field), the cosine
     similarity between ŝ(y, σ_min) and −∂S/∂φ(y) on held-out y = φ + σ_min z, and the score
-    norms u(σ) = σ² E‖ŝ‖²/V on the same grid (``path.py`` eq. (3))."""
+    norms u(σ) = σ² E‖ŝ‖²/V on the same grid (``path.py`` eq. (3)), and the per-mode table
+    M(σ, p), C(p) of the spectral path kernel (``spectral.py`` eq. (1))."""
 
     params = eqx.filter(net, eqx.is_inexact_array)
     phi, _, z = tr.val
@@ -253,8 +255,14 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: Trainer) -> dic
         return jnp.sum(s * f, ax) / jnp.sqrt(jnp.sum(s * s, ax) * jnp.sum(f * f, ax))
 
     c = np.concatenate([np.asarray(cosines(y[i : i + 256])) for i in range(0, m, 256)])
+    spectral = measure_spectral(net.batch, sde, phi, data.train)
+    spectral["source"] = (
+        f"measured after training: M on {spectral['fields']} held-out configurations, C on"
+        f" {spectral['power_fields']} training configurations"
+    )
     return {
         "score_norms": norm_table(net.batch, sde, phi),
+        "spectral": spectral,
         "val_loss_sigma": grid,
         "cosine_similarity": {
             "sigma": s_min,
