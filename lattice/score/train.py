@@ -43,7 +43,7 @@ from lattice.score.gaussian import exact_dsm_loss
 from lattice.score.network import NetworkSpec, ScoreNet
 from lattice.score.path import norm_table
 from lattice.score.sde import SDE
-from lattice.score.spectral import measure_spectral
+from lattice.score.spectral import SPECTRAL_FIELDS, measure_spectral
 
 __all__ = ["TrainingData", "Trainer", "dsm_loss", "max_pairwise_distance", "diagnostics"]
 
@@ -255,10 +255,13 @@ def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: Trainer) -> dic
         return jnp.sum(s * f, ax) / jnp.sqrt(jnp.sum(s * s, ax) * jnp.sum(f * f, ax))
 
     c = np.concatenate([np.asarray(cosines(y[i : i + 256])) for i in range(0, m, 256)])
-    spectral = measure_spectral(net.batch, sde, phi, data.train)
+    # M on the held-out configurations first, topped up with training ones to SPECTRAL_FIELDS
+    fields = np.concatenate([np.asarray(phi), data.train[: max(0, SPECTRAL_FIELDS - m)]])
+    spectral = measure_spectral(net.batch, sde, fields, data.train)
+    held = min(m, spectral["fields"])
     spectral["source"] = (
-        f"measured after training: M on {spectral['fields']} held-out configurations, C on"
-        f" {spectral['power_fields']} training configurations"
+        f"measured after training: M on {spectral['fields']} configurations ({held} held out),"
+        f" C on {spectral['power_fields']} training configurations"
     )
     return {
         "score_norms": norm_table(net.batch, sde, phi),
