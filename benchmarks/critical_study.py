@@ -5,6 +5,7 @@
     python benchmarks/critical_study.py diffusion  # HMC data → score model → path MH, per L
     python benchmarks/critical_study.py report   # fits of z, figures and tables → runs/critical/
     python benchmarks/critical_study.py frontier --kappa-c 0.2709   # issue 25's rows, L ≤ 128
+    python benchmarks/critical_study.py spectral --kappa-c 0.2709   # issue 24's diffusion rows
     python benchmarks/critical_study.py all      # the four in order
 
 Options: ``--L 8 16 32`` (add 64 on a GPU), ``--kappa-c`` (default: the Binder crossing of the
@@ -333,6 +334,68 @@ def stage_diffusion(
         _save(results)
 
 
+#: issue 24's study: training steps and network blocks per L (24 channels; the CPU budget)
+SPECTRAL_TRAIN = {8: (2000, 3), 16: (4000, 4), 32: (3000, 4), 64: (2000, 4)}
+
+
+def stage_spectral(Ls, kappa: float, target: float, sample: bool = True,
+                   proposals: int = 300) -> None:  # fmt: skip
+    """Issue 24's diffusion rows at ``kappa``: per L an FA-HMC + SW ensemble (tuned to 75%,
+    every 8th configuration saved), a score model trained on it (:data:`SPECTRAL_TRAIN`; the
+    model carries its spectral table), and a path-MH run with the spectral kernel and K picked
+    by the pilot for ``target`` acceptance (``[sampler] target_acceptance``, at most V/2).
+    Results go to results.json under ``spectral_k<κ>``."""
+    from lattice.config.train import parse_train_config
+    from lattice.io.model import load_model
+    from lattice.runs.training import resume_training, train_model
+
+    results = _load()
+    key = f"spectral_k{kappa:g}"
+    out = results.setdefault(key, {})
+    for L in Ls:
+        V = L * L
+        data = _run(
+            f"data_fa_sw_L{L}_k{kappa:g}",
+            _toml(f"data_fa_sw_L{L}_k{kappa:g}", L, kappa, SAMPLERS["fa_hmc_sw_tuned"][0], 8,
+                  800, 8192, 1, save_every=8),
+        )  # fmt: skip
+        mdir = ROOT / f"score_spectral_L{L}_k{kappa:g}"
+        if (mdir / "checkpoint.h5").exists() and not (mdir / "model.json").exists():
+            resume_training(mdir)  # an interrupted training continues where it stopped
+        if not (mdir / "model.json").exists():
+            steps, blocks = SPECTRAL_TRAIN[L]
+            tcfg = (
+                f'name = "{mdir.name}"\n[train]\nensemble = "{data}"\nsteps = {steps}\n'
+                "batch_size = 64\ncheckpoint_every = 250\n[network]\nchannels = 24\n"
+                f"blocks = {blocks}\n"
+            )
+            (ROOT / f"{mdir.name}.toml").write_text(tcfg)
+            print(f"{mdir}: training {steps} steps")
+            train_model(parse_train_config(tcfg), mdir, force=True)
+        if not sample:
+            continue
+        model = load_model(mdir)
+        cap = max(64, V // 2)
+        sampler = (
+            f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "sde"\nsteps = {cap}\n'
+            f"target_acceptance = {target}"
+        )
+        name = f"spectral_L{L}_k{kappa:g}_t{target:g}"
+        d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
+        m = _measure(d)
+        from lattice.io.reader import open_ensemble
+
+        ens = open_ensemble(d / "ensemble.h5")
+        K = int(ens.config_attrs["sampler.tuned_path_steps"])
+        s = _summary(m, 1, evals_per_step=K)
+        s["acceptance"] = float(np.mean(ens.diagnostics["acceptance"]))
+        s["K"] = K
+        s["training_seconds"] = model.meta["training"]["seconds"]
+        s["log_w_var"] = float(np.var(ens.diagnostics["proposal_log_w"]))
+        out[str(L)] = s
+        _save(results)
+
+
 def _amortized(L: str, d: dict) -> float:
     """Seconds per independent |m| with the model's training spread over the run's
     independent samples: (run + training seconds) / (N / 2τ_int)."""
@@ -509,7 +572,9 @@ def _markdown_table(series: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["binder", "tau", "diffusion", "report", "frontier", "all"])
+    ap.add_argument(
+        "stage", choices=["binder", "tau", "diffusion", "spectral", "report", "frontier", "all"]
+    )
     ap.add_argument("--L", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--kappa-c", type=float, default=None)
     ap.add_argument("--scale", type=float, default=1.0)
@@ -519,6 +584,8 @@ def main() -> None:
     ap.add_argument("--kappas", type=float, nargs="+", default=None, help="binder: the κ grid")
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies training steps")
     ap.add_argument("--proposals", type=int, default=None, help="diffusion: proposals per chain")
+    ap.add_argument("--target", type=float, default=0.5, help="spectral: the K pilot's target")
+    ap.add_argument("--no-sample", action="store_true", help="spectral: data and training only")
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -528,6 +595,9 @@ def main() -> None:
         stage_tau(args.L, _kappa_c(args), args.scale, args.samplers, args.steps)
     if args.stage in ("diffusion", "all"):
         stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale, args.proposals)
+    if args.stage == "spectral":
+        stage_spectral(args.L, _kappa_c(args), args.target, not args.no_sample,
+                       args.proposals or 300)  # fmt: skip
     if args.stage in ("report", "all"):
         stage_report()
     if args.stage == "frontier":

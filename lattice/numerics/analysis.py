@@ -48,6 +48,7 @@ __all__ = [
     "effective_mass_jackknife",
     "log_mean_exp",
     "family_z",
+    "independence_acceptance",
     "gamma_method",
     "gamma_method_derived",
     "jackknife",
@@ -386,6 +387,29 @@ def log_mean_exp(log_w: Any, n_blocks: int = 50) -> tuple[float, float]:
     blocks = min(n_blocks, sum(r.size for r in rows))
     value, error = jackknife(np.log, [rows], n_blocks=max(2, blocks))
     return top + value, error
+
+
+def independence_acceptance(log_w: Any) -> float:
+    """The stationary acceptance of an independence Metropolis–Hastings chain (Tierney 1994)
+    estimated from the log-weights log w = log(π̃/q) of independent proposals y_i ~ q.
+
+    With x ~ π = q w / Z in the chain and a fresh y ~ q, the acceptance is
+
+        α = E_{x~π, y~q}[min(1, w(y)/w(x))] = E_{q×q}[min(w(x), w(y))] / E_q[w],
+
+    estimated by the ratio of the pair mean over i ≠ j and the mean of w (consistent; its
+    noise grows with the weights' tails). For log-normal weights of variance s² it is
+    α = 2Φ(−s/√2), the check of tests/test_analysis.py. NaN entries (failed proposals) are
+    dropped; log w = −∞ is a proposal of weight zero and counts.
+    """
+    lw = np.asarray(log_w, np.float64).ravel()
+    lw = lw[~np.isnan(lw)]
+    n = lw.size
+    if n < 2 or not np.isfinite(lw).any():
+        return float("nan")
+    w = np.exp(lw - lw.max())
+    pairs = np.minimum(w[:, None], w[None, :]).sum() - w.sum()  # the diagonal is min(w, w) = w
+    return float(pairs / ((n - 1) * w.sum()))
 
 
 def family_z(n_tests: int, alpha: float = 1e-3, floor: float = 4.0) -> float:
