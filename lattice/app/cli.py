@@ -393,6 +393,21 @@ def info(
                 f"{a['sampler.tuned_acceptance']:.3f})",
             )
         )
+    if "sampler.tuned_path_steps" in a:
+        tried = ", ".join(
+            f"{int(k)}: {x:.3f}"
+            for k, x in zip(
+                a["sampler.pilot_path_steps"], a["sampler.pilot_acceptance"], strict=True
+            )
+        )
+        rows.append(
+            (
+                "path steps",
+                f"K = {a['sampler.tuned_path_steps']} by the pilot (target acceptance "
+                f"{a.get('sampler.target_acceptance')}, cap {a.get('sampler.steps')}; "
+                f"K: acceptance over {a['sampler.pilot_proposals']} proposals {tried})",
+            )
+        )
     if "sampler.model_sha256" in a:
         rows.append(
             (

@@ -171,7 +171,7 @@ class RunConfig(Document):
     @model_validator(mode="after")
     def _tuning_has_room(self) -> RunConfig:
         """The step-size tuner runs over the first half of thermalization: at least 10 steps."""
-        if getattr(self.sampler, "target_acceptance", None) is None:
+        if self.sampler.kind != "hmc" or self.sampler.target_acceptance is None:
             return self
         if self.run.thermalization < 2 * MIN_TUNING_STEPS:
             raise rule(
@@ -183,8 +183,9 @@ class RunConfig(Document):
 
     @property
     def tuning_steps(self) -> int:
-        """Thermalization steps the step-size tuner runs (0: no tuner): the first half."""
-        if getattr(self.sampler, "target_acceptance", None) is None:
+        """Thermalization steps the step-size tuner runs (0: no tuner): the first half. (A
+        diffusion sampler's ``target_acceptance`` is its path-length pilot, not this tuner.)"""
+        if self.sampler.kind != "hmc" or self.sampler.target_acceptance is None:
             return 0
         return self.run.thermalization // 2
 

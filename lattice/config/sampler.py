@@ -315,6 +315,13 @@ class Diffusion(SamplerSchema):
     corrector_steps: PosInt | None = None
     steps_per_level: PosInt | None = None
     step_scale: PosFloat | None = None
+    #: pick the number of reverse steps for this MH acceptance by a pilot before the run
+    #: (:mod:`lattice.samplers.pilot`); ``steps`` is then the cap. None: ``steps`` as given
+    target_acceptance: float | None = None
+
+    _acceptance_is_a_probability = field_validator("target_acceptance")(
+        Hmc._acceptance_is_a_probability.__func__
+    )
 
     @classmethod
     def _resolve(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -338,6 +345,14 @@ class Diffusion(SamplerSchema):
                 " set metropolis = false for raw, approximate samples",
             )
         out = {"method": method, "metropolis": exact, **cls.METHOD_DEFAULTS[method], **data}
+        if out.get("target_acceptance") is not None and not (
+            method == "sde" and out["metropolis"] is True
+        ):
+            raise rule(
+                "target_acceptance",
+                f"the path-length pilot needs method = 'sde' with metropolis = true "
+                f"(method = {method!r}, metropolis = {out['metropolis']!r})",
+            )
         steps = out.get("steps")
         if method == "sde" and isinstance(steps, int) and not isinstance(steps, bool) and steps < 2:
             raise rule("steps", f"must be >= 2 for method = 'sde' (got {steps})")
@@ -365,6 +380,10 @@ class Diffusion(SamplerSchema):
 
     def needs_model(self) -> bool:
         return True
+
+    def with_path_steps(self, steps: int) -> Diffusion:
+        """This sampler with the ``steps`` the pilot chose, and no pilot."""
+        return self.model_copy(update={"steps": steps, "target_acceptance": None})
 
     def _build(self, theory: Phi4, **resources: Any) -> Sampler:
         opts = self.options()

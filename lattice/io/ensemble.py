@@ -11,6 +11,10 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
                                   tuner (sampler.target_acceptance) also sampler.tuned_step_size,
                                   sampler.tuned_trajectory_length, sampler.tuned_steps (the
                                   thermalization steps it tuned over), sampler.tuned_acceptance
+                                  with a path-length pilot (diffusion, target_acceptance) also
+                                  sampler.tuned_path_steps (the K chosen; sampler.steps is the
+                                  cap), sampler.pilot_path_steps and sampler.pilot_acceptance
+                                  (the ladder and each K's estimate), sampler.pilot_proposals
     /observables/<name>    [chains, samples]          (G: [chains, samples, L0])
     /diagnostics/acceptance [chains, samples]         mean acceptance since the last measurement
     /diagnostics/exp_minus_dh [chains, samples]       mean e^{−ΔH} since the last measurement

@@ -38,6 +38,7 @@ from lattice.numerics.phi4 import Phi4
 from lattice.runs.directory import RunDirectory, RunError, human_bytes
 from lattice.runs.progress import QuietReporter, Reporter, process_seconds
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
+from lattice.samplers.pilot import PILOT_PROPOSALS, pilot, pilot_keys
 from lattice.samplers.tuning import (
     dual_averaging,
     frozen_step,
@@ -431,6 +432,8 @@ class _Job:
     devices: int
     #: the integrator step the tuner froze (the sampler is then built with it), else None
     tuned_step_size: float | None = None
+    #: the reverse steps the path-length pilot chose (the sampler is then built with it)
+    tuned_path_steps: int | None = None
 
 
 @dataclass
@@ -443,12 +446,19 @@ class _Progress:
     saved_committed: int = 0
     seconds: float = 0.0
     tuned_step_size: float | None = None
+    tuned_path_steps: int | None = None
 
 
 def _tuned(job: _Job, step_size: float) -> _Job:
     """The job with the step the tuner froze: the config's sampler at that step, untuned."""
     cfg = job.cfg.model_copy(update={"sampler": job.cfg.sampler.tuned(step_size)})
     return replace(job, sampler=build_sampler(cfg, job.theory), tuned_step_size=step_size)
+
+
+def _with_path_steps(job: _Job, steps: int) -> _Job:
+    """The job with the reverse steps the pilot chose: the config's sampler at that K."""
+    cfg = job.cfg.model_copy(update={"sampler": job.cfg.sampler.with_path_steps(steps)})
+    return replace(job, sampler=build_sampler(cfg, job.theory), tuned_path_steps=steps)
 
 
 def _prepare(cfg: RunConfig) -> _Job:
@@ -493,6 +503,8 @@ def _checkpoint(job: _Job, d: RunDirectory, states, p: _Progress) -> None:
     }
     if job.tuned_step_size is not None:
         attrs["tuned_step_size"] = job.tuned_step_size
+    if job.tuned_path_steps is not None:
+        attrs["tuned_path_steps"] = job.tuned_path_steps
     d.save(jax.tree_util.tree_map(np.asarray, tree), attrs)
 
 
@@ -546,6 +558,7 @@ def _restore(job: _Job, d: RunDirectory, reporter: Reporter):
         int(attrs["saved_committed"]),
         float(attrs["seconds"]),
         float(attrs["tuned_step_size"]) if "tuned_step_size" in attrs else None,
+        int(attrs["tuned_path_steps"]) if "tuned_path_steps" in attrs else None,
     )
     n = job.cfg.run.samples
     d.log(reporter, f"resume {job.cfg.name} at step {p.step} ({p.committed}/{n} measurements)")
@@ -633,6 +646,59 @@ def _tune(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, el
         f"steps, target {target:g}",
     )
     return states, job
+
+
+def _needs_pilot(job: _Job) -> bool:
+    s = job.cfg.sampler
+    return s.kind == "diffusion" and s.target_acceptance is not None
+
+
+def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, elapsed):
+    """The path-length pilot (:mod:`lattice.samplers.pilot`) before the first step: K for the
+    target acceptance, from :data:`PILOT_PROPOSALS` proposals per K drawn from the seed's
+    pilot stream. Nothing of it is kept in memory only, so a run killed during the pilot
+    starts it again, to the same K. K and the ladder go to /config and every later checkpoint.
+    Returns the job with the sampler at K."""
+    s, r = job.cfg.sampler, job.cfg.run
+    if p.step != 0:
+        raise JobError(f"{d.checkpoint}: a checkpoint after step 0 without the pilot's K")
+    cap, target = s.steps, s.target_acceptance
+    reporter.start("pilot", cap, 0)
+
+    def told(k: int, a: float) -> None:
+        reporter.advance(k, a)
+        d.log(reporter, f"pilot: K = {k}, acceptance {a:.3f}", show=False)
+
+    result = pilot(
+        lambda k: _with_path_steps(job, k).sampler,
+        cap,
+        target,
+        pilot_keys(r.seed, PILOT_PROPOSALS, r.prng),
+        job.theory.shape,
+        job.dtype,
+        told,
+    )
+    job = _with_path_steps(job, result.chosen)
+    writer.record_config_attrs(
+        {
+            "sampler.tuned_path_steps": result.chosen,
+            "sampler.pilot_path_steps": np.asarray(result.path_steps, np.int64),
+            "sampler.pilot_acceptance": np.asarray(result.acceptance, np.float64),
+            "sampler.pilot_proposals": PILOT_PROPOSALS,
+        }
+    )
+    p.seconds = elapsed()
+    _checkpoint(job, d, states, p)
+    a = result.acceptance[result.path_steps.index(result.chosen)]
+    msg = (
+        f"chose K = {result.chosen} reverse steps by the pilot ({PILOT_PROPOSALS} proposals "
+        f"per K, K = {', '.join(map(str, result.path_steps))}): acceptance {a:.3f}, "
+        f"target {target:g}"
+    )
+    if not result.reached:
+        msg += f"; the target was not reached below the cap sampler.steps = {cap}"
+    d.log(reporter, msg)
+    return job
 
 
 def _thermalize(job: _Job, d: RunDirectory, states, p: _Progress, reporter, elapsed):
@@ -750,6 +816,8 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
     )
     if p.tuned_step_size is not None:  # a checkpoint after tuning: sample with its step
         job = _tuned(job, p.tuned_step_size)
+    if p.tuned_path_steps is not None:  # a checkpoint after the pilot: sample with its K
+        job = _with_path_steps(job, p.tuned_path_steps)
     t_start, seconds0 = time.perf_counter(), p.seconds
 
     def elapsed() -> float:
@@ -759,6 +827,8 @@ def _execute(job: _Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pa
     try:
         if job.cfg.tuning_steps and job.tuned_step_size is None:
             states, job = _tune(job, d, writer, states, p, reporter, elapsed)
+        if _needs_pilot(job) and job.tuned_path_steps is None:
+            job = _pilot(job, d, writer, states, p, reporter, elapsed)
         states = _thermalize(job, d, states, p, reporter, elapsed)
         _measure(job, d, writer, states, p, reporter, elapsed)
         writer.commit(p.committed, p.saved_committed, elapsed(), p.step, complete=True)
