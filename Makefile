@@ -12,9 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The demo: the quickstart Langevin run and its measurement, then Langevin, HMC and the learned
+# sampler (the model shipped in lattice/models/) on 8x8 near kappa_c, compared, with a report.
+# About a minute on 2 cores once .venv exists (docs/PERFORMANCE.md).
 demo: $(STAMP)
 	$(BIN)/lattice run runs/quickstart.toml --force
 	$(BIN)/lattice measure runs/quickstart
+	$(BIN)/lattice run runs/demo/langevin.toml --force
+	$(BIN)/lattice run runs/demo/hmc.toml --force
+	$(BIN)/lattice run runs/demo/diffusion.toml --force
+	$(BIN)/lattice compare runs/demo/langevin runs/demo/hmc runs/demo/diffusion --report runs/demo/report.html
 
 # Test processes in parallel (pytest-xdist): one per core, at most 4. `make test WORKERS=0` runs
 # the suite in one process.

@@ -338,19 +338,21 @@ def stage_diffusion(
 SPECTRAL_TRAIN = {8: (2000, 3), 16: (4000, 4), 32: (3000, 4), 64: (2000, 4)}
 
 
-def stage_spectral(Ls, kappa: float, target: float, sample: bool = True,
-                   proposals: int = 300) -> None:  # fmt: skip
+def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposals: int = 300,
+                   net: tuple[int, int, int] | None = None) -> None:  # fmt: skip
     """Issue 24's diffusion rows at ``kappa``: per L an FA-HMC + SW ensemble (tuned to 75%,
     every 8th configuration saved), a score model trained on it (:data:`SPECTRAL_TRAIN`; the
     model carries its spectral table), and a path-MH run with the spectral kernel and K picked
     by the pilot for ``target`` acceptance (``[sampler] target_acceptance``, at most V/2).
-    Results go to results.json under ``spectral_k<κ>``."""
+    Results go to results.json under ``spectral_k<κ>``. ``net`` = (channels, blocks, steps)
+    replaces the default network and training (names and results keys get ``_c<C>b<B>s<S>``)."""
     from lattice.config.train import parse_train_config
     from lattice.io.model import load_model
     from lattice.runs.training import resume_training, train_model
 
     results = _load()
-    key = f"spectral_k{kappa:g}"
+    tag = "" if net is None else f"_c{net[0]}b{net[1]}s{net[2]}"
+    key = f"spectral_k{kappa:g}{tag}"
     out = results.setdefault(key, {})
     for L in Ls:
         V = L * L
@@ -359,14 +361,17 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True,
             _toml(f"data_fa_sw_L{L}_k{kappa:g}", L, kappa, SAMPLERS["fa_hmc_sw_tuned"][0], 8,
                   800, 8192, 1, save_every=8),
         )  # fmt: skip
-        mdir = ROOT / f"score_spectral_L{L}_k{kappa:g}"
+        mdir = ROOT / f"score_spectral_L{L}_k{kappa:g}{tag}"
         if (mdir / "checkpoint.h5").exists() and not (mdir / "model.json").exists():
             resume_training(mdir)  # an interrupted training continues where it stopped
         if not (mdir / "model.json").exists():
-            steps, blocks = SPECTRAL_TRAIN[L]
+            channels, (steps, blocks) = 24, SPECTRAL_TRAIN[L]
+            if net is not None:
+                channels, blocks, steps = net
             tcfg = (
                 f'name = "{mdir.name}"\n[train]\nensemble = "{data}"\nsteps = {steps}\n'
-                "batch_size = 64\ncheckpoint_every = 250\n[network]\nchannels = 24\n"
+                "batch_size = 64\ncheckpoint_every = 250\n[network]\n"
+                f"channels = {channels}\n"
                 f"blocks = {blocks}\n"
             )
             (ROOT / f"{mdir.name}.toml").write_text(tcfg)
@@ -380,7 +385,7 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True,
             f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "sde"\nsteps = {cap}\n'
             f"target_acceptance = {target}"
         )
-        name = f"spectral_L{L}_k{kappa:g}_t{target:g}"
+        name = f"spectral_L{L}_k{kappa:g}{tag}_t{target:g}"
         d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
         m = _measure(d)
         from lattice.io.reader import open_ensemble
@@ -586,6 +591,8 @@ def main() -> None:
     ap.add_argument("--proposals", type=int, default=None, help="diffusion: proposals per chain")
     ap.add_argument("--target", type=float, default=0.5, help="spectral: the K pilot's target")
     ap.add_argument("--no-sample", action="store_true", help="spectral: data and training only")
+    ap.add_argument("--net", type=int, nargs=3, default=None, metavar=("C", "B", "STEPS"),
+                    help="spectral: channels, blocks, training steps")  # fmt: skip
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -596,8 +603,9 @@ def main() -> None:
     if args.stage in ("diffusion", "all"):
         stage_diffusion(args.L, _kappa_c(args), args.scale, args.train_scale, args.proposals)
     if args.stage == "spectral":
+        net = None if args.net is None else tuple(args.net)
         stage_spectral(args.L, _kappa_c(args), args.target, not args.no_sample,
-                       args.proposals or 300)  # fmt: skip
+                       args.proposals or 300, net)  # fmt: skip
     if args.stage in ("report", "all"):
         stage_report()
     if args.stage == "frontier":

@@ -49,6 +49,7 @@ def test_ladder_and_rule():
     assert ladder(4) == (4,) and ladder(3) == (3,)
     assert choose((4, 8, 16), (0.2, 0.55, 0.7), 0.5) == (8, True)
     assert choose((4, 8, 16), (0.2, 0.3, 0.4), 0.5) == (16, False)
+    assert choose((4, 8, 16, 32), (0.1, 0.27, 0.25, 0.28), 0.5) == (8, False)  # the plateau
 
 
 def test_a_run_records_the_pilot_and_samples_at_its_k(piloted):

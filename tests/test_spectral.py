@@ -192,7 +192,8 @@ def test_the_table_is_the_default_kernel_and_log_z_is_measured(tmp_path):
     """A model with its table: a run without `kernel` records kernel = "spectral" in its
     resolved config and /config, `info` shows the table, and `measure` reports log_z (JSON:
     {value, error}; table rows log_z and f = -log_z/V) within 4σ of the free field's; the
-    same model with kernel = "analytic" still runs. A model without a table keeps "analytic"."""
+    same model with kernel = "analytic" still runs, and the compare report of the two lists
+    the first's log Z as measure does. A model without a table keeps "analytic"."""
     theory = Phi4.kappa_form([4, 4], 0.2, 0.0)
     m = _saved_network_model(tmp_path / "m", theory, True)
     cfg = tmp_path / "d.toml"
@@ -209,6 +210,9 @@ def test_the_table_is_the_default_kernel_and_log_z_is_measured(tmp_path):
     assert "log_z" in table and "f = -log_z/V" in table and "importance ESS" in table
     cli("run", cfg, "-o", tmp_path / "a", "--set", "sampler.kernel=analytic", "-q", check=0)
     assert 'kernel = "analytic"' in (tmp_path / "a" / "config.toml").read_text()
+    cli("compare", tmp_path / "d", tmp_path / "a", "--report", tmp_path / "r.md", check=0)
+    report = (tmp_path / "r.md").read_text()
+    assert "## Free energy" in report and f"| 1 | {lz['value']:.10g} ± " in report, report
     bare = _saved_network_model(tmp_path / "bare", theory, False)
     cfg.write_text(RUN.format(model=bare))
     cli("run", cfg, "-o", tmp_path / "b", "-q", check=0)

@@ -59,6 +59,22 @@ def report_markdown(result: Comparison, images: dict[str, str]) -> str:
             f"({c.evals_unit}) | {tr} | {s:.3g} | {e:.3g} | "
             f"{'—' if ess is None else f'{ess:.3g}'} |"
         )
+    weighted = [(i, r.measurement.log_z) for i, r in enumerate(runs, 1)]
+    weighted = [(i, lz) for i, lz in weighted if lz is not None]
+    if weighted:
+        lines += ["", "## Free energy (runs with path or ODE weights)", ""]
+        lines += [
+            "log Z = log mean(e^{−S}/q) over all proposals (Lebesgue measure in the config's "
+            "parametrization; blocked jackknife error), f = −log Z / V.",
+            "",
+            "| # | log Z | f = −log Z/V | proposals | importance ESS |",
+            "|---|---|---|---|---|",
+        ]
+        for i, lz in weighted:
+            lines.append(
+                f"| {i} | {lz.value:.10g} ± {lz.error:.2g} | {lz.density:.8g} ± "
+                f"{lz.density_error:.2g} | {lz.proposals} | {lz.ess:.1f} |"
+            )
     z_flag = result.z_flag
     lines += ["", f"## Consistency (max |z| over pairs; flagged above {z_flag:.3g})", ""]
     lines += ["| observable | max \\|z\\| |", "|---|---|"]

@@ -38,7 +38,7 @@ from lattice.numerics.phi4 import Phi4
 from lattice.runs.directory import RunDirectory, RunError, human_bytes
 from lattice.runs.progress import QuietReporter, Reporter, process_seconds
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
-from lattice.samplers.pilot import PILOT_PROPOSALS, pilot, pilot_keys
+from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, pilot, pilot_keys
 from lattice.samplers.tuning import (
     dual_averaging,
     frozen_step,
@@ -696,7 +696,11 @@ def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, e
         f"target {target:g}"
     )
     if not result.reached:
-        msg += f"; the target was not reached below the cap sampler.steps = {cap}"
+        msg += (
+            f"; the target was not reached up to the cap sampler.steps = {cap}, so K is the "
+            f"smallest within {PLATEAU} of the best acceptance (the model limits it: train "
+            "longer or a larger network to reach the target)"
+        )
     d.log(reporter, msg)
     return job
 
