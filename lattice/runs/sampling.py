@@ -38,7 +38,6 @@ from lattice.numerics.phi4 import Phi4
 from lattice.runs.directory import RunDirectory, RunError, human_bytes
 from lattice.runs.progress import QuietReporter, Reporter, process_seconds
 from lattice.samplers.chains import chain_keys, evolve, init_states, initial_field, sample
-from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, pilot, pilot_keys
 from lattice.samplers.tuning import (
     dual_averaging,
     frozen_step,
@@ -655,10 +654,13 @@ def _needs_pilot(job: _Job) -> bool:
 
 def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, elapsed):
     """The path-length pilot (:mod:`lattice.samplers.pilot`) before the first step: K for the
-    target acceptance, from :data:`PILOT_PROPOSALS` proposals per K drawn from the seed's
+    target acceptance, from ``PILOT_PROPOSALS`` proposals per K drawn from the seed's
     pilot stream. Nothing of it is kept in memory only, so a run killed during the pilot
     starts it again, to the same K. K and the ladder go to /config and every later checkpoint.
     Returns the job with the sampler at K."""
+    # lazy: the estimator's module loads scipy, which a classical run never needs
+    from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, pilot, pilot_keys
+
     s, r = job.cfg.sampler, job.cfg.run
     if p.step != 0:
         raise JobError(f"{d.checkpoint}: a checkpoint after step 0 without the pilot's K")
