@@ -655,8 +655,8 @@ def _needs_pilot(job: _Job) -> bool:
 def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, elapsed):
     """The path-length pilot (:mod:`lattice.samplers.pilot`) before the first step: K for the
     target acceptance, from ``PILOT_PROPOSALS`` proposals per K drawn from the seed's
-    pilot stream. Nothing of it is kept in memory only, so a run killed during the pilot
-    starts it again, to the same K. K and the ladder go to /config and every later checkpoint.
+    pilot stream. Its estimates live in memory until it ends, so a run killed during the
+    pilot starts it again, to the same K. K and the ladder go to /config and every later checkpoint.
     Returns the job with the sampler at K."""
     # lazy: the estimator's module loads scipy, which a classical run never needs
     from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, pilot, pilot_keys
