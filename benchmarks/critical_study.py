@@ -339,19 +339,22 @@ SPECTRAL_TRAIN = {8: (2000, 3), 16: (4000, 4), 32: (3000, 4), 64: (2000, 4)}
 
 
 def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposals: int = 300,
-                   net: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+                   net: tuple[int, int, int] | None = None,
+                   local: bool = False) -> None:  # fmt: skip
     """Issue 24's diffusion rows at ``kappa``: per L an FA-HMC + SW ensemble (tuned to 75%,
     every 8th configuration saved), a score model trained on it (:data:`SPECTRAL_TRAIN`; the
     model carries its spectral table), and a path-MH run with the spectral kernel and K picked
     by the pilot for ``target`` acceptance (``[sampler] target_acceptance``, at most V/2).
     Results go to results.json under ``spectral_k<κ>``. ``net`` = (channels, blocks, steps)
-    replaces the default network and training (names and results keys get ``_c<C>b<B>s<S>``)."""
+    replaces the default network and training (names and results keys get ``_c<C>b<B>s<S>``);
+    ``local`` drops the site-averaged channel (``global_channel = false``: a finite receptive
+    field, tag ``_loc``)."""
     from lattice.config.train import parse_train_config
     from lattice.io.model import load_model
     from lattice.runs.training import resume_training, train_model
 
     results = _load()
-    tag = "" if net is None else f"_c{net[0]}b{net[1]}s{net[2]}"
+    tag = ("" if net is None else f"_c{net[0]}b{net[1]}s{net[2]}") + ("_loc" if local else "")
     key = f"spectral_k{kappa:g}{tag}"
     out = results.setdefault(key, {})
     for L in Ls:
@@ -372,7 +375,7 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposa
                 f'name = "{mdir.name}"\n[train]\nensemble = "{data}"\nsteps = {steps}\n'
                 "batch_size = 64\ncheckpoint_every = 250\n[network]\n"
                 f"channels = {channels}\n"
-                f"blocks = {blocks}\n"
+                f"blocks = {blocks}\n" + ("global_channel = false\n" if local else "")
             )
             (ROOT / f"{mdir.name}.toml").write_text(tcfg)
             print(f"{mdir}: training {steps} steps")
@@ -593,6 +596,7 @@ def main() -> None:
     ap.add_argument("--no-sample", action="store_true", help="spectral: data and training only")
     ap.add_argument("--net", type=int, nargs=3, default=None, metavar=("C", "B", "STEPS"),
                     help="spectral: channels, blocks, training steps")  # fmt: skip
+    ap.add_argument("--local", action="store_true", help="spectral: no global channel")
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -605,7 +609,7 @@ def main() -> None:
     if args.stage == "spectral":
         net = None if args.net is None else tuple(args.net)
         stage_spectral(args.L, _kappa_c(args), args.target, not args.no_sample,
-                       args.proposals or 300, net)  # fmt: skip
+                       args.proposals or 300, net, args.local)  # fmt: skip
     if args.stage in ("report", "all"):
         stage_report()
     if args.stage == "frontier":

@@ -278,7 +278,8 @@ def test_config_is_frozen_and_hashable():
                 "sampler.metropolis=true",
                 "sampler.model='m'",
             ],
-            "sampler.metropolis: needs method = 'sde' or 'ode', the ones with a density",
+            "sampler.metropolis: needs method = 'sde', 'multilevel' or 'ode', the ones with a"
+            " density",
         ),
         (
             [

@@ -186,8 +186,9 @@ def compare_run(got: Path, want: Path, model_dir: str) -> None:
     assert (got / "config.toml").read_text() == (want / "config.toml").read_text()
 
 
-def _same_json(got, want, path="") -> list[str]:
-    """``want``'s keys and values (floats bitwise, NaN = NaN) in ``got``; new keys are allowed."""
+def _same_json(got, want, path="", rtol: float = 0.0) -> list[str]:
+    """``want``'s keys and values (floats bitwise, or within ``rtol``; NaN = NaN) in ``got``;
+    new keys are allowed."""
     if isinstance(want, dict):
         if not isinstance(got, dict):
             return [f"{path}: {got!r} is not an object"]
@@ -196,15 +197,21 @@ def _same_json(got, want, path="") -> list[str]:
             if k not in got:
                 out.append(f"{path}.{k}: missing")
             else:
-                out += _same_json(got[k], v, f"{path}.{k}")
+                out += _same_json(got[k], v, f"{path}.{k}", rtol)
         return out
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return [f"{path}: {got!r} != {want!r}"]
         pairs = enumerate(zip(got, want, strict=True))
-        return [e for i, (g, w) in pairs for e in _same_json(g, w, f"{path}[{i}]")]
+        return [e for i, (g, w) in pairs for e in _same_json(g, w, f"{path}[{i}]", rtol)]
     if isinstance(want, float) and isinstance(got, float) and math.isnan(want) and math.isnan(got):
         return []
+    if rtol and isinstance(want, float) and isinstance(got, float):
+        return (
+            []
+            if math.isclose(got, want, rel_tol=rtol, abs_tol=rtol)
+            else [f"{path}: {got!r}, fixture {want!r} (beyond rtol {rtol})"]
+        )
     if type(got) is not type(want) or got != want:
         return [f"{path}: {got!r}, fixture {want!r}"]
     return []
@@ -222,14 +229,25 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def compare_model(got: Path, want: Path, tree: Path) -> None:
     """A model directory: the weights bit for bit, model.json except ``MODEL_RUN_DEPENDENT``,
-    history.csv except its seconds, the resolved config."""
-    assert (got / "model.eqx").read_bytes() == (want / "model.eqx").read_bytes(), "model.eqx"
+    history.csv except its seconds, the resolved config.
+
+    On a CPU whose XLA:CPU float32 kernels round differently from the fixture host's (the
+    fixture README: measured on an AVX-512 AMD EPYC, 171 of the 693 weights differ, by at
+    most 5.6e-5 against weights up to 0.53), the weights must instead agree to
+    ``TRAIN_RTOL`` of the largest, and every float of model.json and history.csv to
+    ``TRAIN_RTOL``; the float64 ensembles of the other tests stay bitwise on every host."""
+    rtol = 0.0
+    if (got / "model.eqx").read_bytes() != (want / "model.eqx").read_bytes():
+        _close_weights(got, want)
+        rtol = TRAIN_RTOL
     assert (got / "config.toml").read_text() == (want / "config.toml").read_text()
     gm, wm = (_flat(json.loads((d / "model.json").read_text())) for d in (got, want))
     assert gm["data.ensemble"] == str((tree / "runs/hmc_train/ensemble.h5").resolve())
+    skip = MODEL_RUN_DEPENDENT | ({"weights.sha256"} if rtol else set())  # checked above
     errors = _same_json(
-        {k: v for k, v in gm.items() if k not in MODEL_RUN_DEPENDENT},
-        {k: v for k, v in wm.items() if k not in MODEL_RUN_DEPENDENT},
+        {k: v for k, v in gm.items() if k not in skip},
+        {k: v for k, v in wm.items() if k not in skip},
+        rtol=rtol,
     )
     extra = {k for k in set(gm) - set(wm) if not k.startswith(MODEL_ADDED_SINCE)}
     assert not errors and not extra, f"model.json: {errors}, extra keys {sorted(extra)}"
@@ -239,7 +257,30 @@ def compare_model(got: Path, want: Path, tree: Path) -> None:
             rows = list(csv.DictReader(f))
         return [{k: v for k, v in r.items() if k not in HISTORY_RUN_DEPENDENT} for r in rows]
 
-    assert history(got) == history(want), "history.csv"
+    hg, hw = history(got), history(want)
+    if rtol:
+        hg, hw = ([{k: float(v) for k, v in r.items()} for r in h] for h in (hg, hw))
+    assert not _same_json(hg, hw, rtol=rtol), "history.csv"
+
+
+#: the agreement of a training on another CPU with the fixture's (see compare_model)
+TRAIN_RTOL = 1e-3
+
+
+def _close_weights(got: Path, want: Path) -> None:
+    import equinox as eqx
+    import jax
+
+    from lattice.io.model import load_model
+
+    leaves = [
+        jax.tree_util.tree_leaves(eqx.filter(load_model(d).net, eqx.is_inexact_array))
+        for d in (got, want)
+    ]
+    scale = max(float(np.max(np.abs(w))) for w in leaves[1])
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(*leaves, strict=True))
+    print(f"model.eqx: not bitwise on this CPU; max |dw| = {diff:.3g}, max |w| = {scale:.3g}")
+    assert diff <= TRAIN_RTOL * scale, f"model.eqx: max |dw| = {diff:.3g} (max |w| {scale:.3g})"
 
 
 def _finite_prefix(path: Path) -> int:

@@ -118,8 +118,8 @@ def test_info_shows_the_pilot(piloted):
 @pytest.mark.parametrize(
     "extra, target, message",
     [
-        ('method = "ode"', TARGET, "method = 'sde' with metropolis = true"),
-        ("metropolis = false", TARGET, "method = 'sde' with metropolis = true"),
+        ('method = "ode"', TARGET, "method = 'sde' or 'multilevel' with metropolis = true"),
+        ("metropolis = false", TARGET, "method = 'sde' or 'multilevel' with metropolis = true"),
         ("", 1.0, "between 0 and 1"),
     ],
 )

@@ -256,7 +256,8 @@ def _model_info(directory: Path) -> None:
     meta, sde = m.meta, m.sde
     tr, data = meta.get("training") or {}, meta.get("data") or {}
     cs = (meta.get("diagnostics") or {}).get("cosine_similarity") or {}
-    spec = m.net.spec
+    multilevel = meta.get("kind") == "multilevel"
+    spec = m.conditionals[0].spec if multilevel else m.net.spec
 
     def row(name, text):
         """A row whose record may be missing (a model saved through the Python API, not by
@@ -269,7 +270,29 @@ def _model_info(directory: Path) -> None:
     rows = [
         ("score model", str(directory)),
         ("theory", m.theory.describe()),
-        ("SDE", f"{sde.name.upper()}, sigma {sde.sigma_min:.4g} .. {sde.sigma_max:.4g}"),
+        *(
+            [
+                (
+                    "multilevel",
+                    f"{m.levels} Haar levels down to {list(m.coarse_shape)}: a conditional "
+                    "network per level (the finest "
+                    + ("physics-informed" if spec.physics else "plain")
+                    + f"), a plain one for the coarse field; transfer scale a = {m.scale:.4g}",
+                )
+            ]
+            if multilevel
+            else []
+        ),
+        (
+            ("SDE", f"{sde.name.upper()}, sigma {sde.sigma_min:.4g} .. {sde.sigma_max:.4g}")
+            if not multilevel
+            else (
+                "SDEs",
+                "VE per level, sigma_max "
+                + ", ".join(f"{x.sigma_max:.4g}" for x in m.sdes)
+                + " (details finest first, then the coarse field)",
+            )
+        ),
         row(
             "network",
             lambda: (
@@ -300,7 +323,16 @@ def _model_info(directory: Path) -> None:
             if meta.get("score_norms")
             else "none stored (measured from the training ensemble when the sampler is built)",
         ),
-        ("spectral table", _spectral_row(meta.get("spectral"))),
+        ("spectral table", _spectral_row(meta.get("spectral")))
+        if not multilevel
+        else (
+            "spectral tables",
+            ", ".join(
+                f"{len(t['sigma'])} noise levels x {len(t['power'])} modes"
+                for t in meta["multilevel"]["spectral"]
+            )
+            + f" (per level, finest first); {meta['multilevel']['spectral'][0].get('source')}",
+        ),
         row("created", lambda: f"{meta['created']} by lattice {meta['lattice_version']}"),
     ]
     for k, v in rows:

@@ -245,6 +245,9 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
     steps = [r["step"] for r in history]
     ax.plot(steps, [r["train_loss"] for r in history], label="training (batch mean)")
     ax.plot(steps, [r["val_loss"] for r in history], label="validation (EMA weights)")
+    for key in history[0]:  # a multilevel model: every level's validation loss
+        if key.startswith("val_loss_"):
+            ax.plot(steps, [r[key] for r in history], ":", label=key[len("val_loss_") :])
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("DSM loss per site, eq. (1)")
     ax.set_yscale("log")
@@ -257,15 +260,17 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     sig = np.array([r["sigma"] for r in grid])
-    ax.errorbar(
-        sig,
-        [r["loss"] for r in grid],
-        yerr=[r["error"] for r in grid],
-        marker="o",
-        ms=3,
-        capsize=2,
-        label="model (validation)",
-    )
+    for level in dict.fromkeys(r.get("level") for r in grid):  # one curve per level
+        rows = [r for r in grid if r.get("level") == level]
+        ax.errorbar(
+            [r["sigma"] for r in rows],
+            [r["loss"] for r in rows],
+            yerr=[r["error"] for r in rows],
+            marker="o",
+            ms=3,
+            capsize=2,
+            label="model (validation)" if level is None else f"{level} (validation)",
+        )
     if all("exact" in r for r in grid):
         ax.plot(sig, [r["exact"] for r in grid], "k--", label="exact minimum ℓ*(σ), free field")
     ax.set_xscale("log")

@@ -270,6 +270,7 @@ class Hmc(SamplerSchema):
 
 #: diffusion methods whose proposals carry an exact weight (Metropolis or reweighting)
 DIFFUSION_DENSITY_METHODS = diffusion_sampler.DENSITY_METHODS
+DIFFUSION_PATH_METHODS = diffusion_sampler.PATH_METHODS
 
 
 class Diffusion(SamplerSchema):
@@ -293,6 +294,7 @@ class Diffusion(SamplerSchema):
         "sde": {},  # kernel: resolved against the model when a run starts (runs layer)
         "pc": {"snr": 0.16, "corrector_steps": 1},
         "annealed": {"steps_per_level": 5, "step_scale": 0.1},
+        "multilevel": {"transfer": False},
     }
 
     kind: Literal["diffusion"] = "diffusion"
@@ -303,7 +305,7 @@ class Diffusion(SamplerSchema):
     cluster: Cluster
     cluster_every: ClusterEvery
     model: StrictStr
-    method: Literal["ode", "sde", "pc", "annealed"] = "sde"
+    method: Literal["ode", "sde", "pc", "annealed", "multilevel"] = "sde"
     metropolis: StrictBool
     rtol: PosFloat | None = None
     atol: PosFloat | None = None
@@ -315,6 +317,9 @@ class Diffusion(SamplerSchema):
     corrector_steps: PosInt | None = None
     steps_per_level: PosInt | None = None
     step_scale: PosFloat | None = None
+    #: multilevel: sample 2^k times the model's extents (the finest level's network at the
+    #: added levels, ``lattice.score.multilevel``)
+    transfer: StrictBool | None = None
     #: pick the number of reverse steps for this MH acceptance by a pilot before the run
     #: (:mod:`lattice.samplers.pilot`); ``steps`` is then the cap. None: ``steps`` as given
     target_acceptance: float | None = None
@@ -341,21 +346,27 @@ class Diffusion(SamplerSchema):
         if data.get("metropolis", exact) is True and not exact:
             raise rule(
                 "metropolis",
-                f"needs method = 'sde' or 'ode', the ones with a density (method = {method!r});"
+                "needs method = 'sde', 'multilevel' or 'ode', the ones with a density"
+                f" (method = {method!r});"
                 " set metropolis = false for raw, approximate samples",
             )
         out = {"method": method, "metropolis": exact, **cls.METHOD_DEFAULTS[method], **data}
         if out.get("target_acceptance") is not None and not (
-            method == "sde" and out["metropolis"] is True
+            method in DIFFUSION_PATH_METHODS and out["metropolis"] is True
         ):
             raise rule(
                 "target_acceptance",
-                f"the path-length pilot needs method = 'sde' with metropolis = true "
-                f"(method = {method!r}, metropolis = {out['metropolis']!r})",
+                f"the path-length pilot needs method = 'sde' or 'multilevel' with metropolis ="
+                f" true (method = {method!r}, metropolis = {out['metropolis']!r})",
             )
         steps = out.get("steps")
-        if method == "sde" and isinstance(steps, int) and not isinstance(steps, bool) and steps < 2:
-            raise rule("steps", f"must be >= 2 for method = 'sde' (got {steps})")
+        if (
+            method in DIFFUSION_PATH_METHODS
+            and isinstance(steps, int)
+            and not isinstance(steps, bool)
+            and steps < 2
+        ):
+            raise rule("steps", f"must be >= 2 for method = {method!r} (got {steps})")
         return out
 
     @field_validator("model")

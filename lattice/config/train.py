@@ -50,6 +50,13 @@ class TrainSection(Section):
     """``[train]``: data, noise schedule, optimizer and cadence."""
 
     ensemble: StrictStr
+    #: "single": one score network for the whole field; "multilevel": the coarse-to-fine
+    #: models of lattice.score.multilevel (one conditional network per Haar level). Unset is
+    #: "single", and is not written into the resolved config, so that the configs (and
+    #: checkpoints) of models trained before the key existed stay the same text
+    method: Literal["single", "multilevel"] | None = None
+    #: multilevel: Haar halvings ("auto": down to a coarsest lattice of at least 4 sites per axis)
+    levels: PosInt | Literal["auto"] | None = None
     discard: NonNegInt = 0
     validation: Annotated[float, Field(gt=0, le=0.5, strict=True)] = 0.1
     sde: Literal["ve", "vp"] = "ve"
@@ -81,6 +88,10 @@ class TrainSection(Section):
     def _positive_or_auto(cls, v: Any) -> float | str:
         return positive_or_auto(v)
 
+    @property
+    def multilevel(self) -> bool:
+        return self.method == "multilevel"
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainSection:
         if self.checkpoint_every % self.log_every:
@@ -100,6 +111,11 @@ class TrainSection(Section):
                     "beta_max",
                     f"must be > beta_min = {show(self.beta_min)} (got {show(self.beta_max)})",
                 )
+        if self.multilevel:
+            if self.sde != "ve":
+                raise rule("sde", "method = 'multilevel' trains variance-exploding SDEs only")
+        elif self.levels is not None:
+            raise rule("levels", "only used by method = 'multilevel'")
         if self.warmup >= self.steps:
             raise rule("warmup", f"must be < steps = {self.steps} (got {self.warmup})")
         return self

@@ -4,6 +4,7 @@ training record, the sha256 of the weights and the kernel tables)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -13,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import numpy as np
 
 from lattice._version import __version__
 from lattice.io.atomic import write_file_atomic
 from lattice.io.reader import open_ensemble
+from lattice.score.conditional import ConditionalNet
 from lattice.score.model import ModelError, ScoreModel, theory_from_dict, theory_to_dict
+from lattice.score.multilevel import MultilevelModel, coarse_theory
 from lattice.score.network import NetworkSpec, ScoreNet, build_network
 from lattice.score.path import NORM_FIELDS, norm_function, norm_table, stored_norm_function
 from lattice.score.sde import SDE, make_sde
@@ -36,6 +40,7 @@ __all__ = [
     "WEIGHTS",
     "META",
     "save_model",
+    "save_multilevel",
     "load_model",
     "norm_function_of",
     "spectral_table_of",
@@ -95,6 +100,100 @@ def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, A
     return directory
 
 
+def save_multilevel(directory: str | Path, model, spec: NetworkSpec, meta: dict[str, Any]):
+    """Write a :class:`~lattice.score.multilevel.MultilevelModel`'s directory: ``model.eqx``
+    (the networks, coarse first, as one tuple) then ``model.json`` with ``kind =
+    "multilevel"`` and its ``multilevel`` table (levels, SDEs, σ_d, σ_c, the transfer scale
+    and the spectral tables of every level)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, (model.coarse, *model.conditionals))
+    write_file_atomic(directory / WEIGHTS, buf.getvalue())
+    tables = meta.pop("spectral_levels")
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "multilevel",
+        "lattice_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "theory": theory_to_dict(model.theory),
+        "network": spec.to_dict(),
+        "multilevel": {
+            "levels": model.levels,
+            "coarse_shape": list(model.coarse_shape),
+            "physics": model.conditionals[0].theory is not None,
+            "sigma_data": [model.conditionals[j].sigma_data for j in range(model.levels)]
+            + [model.coarse.sigma_data],
+            "sigma_coarse": [c.sigma_coarse for c in model.conditionals],
+            "scale": model.scale,
+            "sdes": [sde_to_dict(x) for x in model.sdes],
+            "spectral": tables,
+        },
+        **meta,
+        "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)},
+    }
+    write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    return directory
+
+
+def _check_weights(weights: Path, expected: str) -> None:
+    if sha256_of(weights) != expected:
+        raise ModelError(
+            f"{weights}: the weights do not match the checksum in {META} (corrupt or replaced)"
+        )
+
+
+def _load_multilevel(d: Path, meta: dict, weights: Path):
+    """The :class:`~lattice.score.multilevel.MultilevelModel` of a checked model directory."""
+    where = d / META
+    try:
+        ml = meta["multilevel"]
+        theory = theory_from_dict(meta["theory"])
+        spec = NetworkSpec.from_dict(meta["network"])
+        n = int(ml["levels"])
+        sd, sc = [float(v) for v in ml["sigma_data"]], [float(v) for v in ml["sigma_coarse"]]
+        sdes = tuple(sde_from_dict(x) for x in ml["sdes"])
+        tables = tuple(
+            spectral_from_dict(t, str(t.get("source", "model.json"))) for t in ml["spectral"]
+        )
+        physics, scale = bool(ml["physics"]), float(ml["scale"])
+        if not (len(sd) == len(sdes) == len(tables) == n + 1 and len(sc) == n):
+            raise ValueError(f"{n} levels, but the tables have other lengths")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{where}: damaged metadata ({type(e).__name__}: {e})") from None
+    plain = dataclasses.replace(spec, physics=False)
+    key = jax.random.key(0)
+    like = (
+        ScoreNet(plain, coarse_theory(theory, n), sd[-1], key=key),
+        *(
+            ConditionalNet(
+                spec if j == 0 else plain,
+                theory.ndim,
+                sd[j],
+                sc[j],
+                theory if (j == 0 and physics) else None,
+                key=key,
+            )
+            for j in range(n)
+        ),
+    )
+    try:
+        nets = eqx.tree_deserialise_leaves(weights, like)
+    except Exception as e:  # equinox/numpy raise assorted errors for a bad file
+        raise ModelError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
+    return MultilevelModel(
+        coarse=nets[0],
+        conditionals=tuple(nets[1:]),
+        sdes=sdes,
+        theory=theory,
+        scale=scale,
+        tables=tables,
+        meta=meta,
+        path=d,
+    )
+
+
 def load_model(directory: str | Path) -> ScoreModel:
     """Read a model directory; :class:`ModelError` names what is missing or damaged."""
     d = Path(directory)
@@ -126,16 +225,19 @@ def load_model(directory: str | Path) -> ScoreModel:
         raise ModelError(f"{d}: the weights file {WEIGHTS} is missing")
     try:
         expected = meta["weights"]["sha256"]
+    except (KeyError, TypeError) as e:
+        raise ModelError(f"{meta_path}: damaged metadata ({type(e).__name__}: {e})") from None
+    if meta.get("kind") == "multilevel":
+        _check_weights(weights, expected)
+        return _load_multilevel(d, meta, weights)
+    try:
         theory = theory_from_dict(meta["theory"])
         spec = NetworkSpec.from_dict(meta["network"])
         sde = sde_from_dict(meta["sde"])
         sigma_data = float(meta["sigma_data"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{meta_path}: damaged metadata ({type(e).__name__}: {e})") from None
-    if sha256_of(weights) != expected:
-        raise ModelError(
-            f"{weights}: the weights do not match the checksum in {META} (corrupt or replaced)"
-        )
+    _check_weights(weights, expected)
     like = build_network(spec, theory, sigma_data, seed=0)
     try:
         net = eqx.tree_deserialise_leaves(weights, like)

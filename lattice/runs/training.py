@@ -22,12 +22,15 @@ import numpy as np
 from lattice.config.run import ConfigError, build_theory, parse_config
 from lattice.config.train import TrainConfig, load_train_config
 from lattice.io.ensemble import EnsembleError
-from lattice.io.model import META, WEIGHTS, save_model
+from lattice.io.model import META, WEIGHTS, save_model, save_multilevel
 from lattice.io.reader import open_ensemble
+from lattice.numerics.wavelet import coarse_shape
 from lattice.runs.directory import RunDirectory, RunError
 from lattice.runs.kinds import is_training_dir
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.score.model import ModelError
+from lattice.score.multilevel import MIN_COARSE, auto_levels
+from lattice.score.multilevel_train import MultilevelTrainer, build_model, multilevel_diagnostics
 from lattice.score.network import count_parameters
 from lattice.score.sde import SDE, make_sde
 from lattice.score.train import Trainer, TrainingData, diagnostics, max_pairwise_distance
@@ -125,6 +128,27 @@ def load_training_data(
         chains=ens.chains,
         discard=cfg.train.discard,
     )
+
+
+def resolve_levels(cfg: TrainConfig, data: TrainingData) -> int:
+    """``[train] levels`` of a multilevel training, "auto" (or unset) resolved by
+    :func:`lattice.score.multilevel.auto_levels`; :class:`TrainError` naming the key when the
+    lattice cannot be split that often."""
+    shape = data.theory.shape
+    n = cfg.train.levels
+    if n in (None, "auto"):
+        n = auto_levels(shape)
+        if n == 0:
+            raise TrainError(
+                f"train.method: multilevel needs even extents of at least {2 * MIN_COARSE} sites"
+                f" (the lattice is {list(shape)})"
+            )
+        return n
+    try:
+        coarse_shape(shape, n)
+    except ValueError as e:
+        raise TrainError(f"train.levels: {e}") from None
+    return n
 
 
 def resolve_sde(cfg: TrainConfig, data: TrainingData) -> SDE:
@@ -258,8 +282,21 @@ def _execute(
     """Start or restore, train in blocks of ``log_every`` steps (checkpointed every
     ``checkpoint_every``), then write the model (:func:`_write_model`)."""
     t = cfg.train
-    sde = resolve_sde(cfg, data)
-    tr = Trainer(cfg, data, sde)
+    if t.multilevel:
+        sde = None
+        tr = MultilevelTrainer(cfg, data, resolve_levels(cfg, data))
+        what = (
+            f"multilevel: {tr.levels} Haar levels down to "
+            f"{list(coarse_shape(data.theory.shape, tr.levels))}; VE SDEs, sigma_max "
+            + ", ".join(f"{x.sigma_max:.4g}" for x in tr.sdes)
+        )
+    else:
+        sde = resolve_sde(cfg, data)
+        tr = Trainer(cfg, data, sde)
+        what = (
+            f"{sde.name.upper()} SDE, sigma {sde.sigma_min:.4g}..{sde.sigma_max:.4g}; "
+            f"sigma_data {data.sigma_data:.4g}"
+        )
     state, step, seconds, history = tr.init_state, 0, 0.0, []
     if resume and d.checkpoint.exists():
         state, step, seconds, history = _restore(cfg, d, data, tr.init_state)
@@ -269,8 +306,7 @@ def _execute(
         d.log(
             reporter,
             f"training on {len(data.train)} configurations ({len(data.validation)} held out) "
-            f"of {data.theory.describe()}; {n_par} parameters; {sde.name.upper()} SDE, "
-            f"sigma {sde.sigma_min:.4g}..{sde.sigma_max:.4g}; sigma_data {data.sigma_data:.4g}",
+            f"of {data.theory.describe()}; {n_par} parameters; {what}",
         )
     if step == 0:  # records the resolved ensemble for `lattice resume`
         _checkpoint(cfg, d, data, state, 0, 0.0, history)
@@ -283,8 +319,7 @@ def _execute(
         step += n
         row = {
             "step": step,
-            "train_loss": float(np.mean(np.asarray(losses))),
-            "val_loss": tr.val_loss(state[2]),
+            **tr.history_row(losses, state[2]),
             "learning_rate": float(tr.schedule(step)),
             "grad_norm": float(np.mean(np.asarray(gnorms))),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -311,7 +346,10 @@ def _write_model(
     ``on_trained``), model.eqx + model.json; the checkpoint is removed last."""
     t = cfg.train
     ema = tr.net(state[2])
-    diag = diagnostics(ema, sde, data, tr)
+    if t.multilevel:
+        diag, tables = multilevel_diagnostics(tr, state[2])
+    else:
+        diag = diagnostics(ema, sde, data, tr)
     _write_history(d.path(HISTORY), history)
     meta = {
         "name": cfg.name,
@@ -332,13 +370,18 @@ def _write_model(
             "val_loss": history[-1]["val_loss"],
             "seed": t.seed,
         },
-        "score_norms": diag.pop("score_norms"),
-        "spectral": diag.pop("spectral"),
-        "diagnostics": diag,
     }
+    if not t.multilevel:
+        meta["score_norms"] = diag.pop("score_norms")
+        meta["spectral"] = diag.pop("spectral")
+    meta["diagnostics"] = diag
     if on_trained is not None:  # e.g. the app's plots, written before the model is
         on_trained(d.root, history, diag)
-    save_model(d.root, ema, sde, meta)
+    if t.multilevel:
+        save_multilevel(d.root, build_model(tr, state[2], tables), tr.spec,
+                        {**meta, "spectral_levels": tables})  # fmt: skip
+    else:
+        save_model(d.root, ema, sde, meta)
     d.checkpoint.unlink(missing_ok=True)
     cs = diag["cosine_similarity"]
     d.log(

@@ -8,6 +8,10 @@ with an exact weight w(φ') = e^{−S(φ')}/q(φ'):
 - ``"sde"``: a reverse trajectory of K Gaussian steps down to σ = 0, with the *path* weight of
   ``path.py`` eq. (2) in place of e^{−S}/q (exact for any score and any K; K score
   evaluations per proposal);
+- ``"multilevel"``: a coarse-to-fine proposal of a multilevel model, one reverse path per
+  Haar level with the weight of ``multilevel.py`` eq. (2) (exact for any networks and K; its
+  per-level parts are recorded as ``level_log_w_<level>``, below; with ``transfer`` a model
+  trained on L samples 2^k L);
 - ``"ode"``: the probability-flow ODE, with log q from the exact divergence (``flow.py``
   eq. (2); K·(1 + P) score evaluations with P = V probes, or m^d for a local network of
   receptive field R = m − 1; exact up to the solver tolerance, which is recorded).
@@ -26,6 +30,7 @@ The chain starts with log w = −∞, so the first proposal is always accepted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import NamedTuple
 
@@ -37,15 +42,26 @@ from lattice.numerics import noise
 from lattice.numerics.phi4 import Phi4
 from lattice.samplers.base import ByIdentity, Exactness, Sampler, StepInfo, Traits, metropolis
 
-__all__ = ["DiffusionState", "diffusion", "traits", "METHODS", "OPTIONS", "DENSITY_METHODS"]
+__all__ = [
+    "DiffusionState",
+    "diffusion",
+    "traits",
+    "METHODS",
+    "OPTIONS",
+    "DENSITY_METHODS",
+    "PATH_METHODS",
+]
 
-METHODS = ("ode", "sde", "pc", "annealed")
+METHODS = ("ode", "sde", "pc", "annealed", "multilevel")
 #: the methods whose proposals carry an exact weight (Metropolis or reweighting)
-DENSITY_METHODS = ("sde", "ode")
+DENSITY_METHODS = ("sde", "ode", "multilevel")
+#: the methods whose number of reverse steps the path-length pilot can choose
+PATH_METHODS = ("sde", "multilevel")
 #: the options of each method
 OPTIONS = {
     "ode": ("rtol", "atol", "max_steps", "divergence", "solver"),
     "sde": ("kernel",),
+    "multilevel": ("transfer",),
     "pc": ("snr", "corrector_steps"),
     "annealed": ("steps_per_level", "step_scale"),
 }
@@ -62,6 +78,44 @@ class DiffusionState(NamedTuple):
 
     def grad_S(self) -> None:
         return None  # not carried: a measurement computes it
+
+
+@functools.cache
+def multilevel_state(names: tuple[str, ...]) -> type:
+    """The state of a multilevel sampler: :class:`DiffusionState`'s fields and one
+    ``level_log_w_<name>`` per level (one class per tuple of level names)."""
+    fields = [(f, jax.Array) for f in DiffusionState._fields]
+    fields += [(f"level_log_w_{n}", jax.Array) for n in names]
+    base = NamedTuple("MultilevelState", fields)
+
+    class MultilevelState(base):
+        __slots__ = ()
+
+        def grad_S(self) -> None:
+            return None
+
+    return MultilevelState
+
+
+def level_contributions(theory: Phi4, phi, levels: int, brackets) -> list:
+    """The per-level parts of log w of ``multilevel.py`` eq. (2), which sum to it exactly.
+    With S_j = S(φ_j), φ_j the fine field rebuilt from the level-j coarse field c_j alone
+    (every finer detail zero: c_j / 2^{jD/2} on each block of 2^j sites per axis; φ_0 = φ),
+    level j gets its bracket + S_{j+1} − S_j and the coarsest field its bracket − S_n.
+    ``brackets`` [levels + 1] are in that order (finest first)."""
+    from lattice.numerics.wavelet import haar_split  # lazy: only this method needs it
+
+    nd = theory.ndim
+    S = [theory.action(phi)]
+    c = phi
+    for j in range(1, levels + 1):
+        c, _ = haar_split(c, nd)
+        up = c * (2.0 ** (-0.5 * j * nd))
+        for ax in range(nd):
+            up = jnp.repeat(up, 2**j, axis=ax)
+        S.append(theory.action(up))
+    S.append(jnp.zeros((), phi.dtype))
+    return [brackets[j] + S[j + 1] - S[j] for j in range(levels + 1)]
 
 
 def diffusion(
@@ -97,6 +151,8 @@ def diffusion(
             f"method = {method!r} takes the options {', '.join(OPTIONS[method])}"
             f" (got {', '.join(sorted(options)) or 'none'})"
         )
+    if method == "multilevel":
+        return _multilevel(theory, model, metropolis_step, steps, options["transfer"])
     o = options
     # The score layer is imported here, by the builder: its models need equinox, and every run
     # config imports this module for OPTIONS (a Langevin run's start-up was 0.34 s longer).
@@ -184,14 +240,7 @@ def diffusion(
         lw = (-s1 - log_q).astype(dtype)
         evals = evals.astype(dtype)
         new = DiffusionState(prop, s1, lw, lw, evals)
-        if not metropolis_step:
-            one = jnp.ones((), dtype)
-            return new, StepInfo(one, jnp.ones((), bool), jnp.zeros((), dtype))
-        log_ratio = lw - state.log_w
-        accepted, acceptance = metropolis(key, log_ratio)
-        kept = state._replace(proposal_log_w=lw, score_evaluations=evals)
-        out = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), new, kept)
-        return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
+        return _independence_step(key, state, new, metropolis_step, ())
 
     if method == "sde":  # the kernel enters the closures through its variances
         params = (method, metropolis_step, steps, kernel, _digest(variances))
@@ -209,11 +258,93 @@ def diffusion(
     )
 
 
+def _independence_step(key, state, new, metropolis_step: bool, recorded: tuple[str, ...]):
+    """Eq. (1): the proposal state ``new`` (with its log w) kept by independence MH against
+    ``state`` (or taken as is without Metropolis); a rejected step keeps the old field but
+    records the proposal's ``proposal_log_w``, ``score_evaluations`` and ``recorded``."""
+    dtype = state.phi.dtype
+    if not metropolis_step:
+        one = jnp.ones((), dtype)
+        return new, StepInfo(one, jnp.ones((), bool), jnp.zeros((), dtype))
+    log_ratio = new.log_w - state.log_w
+    accepted, acceptance = metropolis(key, log_ratio)
+    names = ("proposal_log_w", "score_evaluations", *recorded)
+    kept = state._replace(**{n: getattr(new, n) for n in names})
+    out = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), new, kept)
+    return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
+
+
+def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer: bool):
+    """The ``"multilevel"`` method: proposals of ``multilevel.py``'s model, K = ``steps`` per
+    level, on the model's lattice or (``transfer``) on 2^k times it."""
+    from lattice.score.model import ModelError, check_couplings, provenance  # lazy (below)
+    from lattice.score.multilevel import (  # lazy (above)
+        MultilevelModel,
+        multilevel_proposal,
+        transfer_levels,
+    )
+
+    if not isinstance(model, MultilevelModel):
+        raise ModelError(
+            f"{model.path or 'the model'} is a single-level model; method = 'multilevel' needs"
+            " one trained with [train] method = 'multilevel'"
+        )
+    check_couplings(model, theory)
+    k = transfer_levels(model.shape, theory.shape)
+    where = str(model.path) if model.path else "the model"
+    if k is None or (k > 0 and not transfer):
+        hint = " (set transfer = true to sample 2^k times its extents)" if k else ""
+        raise ModelError(
+            f"{where} was trained on a {list(model.shape)} lattice; it cannot sample shape "
+            f"{list(theory.shape)}{hint}"
+        )
+    _, info = multilevel_proposal(model, theory.shape, steps, jnp.float64)
+    names = tuple(info["levels"])
+    State = multilevel_state(names)
+    recorded = tuple(f"level_log_w_{n}" for n in names)
+    n_levels = len(names) - 1
+    evaluations = info["evaluations"]
+
+    def init(phi):
+        z = jnp.zeros((), phi.dtype)
+        nan = z + jnp.nan
+        return State(phi, theory.action(phi), z - jnp.inf, nan, z, *([nan] * len(names)))
+
+    def step(key, state):
+        dtype = state.phi.dtype
+        propose, _ = multilevel_proposal(model, theory.shape, steps, dtype)
+        r = propose(jax.random.fold_in(key, 3))
+        prop = r.phi.astype(dtype)
+        parts = level_contributions(theory, prop, n_levels, r.log_ratios.astype(dtype))
+        s1 = theory.action(prop)
+        lw = (-s1 + jnp.sum(r.log_ratios)).astype(dtype)
+        evals = jnp.asarray(evaluations, dtype)
+        new = State(prop, s1, lw, lw, evals, *[p.astype(dtype) for p in parts])
+        return _independence_step(key, state, new, metropolis_step, recorded)
+
+    return Sampler(
+        init=init,
+        step=step,
+        name="diffusion-multilevel" + ("-mh" if metropolis_step else ""),
+        traits=traits("multilevel", metropolis_step),
+        identity=(
+            "diffusion",
+            ("multilevel", metropolis_step, steps, transfer),
+            theory,
+            _model_identity(model),
+        ),  # fmt: skip
+        forces_per_step=0,
+        diagnostics=DIAGNOSTICS + recorded,
+        metadata=tuple((f"model_{k}", v) for k, v in provenance(model).items())
+        + (("multilevel_levels", ",".join(names)), ("multilevel_added_levels", k)),
+    )
+
+
 def traits(method: str, metropolis_step: bool, divergence: str | None = None) -> Traits:
     """Exact (DESIGN.md §5): MH on the path weight, or on the exact ODE density (up to its
     tolerance). Without Metropolis the draws themselves are approximate; a run of a method with
     a density then records its weights, and ``measure`` reweights with /weights/log_w."""
-    exact = metropolis_step and (method == "sde" or divergence == "exact")
+    exact = metropolis_step and (method in PATH_METHODS or divergence == "exact")
     return Traits(
         Exactness.EXACT if exact else Exactness.APPROXIMATE,
         accept_reject=metropolis_step,

@@ -35,6 +35,7 @@ __all__ = [
     "ModelError",
     "ScoreModel",
     "check_compatible",
+    "check_couplings",
     "provenance",
     "theory_to_dict",
     "theory_from_dict",
@@ -117,14 +118,23 @@ def provenance(model: ScoreModel) -> dict[str, Any]:
 
 def check_compatible(model: ScoreModel, theory: Phi4, *, rtol: float = 1e-12) -> None:
     """Refuse (:class:`ModelError`) a theory the model was not trained for: the lattice shape,
-    the action's form and its couplings must all match."""
+    the action's form and its couplings must all match. A multilevel model (it has
+    ``conditionals``) is checked for the form and couplings only: its sampler checks the shape,
+    which may be 2^k times the model's (``multilevel.py``, transfer)."""
     mine = model.theory
     where = str(model.path) if model.path else "the model"
-    if tuple(theory.shape) != tuple(mine.shape):
+    if not hasattr(model, "conditionals") and tuple(theory.shape) != tuple(mine.shape):
         raise ModelError(
             f"{where} was trained on a {list(mine.shape)} lattice; it cannot sample shape "
             f"{list(theory.shape)} (train a model on that shape)"
         )
+    check_couplings(model, theory, rtol=rtol)
+
+
+def check_couplings(model, theory: Phi4, *, rtol: float = 1e-12) -> None:
+    """Refuse (:class:`ModelError`) a theory of another action form or other couplings."""
+    mine = model.theory
+    where = str(model.path) if model.path else "the model"
     if theory.form != mine.form:
         raise ModelError(
             f"{where} was trained in the {mine.form} form ({mine.describe()}); the requested "

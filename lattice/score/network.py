@@ -146,6 +146,43 @@ class Block(eqx.Module):
         return (h + self.conv2(jax.nn.silu(u))) * (1.0 / math.sqrt(2.0))
 
 
+def make_blocks(spec: NetworkSpec, ndim: int, key) -> list[Block]:
+    """The residual blocks of a trunk, dilations cycling through ``spec.dilations``."""
+    dil = spec.dilations or (1,)
+    return [
+        Block(
+            ndim,
+            spec.channels,
+            spec.kernel,
+            dil[i % len(dil)],
+            spec.embedding,
+            key=k,
+            glob=spec.global_channel,
+        )
+        for i, k in enumerate(jax.random.split(key, spec.blocks))
+    ]
+
+
+def fourier_frequencies(n: int) -> tuple[float, ...]:
+    """The ``n`` frequencies ω_k of the log σ features: π/4 · 2^{−2 … 2}, log-spaced."""
+    return tuple(float(w) for w in np.pi * np.logspace(-2, 2, n, base=2.0) / 4.0)
+
+
+def embedding_mlp(spec: NetworkSpec, *, key) -> eqx.nn.MLP:
+    """The MLP of :func:`sigma_embedding`: 2n + 1 features → ``spec.embedding``, two layers."""
+    nf = spec.fourier_features
+    return eqx.nn.MLP(
+        2 * nf + 1, spec.embedding, spec.embedding, 2, jax.nn.silu, key=key, dtype=jnp.float32
+    )
+
+
+def sigma_embedding(mlp: eqx.nn.MLP, freqs: tuple[float, ...], sigma) -> jnp.ndarray:
+    """Fourier features of log σ, [sin ω_k log σ, cos ω_k log σ, log σ / 4], then an MLP."""
+    ls = jnp.log(sigma)
+    w = jnp.asarray(freqs, dtype=ls.dtype) * ls
+    return mlp(jnp.concatenate([jnp.sin(w), jnp.cos(w), ls[None] / 4.0]))
+
+
 class ScoreNet(eqx.Module):
     """ŝ_θ(y, σ) of eqs. (1)–(2): :meth:`batch` for y [B, *shape] and σ [B] (or a scalar),
     ``net(y, sigma)`` for one field.
@@ -170,27 +207,12 @@ class ScoreNet(eqx.Module):
         kl, kb, kh, ke = jax.random.split(key, 4)
         cin = 2 if spec.physics else 1
         self.lift = PeriodicConv(nd, cin, spec.channels, spec.kernel, 1, key=kl)
-        dil = spec.dilations or (1,)
-        self.blocks = [
-            Block(
-                nd,
-                spec.channels,
-                spec.kernel,
-                dil[i % len(dil)],
-                spec.embedding,
-                key=k,
-                glob=spec.global_channel,
-            )
-            for i, k in enumerate(jax.random.split(kb, spec.blocks))
-        ]
+        self.blocks = make_blocks(spec, nd, kb)
         head = PeriodicConv(nd, spec.channels, 1, spec.kernel, 1, key=kh)
         # start near the parametrization's skip term: a small output layer
         self.head = eqx.tree_at(lambda c: c.weight, head, head.weight * 0.1)
-        nf = spec.fourier_features
-        self.freqs = tuple(float(w) for w in np.pi * np.logspace(-2, 2, nf, base=2.0) / 4.0)
-        self.embed = eqx.nn.MLP(
-            2 * nf + 1, spec.embedding, spec.embedding, 2, jax.nn.silu, key=ke, dtype=jnp.float32
-        )
+        self.freqs = fourier_frequencies(spec.fourier_features)
+        self.embed = embedding_mlp(spec, key=ke)
         self.spec, self.theory, self.sigma_data = spec, theory, float(sigma_data)
 
     @property
@@ -199,10 +221,7 @@ class ScoreNet(eqx.Module):
 
     # ------------------------------------------------------------------ pieces
     def embedding(self, sigma) -> jnp.ndarray:
-        """Fourier features of log σ, [sin ω_k log σ, cos ω_k log σ, log σ / 4], then an MLP."""
-        ls = jnp.log(sigma)
-        w = jnp.asarray(self.freqs, dtype=ls.dtype) * ls
-        return self.embed(jnp.concatenate([jnp.sin(w), jnp.cos(w), ls[None] / 4.0]))
+        return sigma_embedding(self.embed, self.freqs, sigma)
 
     def trunk(self, u: jnp.ndarray, emb: jnp.ndarray) -> jnp.ndarray:
         """T_θ: [B, *shape, C_in] → [B, *shape]."""

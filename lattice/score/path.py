@@ -150,22 +150,24 @@ def sample_spectral_path(
     prior_var: np.ndarray,
     key: jax.Array,
     z_top: jax.Array,
+    ndim: int | None = None,
 ) -> PathResult:
     """The reverse chain (1) with the per-mode kernel of ``spectral.py``: ``variances`` are
     v_k(p) [K, *shape] (``spectral.py`` eq. (2)), the path starts at y_K = F⁻¹[√P F z_top]
     with P = ``prior_var`` = C(p) + σ_K² [*shape] and white ``z_top``, and every step's noise
-    is coloured the same way (``spectral.py`` eq. (3)). One field."""
+    is coloured the same way (``spectral.py`` eq. (3)). One field; with ``ndim`` the momentum
+    axes are its last ``ndim`` and the leading ones channels (a multilevel detail field)."""
     dtype = z_top.dtype
     n = z_top.size
     prior = jnp.asarray(prior_var, dtype)
-    y_top = spectral.color(z_top, prior)
+    y_top = spectral.color(z_top, prior, ndim)
     log_prior = -0.5 * jnp.sum(z_top * z_top) - 0.5 * (spectral.log_det(prior_var) + n * _LOG2PI)
     log_dets = np.array([spectral.log_det(v) for v in variances])
     var = jnp.asarray(variances, dtype)
-    return _reverse(score, levels, var, key, y_top, log_prior, jnp.asarray(log_dets, dtype))
+    return _reverse(score, levels, var, key, y_top, log_prior, jnp.asarray(log_dets, dtype), ndim)
 
 
-def _reverse(score, levels, var, key, y_top, log_prior, log_dets=None) -> PathResult:
+def _reverse(score, levels, var, key, y_top, log_prior, log_dets=None, ndim=None) -> PathResult:
     """Eq. (2)'s sum along the reverse chain: isotropic kernels (``var`` [K]) or, with the
     kernels' log-determinants ``log_dets`` [K], per-mode ones (``var`` [K, *shape])."""
     dtype = y_top.dtype
@@ -184,7 +186,7 @@ def _reverse(score, levels, var, key, y_top, log_prior, log_dets=None) -> PathRe
             noise = sv * z
             log_p = _gauss_logpdf(var[k] * jnp.sum(z * z), var[k], n)
         else:
-            noise = spectral.color(z, var[k])
+            noise = spectral.color(z, var[k], ndim)
             log_p = -0.5 * jnp.sum(z * z) - 0.5 * (log_dets[k] + n * _LOG2PI)
         step = delta[k] * s + noise  # y_k − y_{k+1}
         log_q = _gauss_logpdf(jnp.sum(step * step), delta[k], n)

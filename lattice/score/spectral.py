@@ -106,22 +106,31 @@ def measure_spectral(
     *,
     key=None,
     batch: int = 256,
+    context=None,
+    ndim: int | None = None,
 ) -> dict:
     """Eq. (1) measured: M(σ, p) at ``SPECTRAL_GRID`` levels of the SDE's time grid on at most
     ``SPECTRAL_FIELDS`` of ``fields`` [N, *shape] (one z per field and level), and C(p) on
     ``power_fields`` (default: ``fields``). Returns the model.json ``spectral`` table:
-    ``{"sigma": [G], "shape": [...], "log_error": [G·V], "power": [V], "fields": n}``."""
+    ``{"sigma": [G], "shape": [...], "log_error": [G·V], "power": [V], "fields": n}``.
+
+    A conditional score (a multilevel detail level) is ``score_batch(y, σ, ctx)`` with
+    ``context`` [N, ...] (the coarse fields, one per field), and ``ndim`` momentum axes last
+    after channel axes: each channel gets its own spectrum, and no point-group average is
+    taken (it would mix the channels; |F_p a|² of a real a is even in p per draw anyway)."""
     fields = jnp.asarray(fields)[:SPECTRAL_FIELDS]
     shape = tuple(fields.shape[1:])
-    ndim = len(shape)
-    axes = tuple(range(1, ndim + 1))
+    ndim = len(shape) if ndim is None else ndim
+    channels = len(shape) > ndim
+    axes = tuple(range(1 + len(shape) - ndim, len(shape) + 1))
+    ctx = None if context is None else jnp.asarray(context)[: fields.shape[0]]
     wide = jnp.result_type(float)  # float64 when enabled
     key = jax.random.key(SPECTRAL_GRID) if key is None else key
     sigmas = [float(s) for s in sde.sigma(np.linspace(sde.t_min, 1.0, SPECTRAL_GRID))]
 
     @jax.jit
-    def err2(phi, y, s):
-        d = (phi - (y + s * s * score_batch(y, s))).astype(wide)
+    def err2(phi, y, s, *c):
+        d = (phi - (y + s * s * score_batch(y, s, *c))).astype(wide)
         return jnp.sum(jnp.abs(jnp.fft.fftn(d, axes=axes, norm="ortho")) ** 2, axis=0)
 
     M = []
@@ -131,15 +140,16 @@ def measure_spectral(
             phi = fields[i : i + batch]
             k = jax.random.fold_in(jax.random.fold_in(key, j), i)
             y = phi + s * jax.random.normal(k, phi.shape, phi.dtype)
-            total = total + err2(phi, y, jnp.asarray(s, phi.dtype))
+            c = () if ctx is None else (ctx[i : i + batch],)
+            total = total + err2(phi, y, jnp.asarray(s, phi.dtype), *c)
         M.append(np.asarray(total) / fields.shape[0])
-    M = point_group_average(np.stack(M), ndim)
+    M = np.stack(M) if channels else point_group_average(np.stack(M), ndim)
     pf = fields if power_fields is None else jnp.asarray(power_fields)
     C = np.zeros(shape)
     for i in range(0, pf.shape[0], batch):
         f = jnp.fft.fftn(pf[i : i + batch].astype(wide), axes=axes, norm="ortho")
         C += np.asarray(jnp.sum(jnp.abs(f) ** 2, axis=0))
-    C = point_group_average(C / pf.shape[0], ndim)
+    C = C / pf.shape[0] if channels else point_group_average(C / pf.shape[0], ndim)
     tiny = np.finfo(np.float64).tiny
     return {
         "sigma": sigmas,
@@ -206,10 +216,11 @@ def spectral_variances(levels: np.ndarray, table: SpectralTable) -> np.ndarray:
     return np.maximum(v, 1e-6 * delta[b])
 
 
-def color(z: jax.Array, var: jax.Array) -> jax.Array:
+def color(z: jax.Array, var: jax.Array, ndim: int | None = None) -> jax.Array:
     """r = F⁻¹[√var · F[z]]: white ``z`` made a real field of circulant covariance
-    F⁻¹ diag(var) F (``var`` even in p; eq. (3))."""
-    axes = tuple(range(-var.ndim, 0))
+    F⁻¹ diag(var) F (``var`` even in p; eq. (3)). The transform runs over the last ``ndim``
+    axes (default: all of ``var``'s); leading ones are channels, each with its own spectrum."""
+    axes = tuple(range(-(var.ndim if ndim is None else ndim), 0))
     out = jnp.fft.ifftn(jnp.sqrt(var) * jnp.fft.fftn(z, axes=axes), axes=axes)
     return jnp.real(out).astype(z.dtype)
 

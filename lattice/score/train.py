@@ -99,12 +99,15 @@ def _symmetries(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     ]
 
 
-def _augment_one(phi, key, perms):
-    """A random reflection of every axis, then a random shape-preserving axis permutation."""
+def _augment_one(phi, key, perms, half=0.5):
+    """A random reflection of every axis, then a random shape-preserving axis permutation.
+    ``half`` is the reflection probability as given to ``jax.random.bernoulli``: the default
+    Python 0.5 draws in the default float dtype, so the flips depend on JAX's x64 mode (kept
+    for the bits of existing models); ``jnp.float32(0.5)`` draws the same flips in both."""
 
     nd = phi.ndim
     kf, kp = jax.random.split(key)
-    flips = jax.random.bernoulli(kf, 0.5, (nd,))
+    flips = jax.random.bernoulli(kf, half, (nd,))
     for ax in range(nd):
         phi = jnp.where(flips[ax], jnp.flip(phi, axis=ax), phi)
     if len(perms) > 1:
@@ -114,6 +117,41 @@ def _augment_one(phi, key, perms):
 
 
 # ---------------------------------------------------------------------- the trainer
+def make_optimizer(t) -> tuple[Any, Any]:
+    """(schedule, optimizer) of the module docstring for a ``[train]`` table ``t``: warm-up
+    and cosine decay to 1%, global-norm clipping, AdamW."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, t.learning_rate, t.warmup, t.steps, t.learning_rate * 0.01
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.adamw(schedule, weight_decay=t.weight_decay),
+    )
+    return schedule, optimizer
+
+
+def apply_step(optimizer, ema_decay: float, state, grads):
+    """(params, opt_state, ema, k) after one optimizer update with ``grads``, the EMA
+    θ̄ ← d θ̄ + (1 − d) θ with d = min(ema_decay, (1 + k)/(10 + k)), and k + 1."""
+    params, opt_state, ema, k = state
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = eqx.apply_updates(params, updates)
+    kf = k.astype(jnp.float32)
+    d = jnp.minimum(ema_decay, (1.0 + kf) / (10.0 + kf))
+    ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+    return params, opt_state, ema, k + 1
+
+
+def run_steps(step, state, data, n: int):
+    """``n`` calls of the jitted ``step(state, data)`` → (state, (loss, |g|)), dispatched
+    asynchronously: the state and the stacked losses and gradient norms."""
+    out = []
+    for _ in range(n):
+        state, o = step(state, data)
+        out.append(o)
+    return state, jnp.stack([o[0] for o in out]), jnp.stack([o[1] for o in out])
+
+
 class Trainer:
     """Jitted chunks of ``log_every`` optimizer steps (``lax.scan``), plus evaluation."""
 
@@ -127,13 +165,7 @@ class Trainer:
         base = jax.random.key(t.seed)
         net = ScoreNet(self.spec, data.theory, data.sigma_data, key=jax.random.fold_in(base, 1))
         params, self.static = eqx.partition(net, eqx.is_inexact_array)
-        self.schedule = optax.warmup_cosine_decay_schedule(
-            0.0, t.learning_rate, t.warmup, t.steps, t.learning_rate * 0.01
-        )
-        self.optimizer = optax.chain(
-            optax.clip_by_global_norm(t.grad_clip),
-            optax.adamw(self.schedule, weight_decay=t.weight_decay),
-        )
+        self.schedule, self.optimizer = make_optimizer(t)
         self.init_state = (params, self.optimizer.init(params), params, jnp.int32(0))
         self.step_key = jax.random.fold_in(base, 2)
         self.perms = _symmetries(data.theory.shape)
@@ -172,7 +204,7 @@ class Trainer:
 
         @jax.jit
         def step(state, data):
-            params, opt_state, ema, k = state
+            params, k = state[0], state[3]
             kidx, kaug, kt, kz = jax.random.split(jax.random.fold_in(self.step_key, k), 4)
             phi = data[jax.random.randint(kidx, (B,), 0, data.shape[0], jnp.int32)]
             if t.augment:
@@ -182,12 +214,8 @@ class Trainer:
             tt = jax.random.uniform(kt, (B,), jnp.float32, sde.t_min, 1.0)
             z = jax.random.normal(kz, phi.shape, jnp.float32)
             loss, grads = jax.value_and_grad(loss_fn)(params, phi, self.sigma(tt), z)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            params = eqx.apply_updates(params, updates)
-            kf = k.astype(jnp.float32)
-            d = jnp.minimum(t.ema, (1.0 + kf) / (10.0 + kf))
-            ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
-            return (params, opt_state, ema, k + 1), (loss, optax.tree.norm(grads))
+            state = apply_step(self.optimizer, t.ema, state, grads)
+            return state, (loss, optax.tree.norm(grads))
 
         return step
 
@@ -197,11 +225,7 @@ class Trainer:
         are carried through a while loop run ~10× slower than the same step dispatched on its
         own — docs/PERFORMANCE.md.)"""
 
-        out = []
-        for _ in range(n):
-            state, o = self.step(state, self.train_data)
-            out.append(o)
-        return state, jnp.stack([o[0] for o in out]), jnp.stack([o[1] for o in out])
+        return run_steps(self.step, state, self.train_data, n)
 
     @functools.cached_property
     def _eval(self):
@@ -222,6 +246,13 @@ class Trainer:
 
     def val_loss(self, params) -> float:
         return float(np.mean(self.losses(params, *self.val)))
+
+    def history_row(self, losses, ema_params) -> dict[str, float]:
+        """The history.csv losses of one block of steps (batch mean, validation)."""
+        return {
+            "train_loss": float(np.mean(np.asarray(losses))),
+            "val_loss": self.val_loss(ema_params),
+        }
 
 
 def diagnostics(net: ScoreNet, sde: SDE, data: TrainingData, tr: Trainer) -> dict[str, Any]:

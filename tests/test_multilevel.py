@@ -1,0 +1,362 @@
+"""The multilevel (coarse-to-fine) sampler of issue 26: the conditional network's symmetries and
+its σ → 0 limit, exact weights for a deliberately poor model (log Z of the free field, of an
+interacting strip's transfer matrix, and after transfer to twice the extents; MH against the
+exact free field), per-level parts of log w that sum to it, and `lattice train` / `run` /
+`info` with [train] method = "multilevel", its resume and its errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from stats import assert_free_field
+from test_jobs import cli
+
+from lattice import Phi4, run_chains
+from lattice.config.sampler import Diffusion
+from lattice.numerics.analysis import kish_ess, log_mean_exp
+from lattice.numerics.exact import free_log_z
+from lattice.numerics.transfer import strip_log_z
+from lattice.numerics.wavelet import haar_merge, haar_split
+from lattice.samplers.diffusion import level_contributions
+from lattice.score.conditional import ConditionalNet
+from lattice.score.gaussian import free_field_samples
+from lattice.score.multilevel import (
+    MultilevelModel,
+    coarse_theory,
+    multilevel_proposal,
+    resample_table,
+)
+from lattice.score.multilevel_train import split_levels
+from lattice.score.network import NetworkSpec, ScoreNet
+from lattice.score.sde import VESDE
+from lattice.score.spectral import measure_spectral, spectral_from_dict
+
+SPEC = NetworkSpec(channels=4, blocks=1, embedding=8, fourier_features=4)
+
+
+def _poor_model(theory: Phi4, levels: int, data_theory: Phi4 | None = None, seed: int = 0):
+    """Untrained networks (a deliberately poor model) with spectral tables measured on 256
+    exact free-field draws of ``data_theory`` (default: ``theory``, which must be free then)."""
+    nd = theory.ndim
+    src = data_theory or theory
+    x = jnp.asarray(free_field_samples(src, jax.random.key(seed), 256), jnp.float32)
+    pairs, cn = split_levels(x, nd, levels)
+    rms = lambda a: float(jnp.sqrt(jnp.mean(a * a)))  # noqa: E731
+    key = jax.random.key(seed + 1)
+    plain = dataclasses.replace(SPEC, physics=False)
+    sdes = tuple(VESDE(0.01 * rms(a), 6.0 * np.sqrt(a[0].size) * rms(a))
+                 for a in [d for d, _ in pairs] + [cn])  # fmt: skip
+    conds = tuple(
+        ConditionalNet(SPEC if j == 0 else plain, nd, rms(d), rms(c),
+                       theory if j == 0 else None, key=jax.random.fold_in(key, j))
+        for j, (d, c) in enumerate(pairs)
+    )  # fmt: skip
+    coarse = ScoreNet(plain, coarse_theory(theory, levels), rms(cn), key=key)
+    tables = []
+    for j, (d, c) in enumerate(pairs):
+        t = measure_spectral(conds[j].batch, sdes[j], d, context=c, ndim=nd)
+        tables.append(spectral_from_dict(t, "test"))
+    tables.append(spectral_from_dict(measure_spectral(coarse.batch, sdes[-1], cn), "test"))
+    scale = rms(pairs[0][1]) / rms(x)
+    return MultilevelModel(coarse, conds, sdes, theory, scale, tuple(tables))
+
+
+def _log_w(model, theory, K, n=512, seed=0):
+    """log w [n] and the per-level parts [n, levels + 1] of ``n`` independent proposals."""
+    propose, info = multilevel_proposal(model, theory.shape, K, jnp.float64)
+    levels = len(info["levels"]) - 1
+
+    @jax.jit
+    @jax.vmap
+    def one(k):
+        r = propose(k)
+        parts = level_contributions(theory, r.phi, levels, r.log_ratios)
+        return -theory.action(r.phi) + jnp.sum(r.log_ratios), jnp.stack(parts)
+
+    lw, parts = one(jax.random.split(jax.random.key(seed), n))
+    return np.asarray(lw), np.asarray(parts)
+
+
+# ------------------------------------------------------------------ the conditional network
+def test_conditional_net_is_z2_odd_periodic_and_tends_to_the_force():
+    """ŝ(−y | −c) = −ŝ(y | c) exactly; a shift of the fine field by two sites (one coarse
+    site) shifts ŝ; the physics-informed form tends to the details of the force F as σ → 0."""
+    theory = Phi4.kappa_form([8, 8], 0.26, 0.02)
+    net = ConditionalNet(SPEC, 2, 0.7, 1.3, theory, key=jax.random.key(0))
+    k1, k2 = jax.random.split(jax.random.key(1))
+    phi = jax.random.normal(k1, (8, 8), jnp.float64)
+    c, d = haar_split(phi, 2)
+    s = net(d, 0.3, c)
+    assert s.shape == (3, 4, 4)
+    np.testing.assert_array_equal(np.asarray(net(-d, 0.3, -c)), -np.asarray(s))
+    cs, ds = haar_split(jnp.roll(phi, (2, 2), (0, 1)), 2)
+    np.testing.assert_allclose(net(ds, 0.3, cs), jnp.roll(s, (1, 1), (1, 2)), atol=1e-5)
+    _, f_d = haar_split(theory.force(haar_merge(c, d, 2)), 2)
+    gap = [float(jnp.max(jnp.abs(net(d, sig, c) - f_d))) for sig in (1e-1, 1e-2, 1e-3)]
+    assert gap[2] < 1e-3 * float(jnp.max(jnp.abs(f_d))) and gap[0] > 10 * gap[2], gap
+
+
+# ------------------------------------------------------------------ exact weights
+def test_a_poor_model_gives_the_free_field_log_z_and_its_level_parts_sum_to_log_w():
+    """Free field 8×8 (κ = 0.2), two Haar levels, untrained networks: log mean(w) over 512
+    proposals is the exact log Z within 4σ (jackknife σ); the per-level parts of log w
+    (level_contributions) sum to it to round-off; the weights are far from constant (the
+    model is poor), so the test is not trivially passed."""
+    theory = Phi4.kappa_form([8, 8], 0.2, 0.0)
+    model = _poor_model(theory, 2)
+    lw, parts = _log_w(model, theory, K=8)
+    np.testing.assert_allclose(parts.sum(1), lw, rtol=0, atol=1e-8)
+    value, error = log_mean_exp(lw)
+    exact = free_log_z(theory)
+    print(f"log Z = {value:.4f} ± {error:.4f} (exact {exact:.4f}); var log w {lw.var():.3f}")
+    assert abs(value - exact) / error < 4
+    assert lw.var() > 0.05 and kish_ess(np.exp(lw - lw.max())) > 50
+
+
+def test_log_z_of_an_interacting_strip_agrees_with_the_transfer_matrix():
+    """Interacting [8, 2] strip (κ = 0.25, λ = 0.1), one Haar level, proposed by untrained
+    networks with tables from a free field at κ = 0.2: log Z within 4σ of the transfer
+    matrix, and that free field's log Z is not (so the test can fail)."""
+    theory = Phi4.kappa_form([8, 2], 0.25, 0.1)
+    free = Phi4.kappa_form([8, 2], 0.2, 0.0)
+    model = _poor_model(theory, 1, data_theory=free)
+    lw, _ = _log_w(model, theory, K=8, n=1024, seed=3)
+    value, error = log_mean_exp(lw)
+    ref = strip_log_z(theory)
+    print(f"log Z = {value:.5f} ± {error:.5f}, transfer matrix {ref:.5f}")
+    assert abs(value - ref) / error < 4
+    assert abs(free_log_z(free) - ref) / error > 10
+
+
+def test_transfer_to_twice_the_extents_keeps_log_z_exact():
+    """A model of the 8×8 free field samples 16×16 (one added level with the finest network
+    and its table resampled): log Z within 4σ of the exact one at 16×16."""
+    small = Phi4.kappa_form([8, 8], 0.2, 0.0)
+    big = Phi4.kappa_form([16, 16], 0.2, 0.0)
+    model = _poor_model(small, 1)
+    lw, parts = _log_w(model, big, K=8, n=512, seed=4)
+    assert parts.shape == (512, 3)
+    value, error = log_mean_exp(lw)
+    print(f"transfer: log Z = {value:.4f} ± {error:.4f} (exact {free_log_z(big):.4f})")
+    assert abs(value - free_log_z(big)) / error < 4
+
+
+def test_resampled_table_is_even_and_keeps_the_values():
+    """The nearest-momentum resampling of a per-mode table: even in p (so the coloured noise
+    is real), equal to the old table at the momenta both grids have."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1, 2, (3, 4, 4))
+    a = 0.5 * (a + np.roll(np.flip(a, (1, 2)), 1, (1, 2)))  # even in p
+    log_m = list(np.log(np.stack([a, a])).ravel())
+    table = {"sigma": [0.1, 1.0], "shape": [3, 4, 4], "log_error": log_m, "power": list(a.ravel())}
+    t = spectral_from_dict(table, "t")
+    r = resample_table(t, (8, 8), 2)
+    p = r.power
+    assert p.shape == (3, 8, 8)
+    np.testing.assert_array_equal(p, np.roll(np.flip(p, (1, 2)), 1, (1, 2)))
+    np.testing.assert_array_equal(p[:, ::2, ::2], a)
+    assert r.error(np.array([0.5])).shape == (1, 3, 8, 8)
+
+
+def test_multilevel_mh_on_the_free_field_is_exact():
+    """Independence MH with the poor two-level model on the 8×8 free field: φ², χ and G(t)
+    within 4σ of their exact values (Γ-method)."""
+    theory = Phi4.kappa_form([8, 8], 0.2, 0.0)
+    model = _poor_model(theory, 2, seed=5)
+    s = Diffusion(model="in-memory", method="multilevel", steps=8).build(theory, model=model)
+    res = run_chains(s, theory, chains=8, seed=2, n_meas=300, thermalization=10)
+    acc = float(np.mean(res["acceptance"]))
+    print(f"acceptance {acc:.3f}")
+    assert 0.05 < acc < 0.99
+    assert_free_field(res["obs"], theory)
+    d = res["diagnostics"]
+    assert {"level_log_w_level0", "level_log_w_level1", "level_log_w_coarse"} <= set(d)
+
+
+# ------------------------------------------------------------------ the CLI
+DATA = """
+name = "data"
+[lattice]
+shape = [8, 8]
+[action]
+kappa = 0.25
+lambda = 0.02
+[sampler]
+kind = "hmc"
+steps = 8
+[run]
+chains = 4
+seed = 1
+thermalization = 50
+samples = 200
+measure_every = 2
+save_every = 1
+"""
+
+TRAIN = """
+name = "ml"
+[train]
+ensemble = "{ensemble}"
+method = "multilevel"
+steps = {steps}
+warmup = 10
+log_every = 20
+checkpoint_every = 20
+[network]
+channels = 4
+blocks = 1
+embedding = 8
+"""
+
+RUN = """
+name = "mlrun"
+[lattice]
+shape = [{L}, {L}]
+[action]
+kappa = 0.25
+lambda = 0.02
+[sampler]
+kind = "diffusion"
+model = "{model}"
+method = "multilevel"
+steps = 8
+{extra}
+[run]
+chains = 2
+seed = 2
+thermalization = 2
+samples = 30
+measure_every = 1
+save_every = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ml")
+    (d / "data.toml").write_text(DATA)
+    cli("run", d / "data.toml", "-o", d / "data", "-q", check=0)
+    (d / "t.toml").write_text(TRAIN.format(ensemble=d / "data", steps=60))
+    cli("train", d / "t.toml", "-o", d / "ml", "-q", check=0)
+    return d
+
+
+def test_train_writes_a_multilevel_model_with_per_level_losses(trained):
+    """model.json has kind = "multilevel", its levels, SDEs and one spectral table per level;
+    history.csv has every level's losses; info shows the levels; the plots are written."""
+    m = trained / "ml"
+    meta = json.loads((m / "model.json").read_text())
+    assert meta["kind"] == "multilevel"
+    ml = meta["multilevel"]
+    assert ml["levels"] == 1 and ml["coarse_shape"] == [4, 4] and ml["physics"] is True
+    assert len(ml["sdes"]) == len(ml["spectral"]) == 2
+    assert ml["spectral"][0]["shape"] == [3, 4, 4] and ml["spectral"][1]["shape"] == [4, 4]
+    head = (m / "history.csv").read_text().splitlines()[0].split(",")
+    for name in ("level0", "coarse"):
+        assert f"train_loss_{name}" in head and f"val_loss_{name}" in head, head
+    assert (m / "loss.png").stat().st_size > 10_000
+    info = cli("info", m, check=0).stdout
+    assert "multilevel" in info and "[4, 4]" in info, info
+
+
+def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
+    """`lattice run` with method = "multilevel" records level_log_w_<level> for every
+    proposal, and measure reports log_z; the same model samples 16×16 with transfer = true
+    (and is refused without it, exit 2, one line naming sampler.transfer)."""
+    m = trained / "ml"
+    cfg = trained / "r.toml"
+    cfg.write_text(RUN.format(L=8, model=m, extra=""))
+    cli("run", cfg, "-o", trained / "r8", "-q", check=0)
+    with h5py.File(trained / "r8" / "ensemble.h5") as f:
+        g = f["diagnostics"]
+        parts = sum(np.asarray(g[f"level_log_w_{n}"]) for n in ("level0", "coarse"))
+        np.testing.assert_allclose(parts, np.asarray(g["proposal_log_w"]), rtol=1e-9, atol=1e-9)
+    out = json.loads(cli("measure", trained / "r8", "--json", check=0).stdout)
+    assert out["observables"]["log_z"]["error"] > 0
+    cfg.write_text(RUN.format(L=16, model=m, extra=""))
+    p = cli("run", cfg, "-o", trained / "r16x", "-q", check=2)
+    assert "transfer" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    cfg.write_text(RUN.format(L=16, model=m, extra="transfer = true"))
+    cli("run", cfg, "-o", trained / "r16", "-q", check=0)
+    with h5py.File(trained / "r16" / "ensemble.h5") as f:
+        assert "level_log_w_added1" in f["diagnostics"]
+        assert np.all(np.isfinite(f["diagnostics"]["proposal_log_w"][()]))
+
+
+KILLED = """
+import sys
+from lattice.config.train import load_train_config
+from lattice.runs.progress import QuietReporter
+from lattice.runs.training import train_model
+
+
+class Killer(QuietReporter):  # stops after the step-40 checkpoint, before step 60's
+    def advance(self, step, note=""):
+        if step >= 60:
+            raise SystemExit(3)
+
+
+train_model(load_train_config(sys.argv[1]), sys.argv[2], reporter=Killer())
+"""
+
+
+def test_killed_multilevel_training_resumes_bitwise(trained):
+    """A multilevel training stopped after its step-40 checkpoint (in a process of its own,
+    with x64 off as under `lattice train`) and finished by `lattice resume` ends with the
+    weights and history of the uninterrupted `lattice train`."""
+    import subprocess
+    import sys
+
+    d = trained / "killed"
+    cfg = trained / "t.toml"
+    p = subprocess.run([sys.executable, "-c", KILLED, str(cfg), str(d)], capture_output=True)
+    assert p.returncode == 3, p.stderr
+    assert (d / "checkpoint.h5").exists() and not (d / "model.json").exists()
+    cli("resume", d, "-q", check=0)
+    assert (d / "model.eqx").read_bytes() == (trained / "ml" / "model.eqx").read_bytes()
+    strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # noqa: E731 - drop seconds
+    ref = (trained / "ml" / "history.csv").read_text().splitlines()
+    assert strip((d / "history.csv").read_text().splitlines()) == strip(ref)
+
+
+@pytest.mark.parametrize(
+    ("train_extra", "needle"),
+    [
+        ("levels = 4", "train.levels"),
+        ('sde = "vp"', "train.sde"),
+    ],
+)
+def test_bad_multilevel_training_configs_exit_2_naming_the_key(tmp_path, trained, train_extra,
+                                                               needle):  # fmt: skip
+    cfg = tmp_path / "t.toml"
+    text = TRAIN.format(ensemble=trained / "data", steps=40).replace(
+        'method = "multilevel"', f'method = "multilevel"\n{train_extra}'
+    )
+    cfg.write_text(text)
+    p = cli("train", cfg, "-o", tmp_path / "m", "-q", check=2)
+    assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_levels_without_multilevel_and_a_single_model_are_refused(tmp_path, trained):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        TRAIN.format(ensemble=trained / "data", steps=40).replace(
+            'method = "multilevel"', "levels = 2"
+        )
+    )
+    p = cli("train", cfg, "-o", tmp_path / "m", "-q", check=2)
+    assert "train.levels" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    from pathlib import Path
+
+    single = Path(__file__).resolve().parent.parent / "lattice" / "models" / "score_8x8_critical"
+    run = tmp_path / "r.toml"
+    run.write_text(RUN.format(L=8, model=single, extra="").replace("0.25", "0.27").replace(
+        "0.02\n", "0.022\n"))  # fmt: skip
+    p = cli("run", run, "-o", tmp_path / "r", "-q", check=2)
+    assert "multilevel" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
