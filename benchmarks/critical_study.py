@@ -6,6 +6,7 @@
     python benchmarks/critical_study.py report   # fits of z, figures and tables → runs/critical/
     python benchmarks/critical_study.py frontier --kappa-c 0.2709   # issue 25's rows, L ≤ 128
     python benchmarks/critical_study.py spectral --kappa-c 0.2709   # issue 24's diffusion rows
+    python benchmarks/critical_study.py multilevel --kappa-c 0.2709 --L 16 32 --net 16 2 1500 --transfer 64 128  # issue 26
     python benchmarks/critical_study.py all      # the four in order
 
 Options: ``--L 8 16 32`` (add 64 on a GPU), ``--kappa-c`` (default: the Binder crossing of the
@@ -404,6 +405,97 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposa
         _save(results)
 
 
+#: FA-HMC + SW at κ = 0.2709 (docs/results.md §6): ⟨|m|⟩, its error, χ, its error
+FA_SW_REF = {8: (0.9354, 0.0026, 65.64, 0.31), 16: (0.8492, 0.0020, 207.14, 0.81),
+             32: (0.7836, 0.0021, 684.7, 2.9), 64: (0.7180, 0.0020, 2276, 10),
+             128: (0.6625, 0.0022, 7698, 42)}  # fmt: skip
+
+
+def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
+                     proposals: int = 300, transfer=(), local: bool = False) -> None:  # fmt: skip
+    """Issue 26's rows: per L a multilevel model ([train] method = "multilevel", levels
+    "auto", ``net`` = (channels, blocks, steps)) trained on the FA-HMC + SW ensemble of the
+    spectral stage, and a path-MH run with K chosen by the pilot (target ``target``, cap V/2
+    but at most 256) with its per-level log-w variances; then, for each size in ``transfer``,
+    the same model at that size (``transfer = true``, K fixed at the trained size's pilot K).
+    Results under ``multilevel_k<κ>_c<C>b<B>s<S>`` in results.json, z against FA-HMC + SW."""
+    from lattice.config.train import parse_train_config
+    from lattice.io.model import load_model
+    from lattice.io.reader import open_ensemble
+    from lattice.runs.training import resume_training, train_model
+
+    results = _load()
+    tag = f"_c{net[0]}b{net[1]}s{net[2]}" + ("_loc" if local else "")
+    out = results.setdefault(f"multilevel_k{kappa:g}{tag}", {})
+
+    def row(d, K, model, L):
+        m = _measure(d)
+        ens = open_ensemble(d / "ensemble.h5")
+        per_prop = float(np.mean(ens.diagnostics["score_evaluations"]))
+        s = _summary(m, 1, evals_per_step=per_prop)
+        s["acceptance"] = float(np.mean(ens.diagnostics["acceptance"]))
+        s["K"] = K
+        s["evals_per_proposal"] = per_prop
+        s["training_seconds"] = model.meta["training"]["seconds"]
+        s["log_w_var"] = float(np.var(ens.diagnostics["proposal_log_w"]))
+        s["level_log_w_var"] = {
+            k[len("level_log_w_"):]: float(np.var(v))
+            for k, v in ens.diagnostics.items() if k.startswith("level_log_w_")
+        }  # fmt: skip
+        ref = FA_SW_REF.get(L)
+        if ref:
+            s["z_abs_m"] = (s["abs_m"][0] - ref[0]) / float(np.hypot(s["abs_m"][1], ref[1]))
+            s["z_chi"] = (s["chi"][0] - ref[2]) / float(np.hypot(s["chi"][1], ref[3]))
+        return s
+
+    for L in Ls:
+        V = L * L
+        data = ROOT / f"data_fa_sw_L{L}_k{kappa:g}"
+        if not (data / "ensemble.h5").exists():
+            data = _run(
+                f"data_fa_sw_L{L}_k{kappa:g}",
+                _toml(f"data_fa_sw_L{L}_k{kappa:g}", L, kappa, SAMPLERS["fa_hmc_sw_tuned"][0], 8,
+                      800, 8192, 1, save_every=8),
+            )  # fmt: skip
+        mdir = ROOT / f"ml_L{L}_k{kappa:g}{tag}"
+        if (mdir / "checkpoint.h5").exists() and not (mdir / "model.json").exists():
+            resume_training(mdir)
+        if not (mdir / "model.json").exists():
+            tcfg = (
+                f'name = "{mdir.name}"\n[train]\nensemble = "{data}"\nmethod = "multilevel"\n'
+                f"steps = {net[2]}\nbatch_size = 64\ncheckpoint_every = 250\n[network]\n"
+                f"channels = {net[0]}\nblocks = {net[1]}\n"
+                + ("global_channel = false\n" if local else "")
+            )
+            (ROOT / f"{mdir.name}.toml").write_text(tcfg)
+            print(f"{mdir}: training {net[2]} steps")
+            train_model(parse_train_config(tcfg), mdir, force=True)
+        model = load_model(mdir)
+        cap = min(256, max(64, V // 2))
+        sampler = (
+            f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "multilevel"\nsteps = {cap}\n'
+            f"target_acceptance = {target}"
+        )
+        name = f"ml_L{L}_k{kappa:g}{tag}_t{target:g}"
+        d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
+        K = int(open_ensemble(d / "ensemble.h5").config_attrs["sampler.tuned_path_steps"])
+        out[str(L)] = row(d, K, model, L)
+        _save(results)
+        print(json.dumps(out[str(L)], indent=1))
+        for L2 in transfer:
+            if L2 <= L:
+                continue
+            sampler = (
+                f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "multilevel"\nsteps = {K}\n'
+                "transfer = true"
+            )
+            name = f"ml_L{L}to{L2}_k{kappa:g}{tag}_K{K}"
+            d = _run(name, _toml(name, L2, kappa, sampler, 8, 20, proposals, 1))
+            out[f"{L}to{L2}"] = row(d, K, model, L2)
+            _save(results)
+            print(json.dumps(out[f"{L}to{L2}"], indent=1))
+
+
 def _amortized(L: str, d: dict) -> float:
     """Seconds per independent |m| with the model's training spread over the run's
     independent samples: (run + training seconds) / (N / 2τ_int)."""
@@ -581,7 +673,17 @@ def _markdown_table(series: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "stage", choices=["binder", "tau", "diffusion", "spectral", "report", "frontier", "all"]
+        "stage",
+        choices=[
+            "binder",
+            "tau",
+            "diffusion",
+            "spectral",
+            "multilevel",
+            "report",
+            "frontier",
+            "all",
+        ],  # fmt: skip
     )
     ap.add_argument("--L", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--kappa-c", type=float, default=None)
@@ -597,6 +699,8 @@ def main() -> None:
     ap.add_argument("--net", type=int, nargs=3, default=None, metavar=("C", "B", "STEPS"),
                     help="spectral: channels, blocks, training steps")  # fmt: skip
     ap.add_argument("--local", action="store_true", help="spectral: no global channel")
+    ap.add_argument("--transfer", type=int, nargs="*", default=(),
+                    help="multilevel: sizes to sample with each trained model")  # fmt: skip
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -610,6 +714,9 @@ def main() -> None:
         net = None if args.net is None else tuple(args.net)
         stage_spectral(args.L, _kappa_c(args), args.target, not args.no_sample,
                        args.proposals or 300, net, args.local)  # fmt: skip
+    if args.stage == "multilevel":
+        stage_multilevel(args.L, _kappa_c(args), args.target, tuple(args.net or (16, 2, 1500)),
+                         args.proposals or 300, args.transfer, args.local)  # fmt: skip
     if args.stage in ("report", "all"):
         stage_report()
     if args.stage == "frontier":
