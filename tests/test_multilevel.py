@@ -279,6 +279,8 @@ def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
         np.testing.assert_allclose(parts, np.asarray(g["proposal_log_w"]), rtol=1e-9, atol=1e-9)
     out = json.loads(cli("measure", trained / "r8", "--json", check=0).stdout)
     assert out["observables"]["log_z"]["error"] > 0
+    assert list(out["diffusion"]["level_log_w_std"]) == ["level0", "coarse"], out["diffusion"]
+    assert "per-level std of log(e^-S/q)" in cli("measure", trained / "r8", check=0).stdout
     cfg.write_text(RUN.format(L=16, model=m, extra=""))
     p = cli("run", cfg, "-o", trained / "r16x", "-q", check=2)
     assert "transfer" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -287,6 +289,8 @@ def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
     with h5py.File(trained / "r16" / "ensemble.h5") as f:
         assert "level_log_w_added1" in f["diagnostics"]
         assert np.all(np.isfinite(f["diagnostics"]["proposal_log_w"][()]))
+    out = json.loads(cli("measure", trained / "r16", "--json", check=0).stdout)
+    assert list(out["diffusion"]["level_log_w_std"]) == ["added1", "level0", "coarse"]
 
 
 KILLED = """

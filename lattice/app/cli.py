@@ -557,6 +557,11 @@ def measure(
             f"{diff.ess_fraction:.1%} per proposal; {diff.score_evaluations:.3g} score "
             f"evaluations and {diff.seconds:.3g} s per proposal"
         )
+        if diff.level_log_w_std:
+            out.print(
+                "per-level std of log(e^-S/q) (its parts, which sum to it): "
+                + ", ".join(f"{k} {v:.3g}" for k, v in diff.level_log_w_std.items())
+            )
     if not ens.complete:
         err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
 

@@ -131,6 +131,9 @@ class Proposals:
     ess_fraction: float
     score_evaluations: float
     seconds: float
+    #: a multilevel sampler: the standard deviation of each level's part of log w
+    #: (``level_log_w_<level>``, which sum to log w), finest first; empty for the others
+    level_log_w_std: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -299,7 +302,24 @@ def _proposals(ens: Ensemble) -> Proposals | None:
         ess_fraction=float(kish_ess(w) / max(w.size, 1)),
         score_evaluations=float(np.mean(d["score_evaluations"])),
         seconds=ens.seconds / steps,
+        level_log_w_std={
+            k: float(np.std(np.asarray(d[f"level_log_w_{k}"], np.float64)[ok]))
+            for k in sorted(
+                (k[len("level_log_w_") :] for k in d if k.startswith("level_log_w_")),
+                key=_finest_first,
+            )
+        },
     )
+
+
+def _finest_first(level: str) -> tuple[int, int]:
+    """Order of a multilevel sampler's levels: added (transfer) levels from the top, then
+    level0, level1, …, then coarse."""
+    if level.startswith("added"):
+        return (0, -int(level[5:]))
+    if level.startswith("level"):
+        return (1, int(level[5:]))
+    return (2, 0)
 
 
 def _normalized_weights(log_w: np.ndarray) -> np.ndarray:
