@@ -6,7 +6,9 @@
     python benchmarks/critical_study.py report   # fits of z, figures and tables → runs/critical/
     python benchmarks/critical_study.py frontier --kappa-c 0.2709   # issue 25's rows, L ≤ 128
     python benchmarks/critical_study.py spectral --kappa-c 0.2709   # issue 24's diffusion rows
-    python benchmarks/critical_study.py multilevel --kappa-c 0.2709 --L 16 32 --net 16 2 1500 --transfer 64 128  # issue 26
+    python benchmarks/critical_study.py multilevel --kappa-c 0.2709 --L 16 32 --transfer 64 128
+                                                      # issue 26's rows (16 x 2 networks)
+    python benchmarks/critical_study.py learned_figure --series KEY ...  # docs/img figure
     python benchmarks/critical_study.py all      # the four in order
 
 Options: ``--L 8 16 32`` (add 64 on a GPU), ``--kappa-c`` (default: the Binder crossing of the
@@ -496,6 +498,62 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
             print(json.dumps(out[f"{L}to{L2}"], indent=1))
 
 
+#: §6 of docs/results.md at κ = 0.2709 (evaluations and seconds per independent |m|) and §2's
+#: analytic-kernel diffusion rows (κ = 0.2695), for the learned-sampler figure
+CLASSICAL = {
+    "hmc": {8: (500, 0.0017), 16: (1.28e3, 0.0058), 32: (3.50e3, 0.026), 64: (2.11e4, 0.39),
+            128: (1.58e5, 11)},
+    "fa_hmc_sw_tuned": {8: (30.4, 0.00023), 16: (31.3, 0.00034), 32: (55.5, 0.0012),
+                        64: (73.3, 0.0058), 128: (113, 0.033)},
+    "diffusion, analytic kernel (§2)": {8: (375, 0.052), 16: (1.35e3, 0.64),
+                                        32: (4.97e3, 13.1)},
+}  # fmt: skip
+
+
+def stage_learned_figure(keys, out: Path) -> None:
+    """docs/img/critical_learned.png: evaluations and seconds per independent |m| (seconds with
+    training amortized over 10⁴ independent samples, dashed) and MH acceptance against L for
+    the results.json series ``keys`` (spectral_… and multilevel_…), beside HMC, FA-HMC + SW and
+    §2's diffusion rows."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = _load()
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    for name, rows in CLASSICAL.items():
+        Ls = sorted(rows)
+        ax1.plot(Ls, [rows[L][0] for L in Ls], "k" + ("o-" if "hmc" == name else "s--"
+                 if "sw" in name else "^:"), label=name, alpha=0.7)  # fmt: skip
+        ax2.plot(Ls, [rows[L][1] for L in Ls], "k" + ("o-" if "hmc" == name else "s--"
+                 if "sw" in name else "^:"), label=name, alpha=0.7)  # fmt: skip
+    for key in keys:
+        by = {int(L): d for L, d in results.get(key, {}).items() if L.isdigit()}
+        if not by:
+            continue
+        Ls = sorted(by)
+        (line,) = ax1.plot(Ls, [by[L]["evals_per_independent"] for L in Ls], "o-", label=key)
+        ax2.plot(Ls, [by[L]["seconds_per_independent"] for L in Ls], "o-", color=line.get_color())
+        amort = [by[L]["seconds_per_independent"] + by[L]["training_seconds"] / 1e4 for L in Ls]
+        ax2.plot(Ls, amort, "x--", color=line.get_color())
+        ax3.plot(Ls, [by[L]["acceptance"] for L in Ls], "o-", color=line.get_color(), label=key)
+    for ax, lab in ((ax1, "evaluations per independent |m|"),
+                    (ax2, "s per independent |m| (dashed: + training / 10⁴)"),
+                    (ax3, "MH acceptance")):  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("L")
+        ax.set_ylabel(lab)
+        if ax is not ax3:
+            ax.set_yscale("log")
+    ax3.set_ylim(0, 1)
+    ax1.legend(fontsize=6)
+    ax3.legend(fontsize=6)
+    fig.suptitle("learned samplers at κ = 0.2709, λ = 0.022 (docs/results.md §2b, §7)")
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 def _amortized(L: str, d: dict) -> float:
     """Seconds per independent |m| with the model's training spread over the run's
     independent samples: (run + training seconds) / (N / 2τ_int)."""
@@ -699,6 +757,8 @@ def main() -> None:
     ap.add_argument("--net", type=int, nargs=3, default=None, metavar=("C", "B", "STEPS"),
                     help="spectral: channels, blocks, training steps")  # fmt: skip
     ap.add_argument("--local", action="store_true", help="spectral: no global channel")
+    ap.add_argument("--series", nargs="*", default=[], help="learned_figure: results.json keys")
+    ap.add_argument("--figure", default="docs/img/critical_learned.png", help="learned_figure")
     ap.add_argument("--transfer", type=int, nargs="*", default=(),
                     help="multilevel: sizes to sample with each trained model")  # fmt: skip
     args = ap.parse_args()
@@ -717,6 +777,8 @@ def main() -> None:
     if args.stage == "multilevel":
         stage_multilevel(args.L, _kappa_c(args), args.target, tuple(args.net or (16, 2, 1500)),
                          args.proposals or 300, args.transfer, args.local)  # fmt: skip
+    if args.stage == "learned_figure":
+        stage_learned_figure(args.series, Path(args.figure))
     if args.stage in ("report", "all"):
         stage_report()
     if args.stage == "frontier":
