@@ -182,6 +182,14 @@ def _save(results: dict) -> None:
     (ROOT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
+def _save_entry(key: str, value: dict) -> None:
+    """Write one top-level entry of results.json, re-reading the file first: stages that run
+    at the same time (each in its own process) keep each other's entries."""
+    results = _load()
+    results[key] = value
+    _save(results)
+
+
 def stage_binder(Ls, scale: float, sampler: str = "hmc", kappas=BINDER_KAPPAS) -> None:
     """U_L(κ) on a κ grid per L, then the crossings of consecutive L. Any exact sampler gives
     the same U_L; ``sampler`` (a key of SAMPLERS) picks one whose τ_int stays small at large L
@@ -404,7 +412,7 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposa
         s["training_seconds"] = model.meta["training"]["seconds"]
         s["log_w_var"] = float(np.var(ens.diagnostics["proposal_log_w"]))
         out[str(L)] = s
-        _save(results)
+        _save_entry(key, out)
 
 
 #: FA-HMC + SW at κ = 0.2709 (docs/results.md §6): ⟨|m|⟩, its error, χ, its error
@@ -426,9 +434,9 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
     from lattice.io.reader import open_ensemble
     from lattice.runs.training import resume_training, train_model
 
-    results = _load()
     tag = f"_c{net[0]}b{net[1]}s{net[2]}" + ("_loc" if local else "")
-    out = results.setdefault(f"multilevel_k{kappa:g}{tag}", {})
+    key = f"multilevel_k{kappa:g}{tag}"
+    out = _load().get(key, {})
 
     def row(d, K, model, L):
         m = _measure(d)
@@ -482,7 +490,7 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
         d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
         K = int(open_ensemble(d / "ensemble.h5").config_attrs["sampler.tuned_path_steps"])
         out[str(L)] = row(d, K, model, L)
-        _save(results)
+        _save_entry(key, out)
         print(json.dumps(out[str(L)], indent=1))
         for L2 in transfer:
             if L2 <= L:
@@ -494,7 +502,7 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
             name = f"ml_L{L}to{L2}_k{kappa:g}{tag}_K{K}"
             d = _run(name, _toml(name, L2, kappa, sampler, 8, 20, proposals, 1))
             out[f"{L}to{L2}"] = row(d, K, model, L2)
-            _save(results)
+            _save_entry(key, out)
             print(json.dumps(out[f"{L}to{L2}"], indent=1))
 
 
