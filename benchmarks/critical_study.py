@@ -746,6 +746,7 @@ def main() -> None:
             "diffusion",
             "spectral",
             "multilevel",
+            "learned_figure",
             "report",
             "frontier",
             "all",

@@ -46,8 +46,10 @@ __all__ = ["NetworkSpec", "ScoreNet", "build_network", "count_parameters"]
 class NetworkSpec:
     """Hyperparameters that rebuild a network's skeleton (stored with the model)."""
 
-    channels: int = 32
-    blocks: int = 4
+    #: the defaults are the cheapest network of the issue-24 sweep in seconds per independent
+    #: |m| at κ_c, L = 16 and 32 (8 × 2; docs/PERFORMANCE.md). A model stores its own spec
+    channels: int = 8
+    blocks: int = 2
     kernel: int = 3
     dilations: tuple[int, ...] = (1, 2)
     fourier_features: int = 8
