@@ -24,12 +24,11 @@ demo: $(STAMP)
 	$(BIN)/lattice compare runs/demo/langevin runs/demo/hmc runs/demo/diffusion --report runs/demo/report.html
 
 # Test processes in parallel (pytest-xdist): one per core, at most 4. `make test WORKERS=0` runs
-# the suite in one process. `loadgroup`: the tests marked xdist_group(name) share one worker
-# (and its module fixtures, built once); the rest are load-balanced as with the default.
+# the suite in one process.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n $(WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -m "not slow" -n $(WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lattice tests benchmarks

@@ -211,7 +211,7 @@ embedding = 8
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """An uninterrupted TINY HMC run and a model trained on it (TRAIN): the bits a run or a
     training stopped by a full disk must end with."""

@@ -96,7 +96,7 @@ embedding = 16
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def poor_model(tmp_path_factory):
     """A plain network trained for only 20 steps on HMC free-field configurations."""
     from lattice.config.train import parse_train_config

@@ -237,21 +237,16 @@ save_every = 0
 """
 
 
-#: the tests of the trained model run on one xdist worker, so that it is trained once
-ONE_WORKER = pytest.mark.xdist_group("multilevel_cli")
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("ml")
     (d / "data.toml").write_text(DATA)
     cli("run", d / "data.toml", "-o", d / "data", "-q", check=0)
-    (d / "t.toml").write_text(TRAIN.format(ensemble=d / "data", steps=60))
+    (d / "t.toml").write_text(TRAIN.format(ensemble=d / "data", steps=40))
     cli("train", d / "t.toml", "-o", d / "ml", "-q", check=0)
     return d
 
 
-@ONE_WORKER
 def test_train_writes_a_multilevel_model_with_per_level_losses(trained):
     """model.json has kind = "multilevel", its levels, SDEs and one spectral table per level;
     history.csv has every level's losses; info shows the levels; the plots are written."""
@@ -270,7 +265,6 @@ def test_train_writes_a_multilevel_model_with_per_level_losses(trained):
     assert "multilevel" in info and "[4, 4]" in info, info
 
 
-@ONE_WORKER
 def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
     """`lattice run` with method = "multilevel" records level_log_w_<level> for every
     proposal, and measure reports log_z; the same model samples 16×16 with transfer = true
@@ -306,9 +300,9 @@ from lattice.runs.progress import QuietReporter
 from lattice.runs.training import train_model
 
 
-class Killer(QuietReporter):  # stops after the step-40 checkpoint, before step 60's
+class Killer(QuietReporter):  # stops after the step-20 checkpoint, before step 40's
     def advance(self, step, note=""):
-        if step >= 60:
+        if step >= 40:
             raise SystemExit(3)
 
 
@@ -316,9 +310,8 @@ train_model(load_train_config(sys.argv[1]), sys.argv[2], reporter=Killer())
 """
 
 
-@ONE_WORKER
 def test_killed_multilevel_training_resumes_bitwise(trained):
-    """A multilevel training stopped after its step-40 checkpoint (in a process of its own,
+    """A multilevel training stopped after its step-20 checkpoint (in a process of its own,
     with x64 off as under `lattice train`) and finished by `lattice resume` ends with the
     weights and history of the uninterrupted `lattice train`."""
     import subprocess
@@ -336,7 +329,6 @@ def test_killed_multilevel_training_resumes_bitwise(trained):
     assert strip((d / "history.csv").read_text().splitlines()) == strip(ref)
 
 
-@ONE_WORKER
 @pytest.mark.parametrize(
     ("train_extra", "needle"),
     [
@@ -355,7 +347,6 @@ def test_bad_multilevel_training_configs_exit_2_naming_the_key(tmp_path, trained
     assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-@ONE_WORKER
 def test_levels_without_multilevel_and_a_single_model_are_refused(tmp_path, trained):
     cfg = tmp_path / "t.toml"
     cfg.write_text(

@@ -33,7 +33,7 @@ def _cfg(model, target=TARGET, extra=""):
     return parse_config(RUN.format(model=model, target=target, extra=extra))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def piloted(tmp_path_factory):
     """An untrained network with the isotropic kernel, whose acceptance rises with K, and one
     run with the pilot (target 0.5, cap 32)."""
