@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -24,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+
+from common import best_of  # noqa: E402
 
 from lattice.config.train import parse_train_config  # noqa: E402
 from lattice.numerics.phi4 import Phi4  # noqa: E402
@@ -34,16 +35,6 @@ from lattice.score.sde import VESDE  # noqa: E402
 from lattice.score.train import Trainer, TrainingData  # noqa: E402
 
 KAPPA, LAMBDA, K, CHAINS = 0.2709, 0.022, 16, 8
-
-
-def _best(f, n=5) -> float:
-    f()  # compile
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        out.append(time.perf_counter() - t0)
-    return min(out)
 
 
 def cost(L: int, channels: int, blocks: int, local: bool) -> dict:
@@ -66,7 +57,7 @@ def cost(L: int, channels: int, blocks: int, local: bool) -> dict:
 
     f = jax.jit(jax.vmap(one))
     keys = jax.random.split(jax.random.key(0), CHAINS)
-    per_eval = _best(lambda: jax.block_until_ready(f(keys))) / (K * CHAINS)
+    per_eval = best_of(lambda: jax.block_until_ready(f(keys)), 5) / (K * CHAINS)
 
     x = np.random.default_rng(0).normal(size=(256, L, L)).astype(np.float32)
     data = TrainingData(x, x[:16], theory, 1.0, Path("-"), None, 1, 0)
@@ -83,7 +74,7 @@ def cost(L: int, channels: int, blocks: int, local: bool) -> dict:
         state, o = tr.step(state, train_data)
         jax.block_until_ready(o)
 
-    per_step = _best(step)
+    per_step = best_of(step, 5)
     return {"s_per_eval": per_eval, "s_per_train_step": per_step}
 
 

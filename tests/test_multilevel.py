@@ -23,12 +23,12 @@ from lattice.numerics.analysis import kish_ess, log_mean_exp
 from lattice.numerics.exact import free_log_z
 from lattice.numerics.transfer import strip_log_z
 from lattice.numerics.wavelet import haar_merge, haar_split
-from lattice.samplers.diffusion import level_contributions
 from lattice.score.conditional import ConditionalNet
 from lattice.score.gaussian import free_field_samples
 from lattice.score.multilevel import (
     MultilevelModel,
     coarse_theory,
+    level_contributions,
     multilevel_proposal,
     resample_table,
 )

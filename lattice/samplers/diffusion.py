@@ -97,27 +97,6 @@ def multilevel_state(names: tuple[str, ...]) -> type:
     return MultilevelState
 
 
-def level_contributions(theory: Phi4, phi, levels: int, brackets) -> list:
-    """The per-level parts of log w of ``multilevel.py`` eq. (2), which sum to it exactly.
-    With S_j = S(φ_j), φ_j the fine field rebuilt from the level-j coarse field c_j alone
-    (every finer detail zero: c_j / 2^{jD/2} on each block of 2^j sites per axis; φ_0 = φ),
-    level j gets its bracket + S_{j+1} − S_j and the coarsest field its bracket − S_n.
-    ``brackets`` [levels + 1] are in that order (finest first)."""
-    from lattice.numerics.wavelet import haar_split  # lazy: only this method needs it
-
-    nd = theory.ndim
-    S = [theory.action(phi)]
-    c = phi
-    for j in range(1, levels + 1):
-        c, _ = haar_split(c, nd)
-        up = c * (2.0 ** (-0.5 * j * nd))
-        for ax in range(nd):
-            up = jnp.repeat(up, 2**j, axis=ax)
-        S.append(theory.action(up))
-    S.append(jnp.zeros((), phi.dtype))
-    return [brackets[j] + S[j + 1] - S[j] for j in range(levels + 1)]
-
-
 def diffusion(
     theory: Phi4,
     model,
@@ -280,6 +259,7 @@ def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer
     from lattice.score.model import ModelError, check_couplings, provenance  # lazy (below)
     from lattice.score.multilevel import (  # lazy (above)
         MultilevelModel,
+        level_contributions,
         multilevel_proposal,
         transfer_levels,
     )

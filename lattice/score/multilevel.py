@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice.numerics.phi4 import Phi4
-from lattice.numerics.wavelet import coarse_shape, haar_merge
+from lattice.numerics.wavelet import coarse_shape, haar_merge, haar_split
 from lattice.score.conditional import ConditionalNet
 from lattice.score.network import ScoreNet
 from lattice.score.path import noise_levels, sample_spectral_path
@@ -67,6 +67,7 @@ __all__ = [
     "multilevel_proposal",
     "MIN_COARSE",
     "coarse_theory",
+    "level_contributions",
 ]
 
 #: the smallest extent of the coarsest lattice that ``levels = "auto"`` goes down to
@@ -240,3 +241,22 @@ def multilevel_proposal(
         return MultilevelResult(c, jnp.stack([r.astype(dtype) for r in ratios]))
 
     return propose, {"levels": names, "added": k_add, "evaluations": evaluations}
+
+
+def level_contributions(theory: Phi4, phi, levels: int, brackets) -> list:
+    """The per-level parts of log w of ``multilevel.py`` eq. (2), which sum to it exactly.
+    With S_j = S(φ_j), φ_j the fine field rebuilt from the level-j coarse field c_j alone
+    (every finer detail zero: c_j / 2^{jD/2} on each block of 2^j sites per axis; φ_0 = φ),
+    level j gets its bracket + S_{j+1} − S_j and the coarsest field its bracket − S_n.
+    ``brackets`` [levels + 1] are in that order (finest first)."""
+    nd = theory.ndim
+    S = [theory.action(phi)]
+    c = phi
+    for j in range(1, levels + 1):
+        c, _ = haar_split(c, nd)
+        up = c * (2.0 ** (-0.5 * j * nd))
+        for ax in range(nd):
+            up = jnp.repeat(up, 2**j, axis=ax)
+        S.append(theory.action(up))
+    S.append(jnp.zeros((), phi.dtype))
+    return [brackets[j] + S[j + 1] - S[j] for j in range(levels + 1)]
