@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,11 @@ SAMPLERS = {
         200_000,
     ),
 }
+
+
+def _target(text: str) -> float | str:
+    """``--target``: an acceptance in (0, 1) or "cost" (the pilot's cheapest K)."""
+    return text if text == "cost" else float(text)
 
 
 def _toml(name: str, L: int, kappa: float, sampler: str, chains: int, therm: int, samples: int,
@@ -397,9 +403,9 @@ def stage_spectral(Ls, kappa: float, target: float, sample: bool = True, proposa
         cap = max(64, V // 2)
         sampler = (
             f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "sde"\nsteps = {cap}\n'
-            f"target_acceptance = {target}"
+            f"target_acceptance = {json.dumps(target)}"
         )
-        name = f"spectral_L{L}_k{kappa:g}{tag}_t{target:g}"
+        name = f"spectral_L{L}_k{kappa:g}{tag}_t{target if target == 'cost' else f'{target:g}'}"
         d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
         m = _measure(d)
         from lattice.io.reader import open_ensemble
@@ -422,7 +428,8 @@ FA_SW_REF = {8: (0.9354, 0.0026, 65.64, 0.31), 16: (0.8492, 0.0020, 207.14, 0.81
 
 
 def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
-                     proposals: int = 300, transfer=(), local: bool = False) -> None:  # fmt: skip
+                     proposals: int = 300, transfer=(), local: bool = False,
+                     objective: str = "tsm") -> None:  # fmt: skip
     """Issue 26's rows: per L a multilevel model ([train] method = "multilevel", levels
     "auto", ``net`` = (channels, blocks, steps)) trained on the FA-HMC + SW ensemble of the
     spectral stage, and a path-MH run with K chosen by the pilot (target ``target``, cap V/2
@@ -435,6 +442,7 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
     from lattice.runs.training import resume_training, train_model
 
     tag = f"_c{net[0]}b{net[1]}s{net[2]}" + ("_loc" if local else "")
+    tag += "_tsm" if objective == "tsm" else ""  # the rows of before the key are "dsm"
     key = f"multilevel_k{kappa:g}{tag}"
     out = _load().get(key, {})
 
@@ -456,6 +464,18 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
         if ref:
             s["z_abs_m"] = (s["abs_m"][0] - ref[0]) / float(np.hypot(s["abs_m"][1], ref[1]))
             s["z_chi"] = (s["chi"][0] - ref[2]) / float(np.hypot(s["chi"][1], ref[3]))
+        exact = ROOT / f"data_fa_sw_L{L}_k{kappa:g}"
+        if (exact / "ensemble.h5").exists():  # which level limits it (`lattice levels`)
+            from lattice.results.levels import diagnose_run
+
+            t0 = time.perf_counter()
+            lv = diagnose_run(d, exact, configurations=32, draws=16)
+            s["levels"] = [
+                {k: getattr(r, k) for k in ("level", "acceptance", "error", "log_w_var")}
+                for r in lv.levels
+            ]
+            s["levels_seconds"] = time.perf_counter() - t0
+            print("levels: " + ", ".join(f"{r.level} {r.acceptance:.3f}" for r in lv.levels))
         return s
 
     for L in Ls:
@@ -473,7 +493,8 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
         if not (mdir / "model.json").exists():
             tcfg = (
                 f'name = "{mdir.name}"\n[train]\nensemble = "{data}"\nmethod = "multilevel"\n'
-                f"steps = {net[2]}\nbatch_size = 64\ncheckpoint_every = 250\n[network]\n"
+                f'objective = "{objective}"\nsteps = {net[2]}\nbatch_size = 64\n'
+                f"checkpoint_every = 250\n[network]\n"
                 f"channels = {net[0]}\nblocks = {net[1]}\n"
                 + ("global_channel = false\n" if local else "")
             )
@@ -484,9 +505,9 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
         cap = min(256, max(64, V // 2))
         sampler = (
             f'kind = "diffusion"\nmodel = "{mdir}"\nmethod = "multilevel"\nsteps = {cap}\n'
-            f"target_acceptance = {target}"
+            f"target_acceptance = {json.dumps(target)}"
         )
-        name = f"ml_L{L}_k{kappa:g}{tag}_t{target:g}"
+        name = f"ml_L{L}_k{kappa:g}{tag}_t{target if target == 'cost' else f'{target:g}'}"
         d = _run(name, _toml(name, L, kappa, sampler, 8, 20, proposals, 1))
         K = int(open_ensemble(d / "ensemble.h5").config_attrs["sampler.tuned_path_steps"])
         out[str(L)] = row(d, K, model, L)
@@ -761,7 +782,8 @@ def main() -> None:
     ap.add_argument("--kappas", type=float, nargs="+", default=None, help="binder: the κ grid")
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies training steps")
     ap.add_argument("--proposals", type=int, default=None, help="diffusion: proposals per chain")
-    ap.add_argument("--target", type=float, default=0.5, help="spectral: the K pilot's target")
+    ap.add_argument("--target", type=_target, default=0.5,
+                    help='spectral, multilevel: the K pilot\'s target, or "cost"')  # fmt: skip
     ap.add_argument("--no-sample", action="store_true", help="spectral: data and training only")
     ap.add_argument("--net", type=int, nargs=3, default=None, metavar=("C", "B", "STEPS"),
                     help="spectral: channels, blocks, training steps")  # fmt: skip
@@ -770,6 +792,8 @@ def main() -> None:
     ap.add_argument("--figure", default="docs/img/critical_learned.png", help="learned_figure")
     ap.add_argument("--transfer", type=int, nargs="*", default=(),
                     help="multilevel: sizes to sample with each trained model")  # fmt: skip
+    ap.add_argument("--objective", default="tsm", choices=["dsm", "tsm"],
+                    help="multilevel: the training objective")  # fmt: skip
     args = ap.parse_args()
     global SCALE
     SCALE = args.scale
@@ -785,7 +809,8 @@ def main() -> None:
                        args.proposals or 300, net, args.local)  # fmt: skip
     if args.stage == "multilevel":
         stage_multilevel(args.L, _kappa_c(args), args.target, tuple(args.net or (16, 2, 1500)),
-                         args.proposals or 300, args.transfer, args.local)  # fmt: skip
+                         args.proposals or 300, args.transfer, args.local,
+                         args.objective)  # fmt: skip
     if args.stage == "learned_figure":
         stage_learned_figure(args.series, Path(args.figure))
     if args.stage in ("report", "all"):

@@ -17,7 +17,14 @@ from lattice.config.run import ConfigError, parse_config
 from lattice.numerics.analysis import independence_acceptance
 from lattice.numerics.phi4 import Phi4
 from lattice.runs.sampling import build_sampler, resume_job, run_job
-from lattice.samplers.pilot import PILOT_PROPOSALS, choose, ladder, pilot_keys
+from lattice.samplers.pilot import (
+    PILOT_PROPOSALS,
+    choose,
+    choose_cheapest,
+    cost,
+    ladder,
+    pilot_keys,
+)
 from lattice.samplers.pilot import proposal_log_weights as log_weights
 
 THEORY = Phi4.kappa_form([4, 4], 0.2, 0.0)
@@ -50,6 +57,13 @@ def test_ladder_and_rule():
     assert choose((4, 8, 16), (0.2, 0.55, 0.7), 0.5) == (8, True)
     assert choose((4, 8, 16), (0.2, 0.3, 0.4), 0.5) == (16, False)
     assert choose((4, 8, 16, 32), (0.1, 0.27, 0.25, 0.28), 0.5) == (8, False)  # the plateau
+    # "cost": the fewest K (2 − α)/α among the K with α ≥ 0.1 (all when none has)
+    ks, acc = (4, 8, 16, 32, 64, 128), (0.083, 0.148, 0.238, 0.400, 0.417, 0.454)
+    assert choose_cheapest(ks, acc) == 8  # K = 4 (92.4) is below the floor; 8: 100 < 16: 118
+    assert cost(8, 0.148) == pytest.approx(8 * 1.852 / 0.148)
+    assert choose_cheapest((4, 8), (0.05, 0.09)) == 4 and choose_cheapest((4, 8), (0, 0)) == 8
+    assert choose_cheapest((4, 8, 16), (0.5, 0.7, 0.7)) == 4  # 12 against 14.9 and 29.7
+    assert choose_cheapest((4, 8), (0.2, 0.6)) == 8  # 36 against 18.7
 
 
 def test_a_run_records_the_pilot_and_samples_at_its_k(piloted):
@@ -108,6 +122,21 @@ def test_a_crash_during_or_after_the_pilot_resumes_bitwise(piloted, tmp_path, cr
             np.testing.assert_array_equal(f["config"].attrs[name], g["config"].attrs[name])
 
 
+def test_the_cost_pilot_tries_the_whole_ladder_and_keeps_the_cheapest_k(piloted, tmp_path):
+    """target_acceptance = "cost": every rung of ladder(cap) is tried, whatever its
+    acceptance, and K is choose_cheapest of the recorded estimates; run.log says why."""
+    model, _ = piloted
+    cfg = _cfg(model, target='"cost"').model_copy()
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"samples": 4})})
+    run_job(cfg, tmp_path / "c")
+    with h5py.File(tmp_path / "c" / "ensemble.h5") as f:
+        a = dict(f["config"].attrs)
+    ks, accs = tuple(int(k) for k in a["sampler.pilot_path_steps"]), a["sampler.pilot_acceptance"]
+    assert ks == ladder(32)
+    assert int(a["sampler.tuned_path_steps"]) == choose_cheapest(ks, accs)
+    assert "the fewest steps per independent proposal" in (tmp_path / "c" / "run.log").read_text()
+
+
 def test_info_shows_the_pilot(piloted):
     with h5py.File(piloted[1] / "ensemble.h5") as f:
         k = int(f["config"].attrs["sampler.tuned_path_steps"])
@@ -121,6 +150,7 @@ def test_info_shows_the_pilot(piloted):
         ('method = "ode"', TARGET, "method = 'sde' or 'multilevel' with metropolis = true"),
         ("metropolis = false", TARGET, "method = 'sde' or 'multilevel' with metropolis = true"),
         ("", 1.0, "between 0 and 1"),
+        ("", '"cheapest"', "or 'cost'"),
     ],
 )
 def test_bad_pilot_keys_name_the_key(tmp_path, extra, target, message):

@@ -658,6 +658,70 @@ def compare(
 
 
 @app.command()
+def levels(
+    target: Annotated[Path, typer.Argument(help="A multilevel run directory or its ensemble.h5.")],
+    ensemble: Annotated[
+        Path | None,
+        typer.Option("--ensemble", help="Configurations of the same theory (default: the run's)."),
+    ] = None,
+    configs: Annotated[int, typer.Option("--configs", help="Configurations redrawn.")] = 32,
+    draws: Annotated[int, typer.Option("--draws", help="Redraws per configuration (M).")] = 16,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="K per level (default: the run's).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot to FILE.")] = None,
+) -> None:
+    """Which level limits a multilevel sampler: the acceptance of redrawing every level below
+    each one, the coarser field kept (docs/multilevel.md §6)."""
+    from lattice.app.console import make_reporter
+    from lattice.results.levels import diagnose_run
+
+    if not target.exists():
+        _fail(f"{target}: no such run directory or ensemble")
+    _enable_x64()
+    rep = make_reporter(json_)
+
+    def progress(i, n, name):
+        if i == 0:
+            rep.start("redraws", n, 0)
+        rep.advance(i, note=f"up to {name}")
+
+    try:
+        res = diagnose_run(
+            target, ensemble, configurations=configs, draws=draws, steps=steps, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+    except ValueError as e:
+        rep.finish()
+        _fail(str(e))
+    rep.advance(len(res.levels))
+    rep.finish()
+    if plot is not None:
+        from lattice.app.plots import plot_levels
+
+        plot_levels(res, plot)
+        err.print(f"plot written to {plot}")
+    if json_:
+        sys.stdout.write(json.dumps(res.to_json()) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"redraw below each level: {res.source}, K = {res.steps}, M = {res.draws}")
+    for col in ("redrawn up to", "acceptance", "error", "var log w", "evaluations"):
+        t.add_column(col, justify="left" if col == "redrawn up to" else "right")
+    for r in res.levels:
+        t.add_row(
+            r.level, f"{r.acceptance:.3f}", f"{r.error:.2g}", f"{r.log_w_var:.3g}",
+            f"{r.evaluations:.3g}",
+        )  # fmt: skip
+    out.print(t)
+    for note in res.notes:
+        out.print(note)
+
+
+@app.command()
 def check(
     target: Annotated[Path, typer.Argument(help="A run config (TOML) or a run directory.")],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lattice.results.measure import Measurement
 
 __all__ = [
+    "plot_levels",
     "plot_relaxation",
     "write_check_plots",
     "write_compare_plots",
@@ -453,3 +454,26 @@ def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
 
 def _viridis(x: float):
     return colormaps["viridis"](0.9 * x)
+
+
+def plot_levels(result, path) -> None:
+    """``lattice levels --plot``: the acceptance of redrawing every level up to each one (with
+    its standard error) and the conditional variance of log w, against the level."""
+    fig = Figure(figsize=(6.0, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    names = [r.level for r in result.levels]
+    x = np.arange(len(names))
+    acc = [r.acceptance for r in result.levels]
+    ax.errorbar(x, acc, yerr=[r.error for r in result.levels], marker="o", capsize=3,
+                label="acceptance")  # fmt: skip
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xticks(x, names)
+    ax.set_xlabel("levels redrawn (finest first, up to)")
+    ax.set_ylabel("MH acceptance of the redraw")
+    ax2 = ax.twinx()
+    ax2.semilogy(x, [max(r.log_w_var, 1e-6) for r in result.levels], "s--", color="C1",
+                 label="var log w")  # fmt: skip
+    ax2.set_ylabel("conditional var log w", color="C1")
+    fig.suptitle(f"{result.source}\nK = {result.steps}, {result.draws} redraws each", fontsize=8)
+    fig.savefig(path, dpi=110)

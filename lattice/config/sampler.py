@@ -321,12 +321,18 @@ class Diffusion(SamplerSchema):
     #: added levels, ``lattice.score.multilevel``)
     transfer: StrictBool | None = None
     #: pick the number of reverse steps for this MH acceptance by a pilot before the run
-    #: (:mod:`lattice.samplers.pilot`); ``steps`` is then the cap. None: ``steps`` as given
-    target_acceptance: float | None = None
+    #: (:mod:`lattice.samplers.pilot`); ``steps`` is then the cap. "cost": the K of the
+    #: pilot's ladder with the fewest steps per independent proposal. None: ``steps`` as given
+    target_acceptance: float | Literal["cost"] | None = None
 
-    _acceptance_is_a_probability = field_validator("target_acceptance")(
-        Hmc._acceptance_is_a_probability.__func__
-    )
+    @field_validator("target_acceptance", mode="plain")
+    @classmethod
+    def _acceptance_or_cost(cls, v: Any) -> float | str | None:
+        if v is None or v == "cost":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise rule("", f"must be a number between 0 and 1, or 'cost' (got {show(v)})")
+        return Hmc._acceptance_is_a_probability.__func__(cls, float(v))
 
     @classmethod
     def _resolve(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -57,6 +57,10 @@ class TrainSection(Section):
     method: Literal["single", "multilevel"] | None = None
     #: multilevel: Haar halvings ("auto": down to a coarsest lattice of at least 4 sites per axis)
     levels: PosInt | Literal["auto"] | None = None
+    #: multilevel: the training objective, "dsm" (denoising score matching) or "tsm" (target
+    #: score matching: the denoising target mixed with each level's part of the force,
+    #: docs/multilevel.md §3). Unset is "tsm" and is not written into the resolved config
+    objective: Literal["dsm", "tsm"] | None = None
     discard: NonNegInt = 0
     validation: Annotated[float, Field(gt=0, le=0.5, strict=True)] = 0.1
     sde: Literal["ve", "vp"] = "ve"
@@ -116,6 +120,8 @@ class TrainSection(Section):
                 raise rule("sde", "method = 'multilevel' trains variance-exploding SDEs only")
         elif self.levels is not None:
             raise rule("levels", "only used by method = 'multilevel'")
+        elif self.objective is not None:
+            raise rule("objective", "only used by method = 'multilevel'")
         if self.warmup >= self.steps:
             raise rule("warmup", f"must be < steps = {self.steps} (got {self.warmup})")
         return self

@@ -659,7 +659,7 @@ def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, e
     pilot starts it again, to the same K. K and the ladder go to /config and every later checkpoint.
     Returns the job with the sampler at K."""
     # lazy: the estimator's module loads scipy, which a classical run never needs
-    from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, pilot, pilot_keys
+    from lattice.samplers.pilot import PILOT_PROPOSALS, PLATEAU, cost, pilot, pilot_keys
 
     s, r = job.cfg.sampler, job.cfg.run
     if p.step != 0:
@@ -695,7 +695,11 @@ def _pilot(job: _Job, d: RunDirectory, writer, states, p: _Progress, reporter, e
     msg = (
         f"chose K = {result.chosen} reverse steps by the pilot ({PILOT_PROPOSALS} proposals "
         f"per K, K = {', '.join(map(str, result.path_steps))}): acceptance {a:.3f}, "
-        f"target {target:g}"
+        + (
+            f"the fewest steps per independent proposal, K (2 - a)/a = {cost(result.chosen, a):.4g}"
+            if target == "cost"
+            else f"target {target:g}"
+        )
     )
     if not result.reached:
         msg += (

@@ -17,6 +17,19 @@ small network, 0.27, 0.25, 0.28 at K = 128, 256, 512), and more steps buy nothin
 then it keeps the smallest K within :data:`PLATEAU` (about one standard error) of the best
 estimate.
 
+``target_acceptance = "cost"`` asks for the cheapest K instead: the pilot tries the whole
+ladder and keeps the K that minimizes the network evaluations per independent proposal,
+
+    K · (2 − α_K) / α_K,                                                                (2)
+
+2 τ_int times K for an independence sampler whose acceptance α does not depend on the state
+(the chain then repeats a state for a geometric time, ρ(t) = (1 − α)^t, so
+τ_int = ½ + (1 − α)/α = (2 − α)/(2α)). A larger K raises α but costs K; (2) weighs the two.
+Only the K whose estimate is at least :data:`MIN_COST_ACCEPTANCE` compete (all of them if none
+is): below it the 128-proposal estimate is biased upward (it misses the rare large weights) and
+a chain's τ_int runs above (2 − α)/(2α) (measured up to 2× at α ≈ 0.3, docs/results.md §7), so
+(2) would favour too short paths.
+
 The pilot's proposals come from their own key (:func:`pilot_keys`: the run's seed, a stream
 no chain uses), so every process of a multi-process run picks the same K, and a run killed
 during the pilot picks it again, to the same bits. They are never measured: the chains start
@@ -41,17 +54,22 @@ __all__ = [
     "PILOT_PROPOSALS",
     "PILOT_STREAM",
     "PLATEAU",
+    "MIN_COST_ACCEPTANCE",
     "Pilot",
     "ladder",
     "pilot_keys",
     "pilot",
     "choose",
+    "choose_cheapest",
+    "cost",
 ]
 
 #: proposals per K: α's estimate then has a standard error of about 0.03 at α ≈ 0.5
 PILOT_PROPOSALS = 128
 #: without a K at the target: the smallest K whose acceptance is within this of the best
 PLATEAU = 0.03
+#: ``target_acceptance = "cost"``: the smallest estimated acceptance a K may have to compete
+MIN_COST_ACCEPTANCE = 0.1
 #: the fold-in index of the pilot's key; chain c uses fold_in(key(seed), c) with c < 2³¹
 PILOT_STREAM = 2**32 - 2
 
@@ -103,16 +121,34 @@ def choose(path_steps, acceptance, target: float) -> tuple[int, bool]:
     return next(int(k) for k, a in pairs if a >= best - PLATEAU), False
 
 
+def cost(k: int, acceptance: float) -> float:
+    """Eq. (2): reverse steps per independent proposal (infinite at α = 0)."""
+    return float("inf") if acceptance <= 0 else k * (2.0 - acceptance) / acceptance
+
+
+def choose_cheapest(path_steps, acceptance) -> int:
+    """The K of the ladder that minimizes eq. (2) among those with an acceptance of at least
+    :data:`MIN_COST_ACCEPTANCE` (among all if none has; the smallest such K on a tie; the
+    largest K when no proposal was accepted at any)."""
+    pairs = list(zip(path_steps, acceptance, strict=True))
+    eligible = [(k, a) for k, a in pairs if a >= MIN_COST_ACCEPTANCE] or pairs
+    costs = [cost(k, a) for k, a in eligible]
+    if not np.isfinite(min(costs)):
+        return int(max(path_steps))
+    return int(eligible[int(np.argmin(costs))][0])
+
+
 def pilot(
     build: Callable[[int], Sampler],
     cap: int,
-    target: float,
+    target: float | str,
     keys: jax.Array,
     shape,
     dtype,
     progress: Callable[[int, float], None] | None = None,
 ) -> Pilot:
-    """Try :func:`ladder` (``cap``) in order, stopping at the first K that reaches ``target``;
+    """Try :func:`ladder` (``cap``) in order, stopping at the first K that reaches ``target``
+    (or, for ``target = "cost"``, trying all of it and keeping :func:`choose_cheapest`);
     ``build(K)`` is the sampler with K reverse steps, ``progress(K, α)`` is told each result."""
     tried, accs = [], []
     for k in ladder(cap):
@@ -121,7 +157,9 @@ def pilot(
         accs.append(float(a))
         if progress is not None:
             progress(k, float(a))
-        if a >= target:
+        if target != "cost" and a >= target:
             break
+    if target == "cost":
+        return Pilot(tuple(tried), tuple(accs), choose_cheapest(tried, accs), True)
     chosen, reached = choose(tried, accs, target)
     return Pilot(tuple(tried), tuple(accs), chosen, reached)

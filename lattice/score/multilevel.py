@@ -65,6 +65,7 @@ __all__ = [
     "transfer_levels",
     "resample_table",
     "multilevel_proposal",
+    "multilevel_redraw",
     "MIN_COARSE",
     "coarse_theory",
     "level_contributions",
@@ -176,8 +177,26 @@ def multilevel_proposal(
 ) -> tuple[Callable[[jax.Array], MultilevelResult], dict[str, Any]]:
     """``propose(key)`` → :class:`MultilevelResult` for the lattice ``shape`` (the model's, or
     2^k times it: transfer), K = ``steps`` per level, and a summary: ``levels`` (the names of
-    ``log_ratios``' entries), ``added`` (k) and ``evaluations`` (network evaluations per
-    proposal, each counted as its level's share of the fine lattice's V)."""
+    ``log_ratios``' entries), ``added`` (k), ``evaluations`` (network evaluations per
+    proposal, each counted as its level's share of the fine lattice's V) and ``shares`` (those
+    shares per level)."""
+    propose, _, info = _level_chain(model, shape, steps, dtype)
+    return propose, info
+
+
+def multilevel_redraw(
+    model: MultilevelModel, shape, steps: int, dtype
+) -> tuple[Callable[[jax.Array, jax.Array, int], MultilevelResult], dict[str, Any]]:
+    """``redraw(key, phi, top)`` → :class:`MultilevelResult`: the levels ``top`` … 0 (in the
+    order of ``info["levels"]``, finest first) of the fine field ``phi`` drawn afresh by their
+    conditional reverse paths, the field above them kept; ``log_ratios`` [top + 1] are the
+    redrawn levels' brackets of eq. (2). ``top`` is static. The same keys as
+    :func:`multilevel_proposal` (level idx draws from ``fold_in(key, idx)``)."""
+    _, redraw, info = _level_chain(model, shape, steps, dtype)
+    return redraw, info
+
+
+def _level_chain(model: MultilevelModel, shape, steps: int, dtype):
     k_add = transfer_levels(model.shape, shape)
     if k_add is None:
         raise ValueError(
@@ -226,11 +245,11 @@ def multilevel_proposal(
         r = sample_spectral_path(score, lv, var, prior, key, z, nd)
         return r.y, r.log_ratio
 
-    def propose(key) -> MultilevelResult:
-        ratios = [None] * len(plans)
-        c, ratios[-1] = run_level(plans[-1], jax.random.fold_in(key, len(plans) - 1), None)
-        c = c.astype(dtype)
-        for idx in range(len(plans) - 2, -1, -1):
+    def descend(key, c, top: int):
+        """Levels ``top`` … 0 (finest last) from the field c above level ``top``: the fine
+        field and those levels' brackets of eq. (2), finest first."""
+        ratios = [None] * (top + 1)
+        for idx in range(top, -1, -1):
             p = plans[idx]
             log_a = p[6]
             if log_a:
@@ -238,9 +257,31 @@ def multilevel_proposal(
             d, lr = run_level(p, jax.random.fold_in(key, idx), c)
             ratios[idx] = lr + jnp.asarray(log_a * float(np.prod(p[5])), dtype)
             c = haar_merge(c, d.astype(dtype), nd)
-        return MultilevelResult(c, jnp.stack([r.astype(dtype) for r in ratios]))
+        return c, ratios
 
-    return propose, {"levels": names, "added": k_add, "evaluations": evaluations}
+    def propose(key) -> MultilevelResult:
+        c, top = run_level(plans[-1], jax.random.fold_in(key, len(plans) - 1), None)
+        phi, ratios = descend(key, c.astype(dtype), len(plans) - 2)
+        return MultilevelResult(phi, jnp.stack([r.astype(dtype) for r in ratios + [top]]))
+
+    def above(phi, top: int):
+        """The field above level ``top`` of the fine field ``phi``: the inverse of
+        :func:`descend`'s merges and rescalings down to there."""
+        c = phi
+        for idx in range(top + 1):
+            c, _ = haar_split(c, nd)
+            if plans[idx][6]:
+                c = c * jnp.asarray(np.exp(-plans[idx][6]), dtype)
+        return c
+
+    def redraw(key, phi, top: int) -> MultilevelResult:
+        """Levels ``top`` … 0 of ``phi`` drawn afresh, the field above them kept (a
+        conditional move of eq. (1)); ``log_ratios`` are the redrawn levels' brackets."""
+        out, ratios = descend(key, above(phi, top), top)
+        return MultilevelResult(out, jnp.stack([r.astype(dtype) for r in ratios]))
+
+    info = {"levels": names, "added": k_add, "evaluations": evaluations, "shares": share}
+    return propose, redraw, info
 
 
 def level_contributions(theory: Phi4, phi, levels: int, brackets) -> list:

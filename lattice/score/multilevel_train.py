@@ -11,7 +11,20 @@ eq. (1)), each in its own SDE's σ::
     L(θ) = Σ_j E ‖σ_j ŝ_j(d_j + σ_j z, σ_j | c_{j+1}) + z‖² / n_j
            + E ‖σ_n ŝ_n(c_n + σ_n z, σ_n) + z‖² / n_n                                      (1)
 
-with n_j the number of values of level j. All networks share one AdamW optimizer, learning-rate
+with n_j the number of values of level j: the denoising objective (``[train] objective =
+"dsm"``). The default, ``"tsm"`` (target score matching, De Bortoli et al. arXiv:2402.08667),
+mixes into each level's target the level's part t_j of the Haar decomposition of the force
+F = −∂S/∂φ (t_j its level-j details, t_n its coarsest field), an unbiased estimate of the clean
+score since E[t_j | d_j, c_{j+1}] = ∇_{d_j} log p(d_j | c_{j+1}) (the coarse field's score is
+the conditional mean of the blocked fine force; docs/multilevel.md §3)::
+
+    L_j = E ‖σ_j ŝ_j(d_j + σ_j z, σ_j | c_{j+1}) + (1 − w_j) z − w_j σ_j t_j‖² / n_j,
+    w_j(σ) = 1 / (1 + b_j σ²)                                                              (2)
+
+with b_j the mean square of t_j on the training data. For any w it has the minimizer of (1);
+its target's variance stays finite as σ → 0, where (1)'s grows as 1/σ².
+
+All networks share one AdamW optimizer, learning-rate
 schedule, gradient clipping and EMA (those of ``train.py``). Every random number is a function of
 (seed, step), drawn in float32 whatever JAX's x64 mode, so a resumed training is bitwise
 identical to an uninterrupted one, from the CLI or the Python API. The history
@@ -54,7 +67,13 @@ from lattice.score.train import (
     run_steps,
 )
 
-__all__ = ["MultilevelTrainer", "split_levels", "level_statistics", "multilevel_diagnostics"]
+__all__ = [
+    "MultilevelTrainer",
+    "split_levels",
+    "level_statistics",
+    "multilevel_diagnostics",
+    "tsm_loss",
+]
 
 
 def split_levels(phi, ndim: int, levels: int):
@@ -68,10 +87,11 @@ def split_levels(phi, ndim: int, levels: int):
     return pairs, c
 
 
-def level_statistics(train: np.ndarray, ndim: int, levels: int) -> dict[str, Any]:
+def level_statistics(train: np.ndarray, ndim: int, levels: int, theory=None) -> dict[str, Any]:
     """Per level, from the training configurations: σ_d (RMS of the details; of the coarsest
     field last), σ_c (RMS of each level's coarse field), the largest pairwise distance (the
-    auto σ_max) and the transfer scale a = RMS(c_1)/RMS(φ)."""
+    auto σ_max), the transfer scale a = RMS(c_1)/RMS(φ) and, with ``theory``, the mean square
+    b of each level's part of the force's decomposition (eq. (2), the weights w_j)."""
     x = jnp.asarray(train[: min(len(train), 4096)], jnp.float32)
     pairs, cn = split_levels(x, ndim, levels)
     rms = lambda a: float(np.sqrt(np.mean(np.square(np.asarray(a, np.float64)))))  # noqa: E731
@@ -79,12 +99,26 @@ def level_statistics(train: np.ndarray, ndim: int, levels: int) -> dict[str, Any
     sigma_coarse = [rms(c) for _, c in pairs]
     dist = [max_pairwise_distance(np.asarray(d)) for d, _ in pairs]
     dist.append(max_pairwise_distance(np.asarray(cn)))
-    return {
+    out = {
         "sigma_data": sigma_data,
         "sigma_coarse": sigma_coarse,
         "max_distance": dist,
         "scale": sigma_coarse[0] / rms(x),
     }
+    if theory is not None:
+        fp, fn = split_levels(theory.force(x), ndim, levels)
+        out["force_ms"] = [rms(f) ** 2 for f, _ in fp] + [rms(fn) ** 2]
+    return out
+
+
+def tsm_loss(score, x, sigma, z, target, weight):
+    """Per-sample loss of eq. (2): mean over sites of (σ ŝ(x + σz, σ) + (1 − w) z − w σ t)²,
+    for the clean score's estimate ``target`` t and the weight ``weight`` w ([B]); w = 0 is
+    the denoising loss (``train.py`` eq. (1))."""
+    s = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+    w = weight.reshape(s.shape)
+    r = s * score(x + s * z, sigma) + (1.0 - w) * z - w * s * target
+    return jnp.mean(r * r, axis=tuple(range(1, x.ndim)))
 
 
 class MultilevelTrainer:
@@ -98,7 +132,8 @@ class MultilevelTrainer:
         theory = data.theory
         nd = theory.ndim
         self.ndim = nd
-        self.stats = level_statistics(data.train, nd, levels)
+        self.objective = t.objective or "tsm"
+        self.stats = level_statistics(data.train, nd, levels, theory)
         sd = self.stats["sigma_data"]
         lo = [0.01 * s if t.sigma_min == "auto" else t.sigma_min for s in sd]
         hi = self.stats["max_distance"] if t.sigma_max == "auto" else [t.sigma_max] * len(sd)
@@ -146,14 +181,23 @@ class MultilevelTrainer:
         and the noise of level j from ``fold_in(key, j)``."""
         coarse, *conds = nets
         pairs, cn = split_levels(phi, self.ndim, self.levels)
+        scores = [
+            lambda y, s, c=c, n=n: n.batch(y, s, c) for n, (_, c) in zip(conds, pairs, strict=True)
+        ]
+        scores.append(coarse.batch)
+        xs = [d for d, _ in pairs] + [cn]
+        if self.objective == "tsm":
+            fp, fn = split_levels(self.data.theory.force(phi), self.ndim, self.levels)
+            targets = [f for f, _ in fp] + [fn]
         out = []
-        for j, (d, c) in enumerate(pairs):
+        for j, (score, x) in enumerate(zip(scores, xs, strict=True)):
             sig = self.sdes[j].sigma(t[j]).astype(jnp.float32)
-            z = jax.random.normal(jax.random.fold_in(key, j), d.shape, jnp.float32)
-            out.append(dsm_loss(lambda y, s, c=c, n=conds[j]: n.batch(y, s, c), d, sig, z))
-        sig = self.sdes[-1].sigma(t[-1]).astype(jnp.float32)
-        z = jax.random.normal(jax.random.fold_in(key, self.levels), cn.shape, jnp.float32)
-        out.append(dsm_loss(coarse.batch, cn, sig, z))
+            z = jax.random.normal(jax.random.fold_in(key, j), x.shape, jnp.float32)
+            if self.objective == "tsm":
+                w = 1.0 / (1.0 + jnp.float32(self.stats["force_ms"][j]) * sig * sig)
+                out.append(tsm_loss(score, x, sig, z, targets[j], w))
+            else:
+                out.append(dsm_loss(score, x, sig, z))
         return jnp.stack(out)
 
     @functools.cached_property
