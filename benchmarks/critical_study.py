@@ -456,6 +456,8 @@ def stage_multilevel(Ls, kappa: float, target: float, net: tuple[int, int, int],
         s["evals_per_proposal"] = per_prop
         s["training_seconds"] = model.meta["training"]["seconds"]
         s["log_w_var"] = float(np.var(ens.diagnostics["proposal_log_w"]))
+        p2 = np.asarray(ens.observables["phi2"])  # a change of φ² is an accepted proposal
+        s["accepted_per_chain"] = float(np.mean(np.sum(np.diff(p2, axis=1) != 0, axis=1)))
         s["level_log_w_var"] = {
             k[len("level_log_w_"):]: float(np.var(v))
             for k, v in ens.diagnostics.items() if k.startswith("level_log_w_")

@@ -11,6 +11,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from stats import Z_MAX as Z
+from test_jobs import cli as jobs_cli
 
 from lattice.config.sampler import Hmc, Langevin, Mala
 from lattice.numerics import exact
@@ -305,8 +306,6 @@ checkpoint_every = 8
 
 def test_cli_run_info_and_measure_with_clusters(tmp_path):
     import json
-    import subprocess
-    import sys
 
     import h5py
 
@@ -314,14 +313,7 @@ def test_cli_run_info_and_measure_with_clusters(tmp_path):
     cfg.write_text(CLUSTER_RUN)
 
     def cli(*args):
-        p = subprocess.run(
-            [sys.executable, "-m", "lattice", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert p.returncode == 0, (p.stdout, p.stderr)
-        return p.stdout
+        return jobs_cli(*args, check=0).stdout
 
     cli("run", cfg)
     run = tmp_path / "sw"

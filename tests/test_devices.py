@@ -91,7 +91,7 @@ def test_sharded_32x32_hmc_with_clusters_equals_one_device(tmp_path):
     device batch (fixed by geometry.site_sum): still bitwise."""
     cfg = tmp_path / "c.toml"
     text = CONFIG.format(kind="hmc", cluster="sw").replace("[8, 6]", "[32, 32]")
-    cfg.write_text(text.replace("samples = 24", "samples = 40"))
+    cfg.write_text(text.replace("samples = 24", "samples = 16"))
     out = {}
     for devices in ("1", "4"):
         p = _cli("run", cfg, "-o", tmp_path / devices, "--set", f"run.devices={devices}")

@@ -2,10 +2,9 @@
 for an exact sampler and for Euler Langevin at its step size, and bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from test_jobs import cli
 
 from lattice.config.run import parse_config
 from lattice.io.reader import open_ensemble
@@ -31,15 +30,6 @@ samples = 400
 measure_every = {every}
 save_every = 0
 """
-
-
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "lattice", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
