@@ -117,6 +117,40 @@ def test_a_poor_model_gives_the_free_field_log_z_and_its_level_parts_sum_to_log_
     print(f"log Z = {value:.4f} ± {error:.4f} (exact {exact:.4f}); var log w {lw.var():.3f}")
     assert abs(value - exact) / error < 4
     assert lw.var() > 0.05 and kish_ess(np.exp(lw - lw.max())) > 50
+    # one K per level (sampler.level_steps): still exact
+    lw, _ = _log_w(model, theory, K=(12, 6, 4), seed=1)
+    value, error = log_mean_exp(lw)
+    print(f"K = (12, 6, 4): log Z = {value:.4f} ± {error:.4f}")
+    assert abs(value - exact) / error < 4
+
+
+def test_level_steps_are_checked_against_the_model_and_the_pilot():
+    """sampler.level_steps: one K per level of the model (else ModelError naming the key and
+    the levels), refused beside the pilot and by other methods; the cost counts each level's
+    K times its share of V."""
+    from lattice.config import ConfigError
+    from lattice.score.model import ModelError
+
+    theory = Phi4.kappa_form([8, 8], 0.2, 0.0)
+    model = _poor_model(theory, 2)
+    s = Diffusion(model="m", method="multilevel", steps=8, level_steps=[16, 4, 2])
+    sampler = s.build(theory, model=model)
+    assert dict(sampler.metadata)["multilevel_levels"] == "level0,level1,coarse"
+    with pytest.raises(ModelError, match="sampler.level_steps: 2 values for a model of 3"):
+        Diffusion(model="m", method="multilevel", level_steps=[8, 8]).build(theory, model=model)
+    from lattice.config.run import parse_config
+
+    base = RUN.format(L=8, model="m", extra="{extra}")
+    for extra, message in (
+        ("level_steps = [8, 8, 8]\ntarget_acceptance = 0.5", "picks one K for all of them"),
+        ("level_steps = [8, 1, 8]", "integers >= 2"),
+    ):
+        with pytest.raises(ConfigError, match="^sampler.level_steps: .*" + message):
+            parse_config(base.format(extra=extra))
+    with pytest.raises(ConfigError, match="sampler.level_steps: only used by method = 'multil"):
+        parse_config(base.format(extra="level_steps = [8, 8]").replace('method = "multilevel"', ""))
+    _, info = multilevel_proposal(model, theory.shape, (16, 4, 2), jnp.float64)
+    assert info["evaluations"] == 16 * 1 + 4 / 4 + 2 / 16 and info["steps"] == [16, 4, 2]
 
 
 def test_log_z_of_an_interacting_strip_agrees_with_the_transfer_matrix():
@@ -308,7 +342,7 @@ def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
     png = trained / "levels.png"
     args = ("--ensemble", trained / "data", "--configs", "4", "--draws", "4", "--plot", png)
     lv = json.loads(cli("levels", trained / "r8", *args, "--json", check=0).stdout)
-    assert [r["level"] for r in lv["levels"]] == ["level0", "coarse"] and lv["steps"] == 8
+    assert [r["level"] for r in lv["levels"]] == ["level0", "coarse"] and lv["steps"] == [8, 8]
     assert all(0 <= r["acceptance"] <= 1 and r["log_w_var"] > 0 for r in lv["levels"]), lv
     assert lv["configurations"] == 4 and png.stat().st_size > 10_000
     p = cli("levels", trained / "data", check=2)

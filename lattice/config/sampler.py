@@ -320,6 +320,9 @@ class Diffusion(SamplerSchema):
     #: multilevel: sample 2^k times the model's extents (the finest level's network at the
     #: added levels, ``lattice.score.multilevel``)
     transfer: StrictBool | None = None
+    #: multilevel: K per level of the model, finest first (level0, …, coarse; added levels of
+    #: a transfer take level0's); unset: ``steps`` at every level
+    level_steps: tuple[PosInt, ...] | None = None
     #: pick the number of reverse steps for this MH acceptance by a pilot before the run
     #: (:mod:`lattice.samplers.pilot`); ``steps`` is then the cap. "cost": the K of the
     #: pilot's ladder with the fewest steps per independent proposal. None: ``steps`` as given
@@ -365,6 +368,18 @@ class Diffusion(SamplerSchema):
                 f"the path-length pilot needs method = 'sde' or 'multilevel' with metropolis ="
                 f" true (method = {method!r}, metropolis = {out['metropolis']!r})",
             )
+        ls = out.get("level_steps")
+        if ls is not None:
+            if out.get("target_acceptance") is not None:
+                raise rule(
+                    "level_steps",
+                    "fixes K per level; the path-length pilot picks one K for all of them "
+                    "(unset sampler.target_acceptance, or level_steps)",
+                )
+            if isinstance(ls, list | tuple) and (
+                not ls or any(isinstance(k, int) and not isinstance(k, bool) and k < 2 for k in ls)
+            ):
+                raise rule("level_steps", f"must be a non-empty list of integers >= 2 (got {ls})")
         steps = out.get("steps")
         if (
             method in DIFFUSION_PATH_METHODS

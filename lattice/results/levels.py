@@ -90,7 +90,7 @@ class LevelDiagnostic:
     levels: list[LevelAcceptance]
     configurations: int
     draws: int
-    steps: int
+    steps: list[int]  # K per level, in the order of ``levels``
     shape: list[int]
     source: str
     notes: list[str] = field(default_factory=list)
@@ -103,7 +103,7 @@ def level_acceptance(
     model,
     theory: Phi4,
     configs: np.ndarray,
-    steps: int,
+    steps,
     *,
     draws: int = 16,
     seed: int = 0,
@@ -111,7 +111,8 @@ def level_acceptance(
     progress=None,
 ) -> LevelDiagnostic:
     """Eqs. (1)–(3) for every level of ``model`` (a ``MultilevelModel``) sampling ``theory``
-    (its lattice or 2^k times it) with K = ``steps`` per level: ``configs`` [N, *shape] are
+    (its lattice or 2^k times it) with K = ``steps`` at every level (or one per level of the
+    model, finest first): ``configs`` [N, *shape] are
     configurations of e^{−S} (an exact sampler's ensemble), ``draws`` = M redraws of each.
     ``progress(i, n, name)`` is called before each level. Needs JAX's x64 mode (float64
     weights)."""
@@ -128,7 +129,7 @@ def level_acceptance(
     redraw, info = multilevel_redraw(model, theory.shape, steps, dtype)
     propose, _ = multilevel_proposal(model, theory.shape, steps, dtype)
     names = list(info["levels"])
-    shares = list(info["shares"])
+    shares, ks = list(info["shares"]), list(info["steps"])
     n = len(configs)
     base = jax.random.key(seed)
     rows = []
@@ -144,7 +145,7 @@ def level_acceptance(
         @jax.jit
         def per_config(key, phi, one=one):
             keys = jax.random.split(key, draws)
-            return jax.vmap(lambda k: one(k, phi))(keys)
+            return jax.vmap(lambda kk: one(kk, phi))(keys)
 
         key = jax.random.fold_in(base, top)
         lw = np.stack(
@@ -161,14 +162,16 @@ def level_acceptance(
                 acceptance=float(np.mean(acc)),
                 error=err,
                 log_w_var=float(np.mean(np.var(lw, axis=1, ddof=1))),
-                evaluations=steps * float(sum(shares[: top + 1])),
+                evaluations=float(
+                    sum(kl * sh for kl, sh in zip(ks[: top + 1], shares, strict=False))
+                ),
             )
         )
     notes = [
         f"{draws} redraws of each of {n} configurations; the ratio estimator (3) is biased "
         "upward when M is small against the spread of the weights"
     ]
-    return LevelDiagnostic(rows, n, draws, int(steps), list(theory.shape), source, notes)
+    return LevelDiagnostic(rows, n, draws, ks, list(theory.shape), source, notes)
 
 
 def diagnose_run(
@@ -207,7 +210,9 @@ def diagnose_run(
     if steps is None:
         tuned = ens.config_attrs.get("sampler.tuned_path_steps")
         steps = int(tuned) if tuned is not None else int(s.steps)
-    if steps < 1:
+        if getattr(s, "level_steps", None) is not None:
+            steps = tuple(s.level_steps)
+    elif steps < 1:
         raise ValueError(f"steps: at least 1 step per level is needed (got {steps})")
     src = ens
     if ensemble is not None:

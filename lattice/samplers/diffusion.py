@@ -61,7 +61,7 @@ PATH_METHODS = ("sde", "multilevel")
 OPTIONS = {
     "ode": ("rtol", "atol", "max_steps", "divergence", "solver"),
     "sde": ("kernel",),
-    "multilevel": ("transfer",),
+    "multilevel": ("transfer", "level_steps"),
     "pc": ("snr", "corrector_steps"),
     "annealed": ("steps_per_level", "step_scale"),
 }
@@ -131,7 +131,9 @@ def diffusion(
             f" (got {', '.join(sorted(options)) or 'none'})"
         )
     if method == "multilevel":
-        return _multilevel(theory, model, metropolis_step, steps, options["transfer"])
+        return _multilevel(
+            theory, model, metropolis_step, steps, options["transfer"], options["level_steps"]
+        )
     o = options
     # The score layer is imported here, by the builder: its models need equinox, and every run
     # config imports this module for OPTIONS (a Langevin run's start-up was 0.34 s longer).
@@ -253,9 +255,12 @@ def _independence_step(key, state, new, metropolis_step: bool, recorded: tuple[s
     return out, StepInfo(acceptance.astype(dtype), accepted, -log_ratio)
 
 
-def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer: bool):
-    """The ``"multilevel"`` method: proposals of ``multilevel.py``'s model, K = ``steps`` per
-    level, on the model's lattice or (``transfer``) on 2^k times it."""
+def _multilevel(
+    theory: Phi4, model, metropolis_step: bool, steps: int, transfer: bool, level_steps=None
+):
+    """The ``"multilevel"`` method: proposals of ``multilevel.py``'s model, K = ``steps`` at
+    every level or ``level_steps`` (one K per level of the model, finest first), on the
+    model's lattice or (``transfer``) on 2^k times it."""
     from lattice.score.model import ModelError, check_couplings, provenance  # lazy (below)
     from lattice.score.multilevel import (  # lazy (above)
         MultilevelModel,
@@ -263,6 +268,7 @@ def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer
         multilevel_proposal,
         transfer_levels,
     )
+    from lattice.score.multilevel import level_steps as steps_per_level  # lazy (above)
 
     if not isinstance(model, MultilevelModel):
         raise ModelError(
@@ -278,7 +284,13 @@ def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer
             f"{where} was trained on a {list(model.shape)} lattice; it cannot sample shape "
             f"{list(theory.shape)}{hint}"
         )
-    _, info = multilevel_proposal(model, theory.shape, steps, jnp.float64)
+    try:
+        ks = steps_per_level(model, steps if level_steps is None else level_steps)
+    except ValueError as e:
+        raise ModelError(f"{e} ({where})") from None
+    if level_steps is None:
+        ks = steps  # one K: the same plans, and the identity of runs before the key
+    _, info = multilevel_proposal(model, theory.shape, ks, jnp.float64)
     names = tuple(info["levels"])
     State = multilevel_state(names)
     recorded = tuple(f"level_log_w_{n}" for n in names)
@@ -292,7 +304,7 @@ def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer
 
     def step(key, state):
         dtype = state.phi.dtype
-        propose, _ = multilevel_proposal(model, theory.shape, steps, dtype)
+        propose, _ = multilevel_proposal(model, theory.shape, ks, dtype)
         r = propose(jax.random.fold_in(key, 3))
         prop = r.phi.astype(dtype)
         parts = level_contributions(theory, prop, n_levels, r.log_ratios.astype(dtype))
@@ -309,7 +321,8 @@ def _multilevel(theory: Phi4, model, metropolis_step: bool, steps: int, transfer
         traits=traits("multilevel", metropolis_step),
         identity=(
             "diffusion",
-            ("multilevel", metropolis_step, steps, transfer),
+            ("multilevel", metropolis_step, steps, transfer)
+            + (() if level_steps is None else (tuple(level_steps),)),
             theory,
             _model_identity(model),
         ),  # fmt: skip

@@ -13,10 +13,10 @@ per factor: a :class:`~lattice.score.network.ScoreNet` for the coarsest field c_
 one physics-informed), each with its own variance-exploding SDE.
 
 **The proposal** is a reverse path (``path.py`` eq. (1)) for c_n, then one conditional reverse
-path per level, coarse to fine, each with K steps and the spectral kernel of ``spectral.py``
-(per momentum mode, and per channel for the details: the table M_j(σ, ch, p), C_j(ch, p) of each
-level is measured on its training pairs). Its weight is the product of the levels' path
-weights::
+path per level, coarse to fine, each with K_ℓ steps (one K for all, or one per level) and the
+spectral kernel of ``spectral.py`` (per momentum mode, and per channel for the details: the
+table M_j(σ, ch, p), C_j(ch, p) of each level is measured on its training pairs). Its
+weight is the product of the levels' path weights::
 
     log w = −S(φ) + Σ_{levels ℓ} [Σ_k log Q_ℓ − log π_ℓ − Σ_k log P_ℓ]                    (2)
 
@@ -69,6 +69,7 @@ __all__ = [
     "MIN_COARSE",
     "coarse_theory",
     "level_contributions",
+    "level_steps",
 ]
 
 #: the smallest extent of the coarsest lattice that ``levels = "auto"`` goes down to
@@ -173,19 +174,20 @@ class MultilevelResult(NamedTuple):
 
 
 def multilevel_proposal(
-    model: MultilevelModel, shape, steps: int, dtype
+    model: MultilevelModel, shape, steps, dtype
 ) -> tuple[Callable[[jax.Array], MultilevelResult], dict[str, Any]]:
     """``propose(key)`` → :class:`MultilevelResult` for the lattice ``shape`` (the model's, or
-    2^k times it: transfer), K = ``steps`` per level, and a summary: ``levels`` (the names of
-    ``log_ratios``' entries), ``added`` (k), ``evaluations`` (network evaluations per
-    proposal, each counted as its level's share of the fine lattice's V) and ``shares`` (those
-    shares per level)."""
+    2^k times it: transfer), with K = ``steps`` at every level or ``steps`` = (K_0, …, K_n)
+    per level of the model (finest first, :func:`level_steps`; added levels take K_0), and a
+    summary: ``levels`` (the names of ``log_ratios``' entries), ``added`` (k), ``evaluations``
+    (network evaluations per proposal, each counted as its level's share of the fine lattice's
+    V), ``shares`` (those shares per level) and ``steps`` (K per level)."""
     propose, _, info = _level_chain(model, shape, steps, dtype)
     return propose, info
 
 
 def multilevel_redraw(
-    model: MultilevelModel, shape, steps: int, dtype
+    model: MultilevelModel, shape, steps, dtype
 ) -> tuple[Callable[[jax.Array, jax.Array, int], MultilevelResult], dict[str, Any]]:
     """``redraw(key, phi, top)`` → :class:`MultilevelResult`: the levels ``top`` … 0 (in the
     order of ``info["levels"]``, finest first) of the fine field ``phi`` drawn afresh by their
@@ -196,7 +198,23 @@ def multilevel_redraw(
     return redraw, info
 
 
-def _level_chain(model: MultilevelModel, shape, steps: int, dtype):
+def level_steps(model: MultilevelModel, steps) -> tuple[int, ...]:
+    """K per level of the model (level0 … coarse): ``steps`` for every level, or a sequence of
+    ``model.levels + 1`` of them (ValueError naming ``sampler.level_steps`` otherwise)."""
+    if isinstance(steps, int | np.integer):
+        return (int(steps),) * (model.levels + 1)
+    ks = tuple(int(k) for k in steps)
+    if len(ks) != model.levels + 1:
+        names = ", ".join(level_names(model.levels))
+        raise ValueError(
+            f"sampler.level_steps: {len(ks)} values for a model of {model.levels + 1} levels "
+            f"(one per level, finest first: {names})"
+        )
+    return ks
+
+
+def _level_chain(model: MultilevelModel, shape, steps, dtype):
+    ks = level_steps(model, steps)
     k_add = transfer_levels(model.shape, shape)
     if k_add is None:
         raise ValueError(
@@ -209,8 +227,8 @@ def _level_chain(model: MultilevelModel, shape, steps: int, dtype):
     V = float(np.prod(shape))
     plans = []  # (kind, net, levels σ, variances, prior variance, coarse shape, log a)
 
-    def plan(net, sde, table, cshape, log_a, kind):
-        lv = noise_levels(sde, steps)
+    def plan(net, sde, table, cshape, log_a, kind, k):
+        lv = noise_levels(sde, k)
         var = spectral_variances(lv, table)
         prior = table.power + lv[-1] ** 2
         return (kind, net, lv, var, prior, tuple(cshape), log_a)
@@ -219,15 +237,17 @@ def _level_chain(model: MultilevelModel, shape, steps: int, dtype):
     for i in range(k_add, 0, -1):  # the added levels, top first: coarse shape = L 2^(i−1)
         cs = tuple(s << (i - 1) for s in model.shape)
         table = resample_table(model.tables[0], cs, nd)
-        plans.append(plan(fine0, model.sdes[0], table, cs, float(np.log(model.scale)), "cond"))
+        log_a = float(np.log(model.scale))
+        plans.append(plan(fine0, model.sdes[0], table, cs, log_a, "cond", ks[0]))
     for j, net in enumerate(model.conditionals):
         cs = coarse_shape(model.shape, j + 1)
-        plans.append(plan(net, model.sdes[j], model.tables[j], cs, 0.0, "cond"))
+        plans.append(plan(net, model.sdes[j], model.tables[j], cs, 0.0, "cond", ks[j]))
     cs = model.coarse_shape
-    plans.append(plan(model.coarse, model.sdes[-1], model.tables[-1], cs, 0.0, "coarse"))
+    plans.append(plan(model.coarse, model.sdes[-1], model.tables[-1], cs, 0.0, "coarse", ks[-1]))
     names = [f"added{i}" for i in range(k_add, 0, -1)] + level_names(model.levels)
     share = [2**nd * float(np.prod(p[5])) / V for p in plans[:-1]] + [float(np.prod(cs)) / V]
-    evaluations = steps * float(sum(share))
+    per_plan = (ks[0],) * k_add + ks  # the added levels take level0's K
+    evaluations = float(sum(k * sh for k, sh in zip(per_plan, share, strict=True)))
 
     def run_level(p, key, c):
         kind, net, lv, var, prior, cshape, log_a = p
@@ -280,7 +300,8 @@ def _level_chain(model: MultilevelModel, shape, steps: int, dtype):
         out, ratios = descend(key, above(phi, top), top)
         return MultilevelResult(out, jnp.stack([r.astype(dtype) for r in ratios]))
 
-    info = {"levels": names, "added": k_add, "evaluations": evaluations, "shares": share}
+    info = {"levels": names, "added": k_add, "evaluations": evaluations, "shares": share,
+            "steps": list(per_plan)}  # fmt: skip
     return propose, redraw, info
 
 
