@@ -708,8 +708,9 @@ def levels(
         return
     from rich.table import Table
 
-    ks = res.steps[0] if len(set(res.steps)) == 1 else res.steps
-    t = Table(title=f"redraw below each level: {res.source}, K = {ks}, M = {res.draws}")
+    t = Table(
+        title=f"redraw below each level: {res.source}, K = {res.steps_label}, M = {res.draws}"
+    )
     for col in ("redrawn up to", "acceptance", "error", "var log w", "evaluations"):
         t.add_column(col, justify="left" if col == "redrawn up to" else "right")
     for r in res.levels:

@@ -475,6 +475,7 @@ def plot_levels(result, path) -> None:
     ax2.semilogy(x, [max(r.log_w_var, 1e-6) for r in result.levels], "s--", color="C1",
                  label="var log w")  # fmt: skip
     ax2.set_ylabel("conditional var log w", color="C1")
-    ks = result.steps[0] if len(set(result.steps)) == 1 else result.steps
-    fig.suptitle(f"{result.source}\nK = {ks}, {result.draws} redraws each", fontsize=8)
+    fig.suptitle(
+        f"{result.source}\nK = {result.steps_label}, {result.draws} redraws each", fontsize=8
+    )
     fig.savefig(path, dpi=110)

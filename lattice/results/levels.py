@@ -24,7 +24,7 @@ M redraws y_1 … y_M of each configuration's levels, sorted so that w_(1) ≤ �
 a ratio estimator: consistent as M → ∞, and biased upward at small M when the weights are
 heavy-tailed (the rare large weights that lower the acceptance are then missed). Â_ℓ is the
 mean of (3) over N configurations, with the standard error of that mean; beside it, the mean
-conditional variance of log w_ℓ (a Gaussian log w of variance s² accepts 2Φ(−s/2)).
+conditional variance of log w_ℓ (a Gaussian log w of variance s² accepts 2Φ(−s/√2)).
 
 A_ℓ falls as ℓ grows (more levels redrawn, more mismatch); the level where it drops is the one
 that limits the acceptance. The top entry, ``all``, redraws every level, the coarsest field
@@ -45,6 +45,7 @@ from lattice.config.run import build_theory, parse_config
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import load_model
 from lattice.io.reader import open_ensemble
+from lattice.numerics.analysis import independence_acceptance
 from lattice.numerics.compile import require_x64
 from lattice.numerics.phi4 import Phi4
 from lattice.score.model import ModelError
@@ -61,14 +62,12 @@ __all__ = [
 
 def pairwise_acceptance(log_w: np.ndarray) -> np.ndarray:
     """Eq. (3) per row of ``log_w`` [N, M] (M ≥ 2): the estimated independence-MH acceptance
-    of proposals with those log-weights."""
-    lw = np.sort(np.asarray(log_w, np.float64), axis=-1)
-    m = lw.shape[-1]
-    if m < 2:
+    of proposals with those log-weights, the pilot's estimator
+    (:func:`lattice.numerics.analysis.independence_acceptance`) applied to each row."""
+    lw = np.asarray(log_w, np.float64)
+    if lw.shape[-1] < 2:
         raise ValueError("the pairwise acceptance needs at least 2 redraws per configuration")
-    w = np.exp(lw - lw[..., -1:])  # the largest is 1: no overflow
-    rank = np.arange(1, m + 1)
-    return 2.0 * np.sum((m - rank) * w, axis=-1) / ((m - 1) * np.sum(w, axis=-1))
+    return np.array([independence_acceptance(row) for row in lw.reshape(-1, lw.shape[-1])])
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,11 @@ class LevelDiagnostic:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def steps_label(self) -> str:
+        """K as the table and the plot title show it: one number, or the list per level."""
+        return str(self.steps[0] if len(set(self.steps)) == 1 else self.steps)
 
 
 def level_acceptance(
@@ -143,14 +147,17 @@ def level_acceptance(
             return -theory.action(r.phi) + jnp.sum(r.log_ratios)
 
         @jax.jit
-        def per_config(key, phi, one=one):
-            keys = jax.random.split(key, draws)
-            return jax.vmap(lambda kk: one(kk, phi))(keys)
+        def all_configs(key, phis, one=one):
+            """[N, M] log-weights: configuration i redrawn with keys from fold_in(key, i)."""
 
-        key = jax.random.fold_in(base, top)
-        lw = np.stack(
-            [np.asarray(per_config(jax.random.fold_in(key, i), configs[i])) for i in range(n)]
-        )
+            def per_config(args):
+                i, phi = args
+                keys = jax.random.split(jax.random.fold_in(key, i), draws)
+                return jax.vmap(lambda kk: one(kk, phi))(keys)
+
+            return jax.lax.map(per_config, (jnp.arange(phis.shape[0]), phis))
+
+        lw = np.asarray(all_configs(jax.random.fold_in(base, top), jnp.asarray(configs)))
         if not np.all(np.isfinite(lw)):
             raise ValueError(f"non-finite weights when redrawing up to {names[top]}")
         acc = pairwise_acceptance(lw)

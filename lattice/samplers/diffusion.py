@@ -284,12 +284,12 @@ def _multilevel(
             f"{where} was trained on a {list(model.shape)} lattice; it cannot sample shape "
             f"{list(theory.shape)}{hint}"
         )
-    try:
-        ks = steps_per_level(model, steps if level_steps is None else level_steps)
-    except ValueError as e:
-        raise ModelError(f"{e} ({where})") from None
-    if level_steps is None:
-        ks = steps  # one K: the same plans, and the identity of runs before the key
+    ks = steps  # one K for every level
+    if level_steps is not None:
+        try:
+            ks = steps_per_level(model, level_steps)
+        except ValueError as e:
+            raise ModelError(f"{e} ({where})") from None
     _, info = multilevel_proposal(model, theory.shape, ks, jnp.float64)
     names = tuple(info["levels"])
     State = multilevel_state(names)
