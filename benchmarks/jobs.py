@@ -25,8 +25,9 @@ jax.config.update("jax_enable_x64", True)
 
 from common import machine  # noqa: E402
 
-from lattice.config.run import parse_config  # noqa: E402
-from lattice.runs.sampling import build_sampler, build_theory, run_job  # noqa: E402
+from lattice.config.run import build_theory, parse_config  # noqa: E402
+from lattice.runs.assemble import build_sampler  # noqa: E402
+from lattice.runs.sampling import run_job  # noqa: E402
 from lattice.samplers.chains import chain_keys, init_states, initial_field, sample  # noqa: E402
 
 CONFIG = """

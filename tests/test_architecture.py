@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lattice"
 LAYERS = {
     "_version": 0,
     "_lazy": 0,
+    "errors": 0,
     "numerics": 1,
     "score": 2,
     "samplers": 3,
@@ -78,6 +79,30 @@ def _layer(module: str) -> int:
     if len(parts) == 1:
         return LAYERS["__init__"]
     return LAYERS[parts[1]]
+
+
+#: lines a module may have; a longer one must be one concept, named here in one line
+MAX_LINES = 450
+ONE_CONCEPT = {
+    "lattice.app.cli": "the `lattice` command: one thin function per subcommand",
+    "lattice.io.ensemble": "the HDF5 ensemble file: its writer and its reader",
+    "lattice.numerics.analysis": "the Gamma-method error analysis of Monte-Carlo series",
+    "lattice.numerics.fokker_planck": "the exact stationary law of a discretized Langevin step",
+    "lattice.config.sampler": "the [sampler] schema: one pydantic class per sampler kind",
+}
+
+
+def test_modules_are_short_or_one_named_concept():
+    """No module is longer than MAX_LINES unless it is one concept named in ONE_CONCEPT, and
+    every name there is a module that needs the exception (no stale entries)."""
+    mods = _modules()
+    lines = {m: len(p.read_text().splitlines()) for m, p in mods.items()}
+    long = sorted(
+        f"{m}: {n} lines" for m, n in lines.items() if n > MAX_LINES and m not in ONE_CONCEPT
+    )
+    stale = sorted(m for m in ONE_CONCEPT if lines.get(m, 0) <= MAX_LINES)
+    assert not long, "split these or name their one concept: " + ", ".join(long)
+    assert not stale, "no longer long, drop from ONE_CONCEPT: " + ", ".join(stale)
 
 
 def test_every_module_belongs_to_a_layer():
@@ -172,10 +197,10 @@ def test_import_lattice_is_light(heavy):
 _RUN_PATH = """
 import sys
 from lattice.config.run import parse_config
-from lattice.runs.sampling import _prepare
+from lattice.runs.assemble import prepare
 cfg = parse_config('[lattice]\\nshape = [4, 4]\\n[action]\\nkappa = 0.2\\nlambda = 0.1\\n'
                    '[sampler]\\nkind = "hmc"\\n[run]\\nchains = 2\\n')
-_prepare(cfg)
+prepare(cfg)
 heavy = ("equinox", "optax", "diffrax", "scipy", "matplotlib")
 print(" ".join(m for m in heavy if m in sys.modules))
 """

@@ -6,12 +6,11 @@ import json
 import pytest
 from test_jobs import cli
 
-from lattice.config.run import parse_config
+from lattice.config.run import build_theory, parse_config
 from lattice.io.reader import open_ensemble
 from lattice.numerics import exact
 from lattice.results.compare import compare_runs
 from lattice.results.measure import OBSERVABLES, measure_ensemble, to_pyerrors
-from lattice.runs.sampling import build_theory
 
 FREE = """
 name = "free"

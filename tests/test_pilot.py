@@ -16,7 +16,8 @@ from test_spectral import _saved_network_model
 from lattice.config.run import ConfigError, parse_config
 from lattice.numerics.analysis import independence_acceptance
 from lattice.numerics.phi4 import Phi4
-from lattice.runs.sampling import build_sampler, resume_job, run_job
+from lattice.runs.assemble import build_sampler
+from lattice.runs.sampling import resume_job, run_job
 from lattice.samplers.pilot import (
     PILOT_PROPOSALS,
     choose,

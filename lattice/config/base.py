@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from pydantic_core import PydanticCustomError
 
+from lattice.errors import LatticeError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -43,7 +45,7 @@ PosInt = Annotated[int, Strict(), Field(ge=1)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 
 
-class ConfigError(Exception):
+class ConfigError(LatticeError):
     """A config that must not run; the message names the key path and what is allowed."""
 
 

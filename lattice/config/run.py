@@ -130,7 +130,7 @@ class RunSection(Section):
     checkpoint_every: PosInt = 100
     prng: Literal["threefry", "rbg", "unsafe_rbg"] = "threefry"
     devices: PosInt | None = (
-        None  # None: all local devices (see lattice.runs.sampling.chain_sharding)
+        None  # None: all local devices (see lattice.runs.resources.chain_sharding)
     )
     #: global index of this run's first chain: its chains are first_chain … first_chain +
     #: chains − 1, with those chains' streams (a shard of a larger ensemble, docs/scaling.md)

@@ -123,6 +123,22 @@ class SamplerSchema(Section):
         """Whether :meth:`build` needs a trained model (loaded by the run layer)."""
         return False
 
+    def needs_pilot(self) -> bool:
+        """Whether a run starts with the path-length pilot (:mod:`lattice.samplers.pilot`)."""
+        return False
+
+    def lacks_model_defaults(self) -> bool:
+        """Whether some key's default depends on the model (:meth:`with_model_defaults`)."""
+        return False
+
+    def with_model_defaults(self, model: Any) -> SamplerSchema:
+        """This section with the defaults that depend on the trained ``model`` filled in."""
+        return self
+
+    def divergence_hint(self) -> str:
+        """What to change after a run with this sampler diverged (the run's message)."""
+        return "check the sampler's settings"
+
     def free_field_reference(self, theory: Phi4) -> tuple[dict[str, Any], str]:
         """(the exact values of what this sampler samples on a free field, a description):
         the e^{−S} values (:func:`lattice.numerics.exact.free_field_observables`), unless the
@@ -161,6 +177,9 @@ class Langevin(SamplerSchema):
     @property
     def traits(self) -> Traits:
         return langevin_sampler.traits(self.scheme)
+
+    def divergence_hint(self) -> str:
+        return f"lower sampler.step_size (now {self.step_size:g})"
 
     def free_field_reference(self, theory: Phi4) -> tuple[dict[str, Any], str]:
         """The exact finite-ε values of the scheme (with Fourier acceleration if used)."""
@@ -205,6 +224,9 @@ class Mala(SamplerSchema):
     @property
     def traits(self) -> Traits:
         return mala_sampler.traits()
+
+    def divergence_hint(self) -> str:
+        return f"lower sampler.step_size (now {self.step_size:g})"
 
     def _build(self, theory: Phi4, **resources: Any) -> Sampler:
         return mala_sampler.mala(theory, self.step_size)
@@ -252,6 +274,9 @@ class Hmc(SamplerSchema):
     @property
     def leapfrog_step(self) -> float:
         return self.trajectory_length / self.steps
+
+    def divergence_hint(self) -> str:
+        return f"raise sampler.steps (leapfrog step {self.leapfrog_step:g})"
 
     @property
     def traits(self) -> Traits:
@@ -412,6 +437,23 @@ class Diffusion(SamplerSchema):
 
     def needs_model(self) -> bool:
         return True
+
+    def needs_pilot(self) -> bool:
+        return self.target_acceptance is not None
+
+    def lacks_model_defaults(self) -> bool:
+        return self.method == "sde" and self.kernel is None
+
+    def with_model_defaults(self, model: Any) -> Diffusion:
+        """A path sampler (``method = "sde"``) without ``kernel`` gets ``"spectral"`` when the
+        model carries its per-mode table, else ``"analytic"``
+        (:func:`lattice.score.spectral.default_kernel`)."""
+        # lazy: the score layer loads equinox, which a run without a model never needs
+        from lattice.score.spectral import default_kernel
+
+        if not self.lacks_model_defaults():
+            return self
+        return self.model_copy(update={"kernel": default_kernel(model)})
 
     def with_path_steps(self, steps: int) -> Diffusion:
         """This sampler with the ``steps`` the pilot chose, and no pilot."""

@@ -33,6 +33,7 @@ from lattice.config.base import (
     rule,
     show,
 )
+from lattice.score.factory import ARCHITECTURES
 from lattice.score.network import NetworkSpec
 
 __all__ = [
@@ -143,6 +144,17 @@ class NetworkSection(Section):
     embedding: PosInt = _SPEC.embedding
     physics: StrictBool = _SPEC.physics
     global_channel: StrictBool = _SPEC.global_channel
+    #: a key of lattice.score.factory.ARCHITECTURES. Unset is the spec's default ("resnet")
+    #: and is not written into the resolved config, so that earlier models' configs stay
+    #: the same text
+    architecture: StrictStr | None = None
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in ARCHITECTURES:
+            raise rule("", f"must be one of {', '.join(sorted(ARCHITECTURES))} (got {show(v)})")
+        return v
 
     @field_validator("kernel")
     @classmethod
@@ -159,6 +171,16 @@ class TrainConfig(Document):
     description: StrictStr = ""
     train: TrainSection
     network: NetworkSection = Field(default_factory=NetworkSection)
+
+    @model_validator(mode="after")
+    def _multilevel_network(self) -> TrainConfig:
+        name = self.network.architecture
+        if self.train.multilevel and name and ARCHITECTURES[name].conditional is None:
+            raise rule(
+                "network.architecture",
+                f"{show(name)} has no conditional network for method = 'multilevel'",
+            )
+        return self
 
 
 _SECTIONS = {"train": TrainSection, "network": NetworkSection}

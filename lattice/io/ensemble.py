@@ -63,6 +63,7 @@ import h5py
 import numpy as np
 
 from lattice._version import __version__
+from lattice.errors import LatticeError
 
 __all__ = [
     "FORMAT",
@@ -82,7 +83,7 @@ _ALIGN = 4096  # O_DIRECT offset/size/buffer alignment, and the file's allocatio
 _FILE_LAYOUT = dict(alignment_threshold=_ALIGN, alignment_interval=_ALIGN, meta_block_size=1 << 20)
 
 
-class EnsembleError(Exception):
+class EnsembleError(LatticeError):
     """A file that is not a readable lattice ensemble (foreign, truncated, corrupt)."""
 
 

@@ -34,8 +34,8 @@ from lattice.numerics import fokker_planck as fp
 from lattice.numerics.analysis import family_z, gamma_method
 from lattice.numerics.compile import require_x64
 from lattice.numerics.exact import free_field_observables
+from lattice.runs.assemble import build_sampler
 from lattice.runs.progress import QuietReporter, Reporter
-from lattice.runs.sampling import build_sampler
 from lattice.samplers.base import Exactness
 from lattice.samplers.chains import run_chains
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from lattice.config.run import parse_config
+from lattice.errors import LatticeError
 from lattice.io.ensemble import Ensemble, EnsembleError
 from lattice.io.reader import open_ensemble
 from lattice.numerics.analysis import family_z
@@ -54,7 +55,7 @@ Z_FLAG = 4.0
 THEORY_KEYS = ("lattice.shape", "action.form", "action.kappa", "action.m2", "action.lambda")
 
 
-class CompareError(Exception):
+class CompareError(LatticeError):
     """Runs that cannot be compared (different theories, unreadable); exit status 2."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lattice.config.base import tomllib
+from lattice.errors import LatticeError
 from lattice.io.atomic import write_file_atomic
 from lattice.io.checkpoint import (
     CheckpointError,
@@ -40,7 +41,7 @@ from lattice.io.failure import io_failure, io_reason, quiet_freed_hdf5
 from lattice.runs.kinds import CONFIG, KIND_OF
 from lattice.runs.progress import Reporter
 
-__all__ = ["RunError", "RunDirectory", "free_space", "human_bytes"]
+__all__ = ["RunError", "JobError", "DivergedError", "RunDirectory", "free_space", "human_bytes"]
 
 
 def free_space(path: Path) -> str:
@@ -60,20 +61,21 @@ def human_bytes(n: float) -> str:
     return f"{n:.3g} PB"
 
 
-class RunError(Exception):
+class RunError(LatticeError):
     """A command that cannot start (bad directory, data, edited config) or was stopped (an I/O
-    failure): the CLI prints the one-line message and exits with ``exit_code`` (2).
+    failure, ``hard``: :class:`lattice.errors.LatticeError`)."""
 
-    ``hard``: after an I/O failure HDF5 may be unable to flush the objects of the failed file,
-    and freeing them at interpreter exit can crash h5py; the CLI then ends the process at once
-    after the message (``os._exit``), with nothing left to save."""
 
-    exit_code = 2
+class JobError(RunError):
+    """An ensemble job (``lattice run``, ``resume``) that cannot start or was stopped."""
 
-    def __init__(self, message: str, exit_code: int = 2, *, hard: bool = False):
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.hard = hard
+
+class DivergedError(JobError):
+    """A run whose fields or observables stopped being finite: it stops, keeps what it
+    committed before and its last good checkpoint, is marked ``diverged`` (never complete),
+    and the CLI exits with status 3."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)

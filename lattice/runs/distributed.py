@@ -28,8 +28,9 @@ import jax
 from lattice.config.run import RunConfig, parse_config
 from lattice.io.atomic import write_file_atomic
 from lattice.io.manifest import MANIFEST, new_manifest, read_manifest, shard_name
+from lattice.runs.directory import JobError
 from lattice.runs.progress import QuietReporter, Reporter
-from lattice.runs.sampling import JobError, resume_job, run_directory, run_job
+from lattice.runs.sampling import resume_job, run_directory, run_job
 
 __all__ = [
     "initialize",

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from lattice.errors import LatticeError
 from lattice.numerics.phi4 import Phi4
 from lattice.score.network import ScoreNet
 from lattice.score.sde import SDE
@@ -42,10 +43,8 @@ __all__ = [
 ]
 
 
-class ModelError(Exception):
+class ModelError(LatticeError):
     """A missing, corrupt or incompatible model; the CLI prints it and exits with status 2."""
-
-    exit_code = 2
 
 
 def theory_to_dict(theory: Phi4) -> dict[str, Any]:
