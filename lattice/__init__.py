@@ -1,6 +1,6 @@
 """lattice: stochastic quantization of lattice φ⁴ theory in JAX.
 
-The public API, in one place (see README.md, docs/architecture.md and DESIGN.md). The package
+The public API, in one place (README.md, docs/architecture.md, docs/conventions.md). The package
 is layered, each layer importing only from those below it:
 
 - :mod:`lattice.numerics`: the action, geometry, noise, observables, exact results, the Γ-method;

@@ -19,7 +19,7 @@ message (``os._exit``), with nothing left to save.
 
 from __future__ import annotations
 
-__all__ = ["LatticeError"]
+__all__ = ["LatticeError", "InputError"]
 
 
 class LatticeError(Exception):
@@ -33,3 +33,8 @@ class LatticeError(Exception):
         if exit_code is not None:
             self.exit_code = exit_code
         self.hard = hard
+
+
+class InputError(LatticeError, ValueError):
+    """Bad input found by a library function (an option out of range, a file that does not
+    fit the request); a ``ValueError`` too, for Python callers."""

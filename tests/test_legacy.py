@@ -7,10 +7,11 @@ were made. These tests run the same configs with the code under test and demand 
 bits: every dataset, every checkpoint array and every attribute except the few that depend on
 the moment or the place of a run (``RUN_DEPENDENT`` and friends below).
 
-Only stable interfaces are used: the `lattice` command (DESIGN.md §3), the HDF5 layout (§4), the
-model directory's files (docs/score.md), h5py and numpy — no module of the package is imported,
-so the tests survive modules moving. The command is the `lattice` console script next to
-``sys.executable``; set ``LATTICE_CLI`` to run another one, e.g. the fixtures' own commit:
+Only stable interfaces are used: the `lattice` command (docs/conventions.md §3), the HDF5
+layout (§4), the model directory's files (docs/score.md), h5py and numpy — no module of the
+package is imported, so the tests survive modules moving. The command is the `lattice` console
+script next to ``sys.executable``; set ``LATTICE_CLI`` to run another one, e.g. the fixtures'
+own commit:
 
     git worktree add /tmp/legacy f78ad5b
     cd /tmp/legacy && LATTICE_CLI="/work/main/.venv/bin/python -m lattice.cli" \

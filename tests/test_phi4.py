@@ -19,7 +19,8 @@ def theories(shape):
 
 
 def brute_action(th: Phi4, phi: np.ndarray) -> float:
-    """S from its definition in DESIGN.md §1, looping over sites and forward directions."""
+    """S from its definition in docs/conventions.md §1, looping over sites and forward
+    directions."""
     total = 0.0
     for x in itertools.product(*[range(L) for L in th.shape]):
         for mu in range(th.ndim):
@@ -99,7 +100,7 @@ def test_parametrizations_give_identical_weights(shape):
 
 
 def test_design_example_mapping():
-    """DESIGN.md §1: d = 2, m² = −4, λ = 8 is κ = 0.25, λ_kappa = 0.5."""
+    """docs/conventions.md §1: d = 2, m² = −4, λ = 8 is κ = 0.25, λ_kappa = 0.5."""
     k = Phi4.mass_form([8, 8], -4.0, 8.0).to_kappa()
     assert (k.kappa, k.lam) == (pytest.approx(0.25), pytest.approx(0.5))
     free = Phi4.mass_form([8, 8], 0.5, 0.0).to_kappa()

@@ -29,7 +29,7 @@ from lattice.samplers.chains import (
 from lattice.samplers.hmc import hmc_trajectory
 
 FREE = Phi4.kappa_form([8, 8], 0.2, 0.0)
-INTERACTING = Phi4.kappa_form([8, 8], 0.25, 0.5)  # DESIGN.md's m² = −4, λ = 8 point
+INTERACTING = Phi4.kappa_form([8, 8], 0.25, 0.5)  # docs/conventions.md's m² = −4, λ = 8 point
 
 
 def run(sampler, theory, seed, n=600, every=2, chains=16, therm=200, **kw):

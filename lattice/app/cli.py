@@ -1,4 +1,4 @@
-"""The ``lattice`` command (DESIGN.md §3): thin over the library — parse, validate, call.
+"""The ``lattice`` command (docs/conventions.md §3): thin over the library — parse, validate, call.
 
 Exit status: 0 success, 1 a check failed, 2 bad input (config, paths, files) or an I/O
 failure, 3 a run that diverged (docs/ensembles.md); never a traceback for bad input.
@@ -19,8 +19,24 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from lattice.errors import LatticeError
+
+
+class _Commands(TyperGroup):
+    """The one place a command's user error ends: a :class:`~lattice.errors.LatticeError`
+    raised anywhere below a command is printed as one line and exits with its status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LatticeError as e:
+            _fail(str(e), e.exit_code, e.hard)
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -96,8 +112,8 @@ def _processes(
     return initialize(coordinator, processes, process_id)
 
 
-class _Usage(Exception):
-    exit_code = 2
+class _Usage(LatticeError):
+    """Options of a command that do not go together."""
 
 
 @app.command()
@@ -118,22 +134,19 @@ def run(
     share of the chains into RUN_DIR/shard-NNNN and RUN_DIR/manifest.json joins them
     (docs/scaling.md)."""
     from lattice.app.console import make_reporter
-    from lattice.config.run import ConfigError, load_config
-    from lattice.runs.sampling import JobError, default_run_dir, run_job
+    from lattice.config.run import load_config
+    from lattice.runs.sampling import default_run_dir, run_job
 
     _enable_x64()
-    try:
-        cfg = load_config(config, set_ or [])
-        run_dir = output or default_run_dir(config)
-        where = _processes(distributed, coordinator, processes, process_id, cfg.run.chains)
-        if where is None:
-            path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
-        else:
-            from lattice.runs.distributed import run_sharded
+    cfg = load_config(config, set_ or [])
+    run_dir = output or default_run_dir(config)
+    where = _processes(distributed, coordinator, processes, process_id, cfg.run.chains)
+    if where is None:
+        path = run_job(cfg, run_dir, force=force, reporter=make_reporter(quiet))
+    else:
+        from lattice.runs.distributed import run_sharded
 
-            path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
-    except (ConfigError, JobError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
+        path = run_sharded(cfg, run_dir, *where, force=force, reporter=make_reporter(quiet))
     if not quiet:
         err.print(f"ensemble written to {path}")
 
@@ -149,24 +162,19 @@ def train(
     """Train a score model by denoising score matching on an ensemble's saved configurations."""
     from lattice.app.console import make_reporter
     from lattice.app.plots import write_training_plots
-    from lattice.config.run import ConfigError
     from lattice.config.train import load_train_config
     from lattice.runs.sampling import default_run_dir
-    from lattice.runs.training import TrainError, train_model
+    from lattice.runs.training import train_model
 
-    try:
-        cfg = load_train_config(config, set_ or [])
-        model_dir = output or default_run_dir(config)
-        path = train_model(
-            cfg,
-            model_dir,
-            force=force,
-            reporter=make_reporter(quiet),
-            config_dir=config.parent,
-            on_trained=write_training_plots,
-        )
-    except (ConfigError, TrainError) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
+    cfg = load_train_config(config, set_ or [])
+    path = train_model(
+        cfg,
+        output or default_run_dir(config),
+        force=force,
+        reporter=make_reporter(quiet),
+        config_dir=config.parent,
+        on_trained=write_training_plots,
+    )
     if not quiet:
         err.print(f"model written to {path}")
 
@@ -188,40 +196,32 @@ def resume(
     `lattice run`), or shard by shard: `lattice resume RUN_DIR/shard-0001`."""
     from lattice.app.console import make_reporter
     from lattice.app.plots import write_training_plots
-    from lattice.config.run import ConfigError
-    from lattice.io.ensemble import EnsembleError
-    from lattice.runs.sampling import JobError, resume_job
-    from lattice.runs.training import TrainError, is_training_dir, resume_training
+    from lattice.runs.sampling import resume_job
+    from lattice.runs.training import is_training_dir, resume_training
 
     if is_training_dir(run_dir):
-        try:
-            path = resume_training(
-                run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
-            )
-        except (ConfigError, TrainError) as e:
-            _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
+        path = resume_training(
+            run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
+        )
         if not quiet:
             err.print(f"model complete: {path}")
         return
     _enable_x64()
-    try:
-        where = _processes(distributed, coordinator, processes, process_id)
-        if where is None:
-            from lattice.io.manifest import is_sharded
+    where = _processes(distributed, coordinator, processes, process_id)
+    if where is None:
+        from lattice.io.manifest import is_sharded
 
-            if is_sharded(run_dir):
-                raise JobError(
-                    f"{run_dir}: a multi-process run; resume it with the options it ran with "
-                    f"(--distributed or --coordinator/--processes/--process-id), or resume "
-                    f"each of its shard directories"
-                )
-            path = resume_job(run_dir, reporter=make_reporter(quiet))
-        else:
-            from lattice.runs.distributed import resume_sharded
+        if is_sharded(run_dir):
+            raise _Usage(
+                f"{run_dir}: a multi-process run; resume it with the options it ran with "
+                f"(--distributed or --coordinator/--processes/--process-id), or resume "
+                f"each of its shard directories"
+            )
+        path = resume_job(run_dir, reporter=make_reporter(quiet))
+    else:
+        from lattice.runs.distributed import resume_sharded
 
-            path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
-    except (ConfigError, JobError, EnsembleError, _Usage) as e:
-        _fail(str(e), getattr(e, "exit_code", 2), getattr(e, "hard", False))
+        path = resume_sharded(run_dir, *where, reporter=make_reporter(quiet))
     if not quiet:
         err.print(f"ensemble complete: {path}")
 
@@ -247,12 +247,8 @@ def _training_info(directory: Path) -> None:
 
 def _model_info(directory: Path) -> None:
     from lattice.io.model import load_model
-    from lattice.score.model import ModelError
 
-    try:
-        m = load_model(directory)
-    except ModelError as e:
-        _fail(str(e))
+    m = load_model(directory)
     meta, sde = m.meta, m.sde
     tr, data = meta.get("training") or {}, meta.get("data") or {}
     cs = (meta.get("diagnostics") or {}).get("cosine_similarity") or {}
@@ -380,7 +376,6 @@ def info(
 ) -> None:
     """Shape, action, sampler, chains, samples, and whether the run is complete (or, for a
     model directory, what the score model was trained on and how well)."""
-    from lattice.io.ensemble import EnsembleError
     from lattice.io.reader import open_ensemble
     from lattice.runs.kinds import is_training_dir
 
@@ -390,10 +385,7 @@ def info(
     if file.is_dir() and (file / "model.json").exists():
         _model_info(file)
         return
-    try:
-        ens = open_ensemble(file, load_observables=False)
-    except EnsembleError as e:
-        _fail(str(e))
+    ens = open_ensemble(file, load_observables=False)
     a = ens.config_attrs
     form = a.get("action.form")
     coup = f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}"
@@ -480,15 +472,11 @@ def measure(
     plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
 ) -> None:
     """Observables with Γ-method errors and integrated autocorrelation times."""
-    from lattice.io.ensemble import EnsembleError
     from lattice.io.reader import open_ensemble
     from lattice.results.measure import measure_ensemble
 
-    try:
-        ens = open_ensemble(target)
-        res = measure_ensemble(ens, discard=discard, S=s_tau)
-    except (EnsembleError, ValueError) as e:
-        _fail(str(e))
+    ens = open_ensemble(target)
+    res = measure_ensemble(ens, discard=discard, S=s_tau)
     if plots is not None:
         from lattice.app.plots import write_measure_plots
 
@@ -582,19 +570,11 @@ def compare(
     or above the family-wise threshold when many runs are compared)."""
     import tempfile
 
-    from lattice.results.compare import (
-        CompareError,
-        compare_runs,
-        cost_per_independent_sample,
-        unsure_note,
-    )
+    from lattice.results.compare import compare_runs, cost_per_independent_sample, unsure_note
 
     if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
         _fail(f"--report: {report} must end in .md or .html")
-    try:
-        res = compare_runs(runs, discard=discard, S=s_tau)
-    except CompareError as e:
-        _fail(str(e))
+    res = compare_runs(runs, discard=discard, S=s_tau)
     files = []
     if plots is not None or report is not None:
         from lattice.app.plots import write_compare_plots
@@ -693,11 +673,9 @@ def levels(
             target, ensemble, configurations=configs, draws=draws, steps=steps, seed=seed,
             progress=progress,
         )  # fmt: skip
-    except ValueError as e:
+        rep.advance(len(res.levels))
+    finally:
         rep.finish()
-        _fail(str(e))
-    rep.advance(len(res.levels))
-    rep.finish()
     if plot is not None:
         from lattice.app.plots import plot_levels
 
@@ -739,8 +717,6 @@ def check(
 ) -> None:
     """Boltzmann-equilibrium checks; exit status 1 when one fails."""
     from lattice.app.console import make_reporter
-    from lattice.config.run import ConfigError
-    from lattice.io.ensemble import EnsembleError
     from lattice.results.checks import run_checks
 
     if samples is not None and samples < 20:
@@ -748,18 +724,15 @@ def check(
     if not target.exists():
         _fail(f"{target}: no such config or run directory")
     _enable_x64()
-    try:
-        report = run_checks(
-            target,
-            samples=samples,
-            overrides=tuple(set_ or ()),
-            extrapolate=not no_extrapolation,
-            thermalization=not no_thermalization,
-            fokker_planck=not no_fokker_planck,
-            reporter=make_reporter(quiet or json_),
-        )
-    except (ConfigError, EnsembleError, ValueError) as e:
-        _fail(str(e))
+    report = run_checks(
+        target,
+        samples=samples,
+        overrides=tuple(set_ or ()),
+        extrapolate=not no_extrapolation,
+        thermalization=not no_thermalization,
+        fokker_planck=not no_fokker_planck,
+        reporter=make_reporter(quiet or json_),
+    )
     if plots is not None:
         from lattice.app.plots import write_check_plots
 

@@ -8,9 +8,45 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lattice.runs.progress import PlainReporter, QuietReporter, Reporter
+from lattice.runs.progress import QuietReporter, Reporter
 
-__all__ = ["RichReporter", "make_reporter"]
+__all__ = ["RichReporter", "PlainReporter", "make_reporter"]
+
+
+class PlainReporter:
+    """One log line per phase start and at most one progress line every ``interval`` seconds."""
+
+    def __init__(self, stream=None, interval: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._last = 0.0
+
+    def _emit(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=self.stream, flush=True)
+
+    def start(self, phase: str, total: int, done: int) -> None:
+        self.phase, self.total, self.t0, self.done0 = phase, total, time.perf_counter(), done
+        self._last = self.t0
+        self._emit(f"{phase}: {done}/{total} steps")
+
+    def advance(self, done: int, acceptance: float | None = None, note: str | None = None) -> None:
+        now = time.perf_counter()
+        if now - self._last < self.interval and done < self.total:
+            return
+        self._last = now
+        rate = (done - self.done0) / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        acc = f", acceptance {acceptance:.3f}" if acceptance is not None else ""
+        acc += f", {note}" if note else ""
+        self._emit(
+            f"{self.phase}: {done}/{self.total} steps, {rate:.1f} steps/s, ETA {eta:.0f} s{acc}"
+        )
+
+    def log(self, message: str) -> None:
+        self._emit(message)
+
+    def finish(self) -> None:
+        pass
 
 
 class RichReporter:

@@ -1,4 +1,4 @@
-"""Validated configs (layer 3): the run config of ``lattice run`` (DESIGN.md §2) and the
+"""Validated configs (layer 3): the run config of ``lattice run`` (docs/conventions.md §2) and the
 training config of ``lattice train``, built from TOML at the edge.
 
 The names below are loaded on first use (PEP 562): the training config needs the score

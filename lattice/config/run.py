@@ -1,4 +1,4 @@
-"""Run configuration (DESIGN.md §2): TOML in, a validated, frozen :class:`RunConfig` out.
+"""Run configuration (docs/conventions.md §2): TOML in, a validated, frozen :class:`RunConfig` out.
 
 >>> cfg = parse_config('''
 ... [lattice]

@@ -1,4 +1,4 @@
-"""The HDF5 ensemble file (DESIGN.md §4) and the atomic checkpoint.
+"""The HDF5 ensemble file (docs/conventions.md §4) and the atomic checkpoint.
 
 Layout of ``ensemble.h5`` (``format_version`` 1)::
 

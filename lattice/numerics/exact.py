@@ -8,7 +8,7 @@ At λ = 0 the action is S = ½ Σ_p |φ̃_p|² A(p)/V with A(p) of :meth:`Phi4.k
 with v(p) = 1/A(p) exactly, and for a discretized Langevin evolution of step ε the stationary
 mode variance (a = A(p), ε → ε(p) under Fourier acceleration)::
 
-    Euler–Maruyama:  v = 1 / (a (1 − εa/2))                       (DESIGN.md §1)
+    Euler–Maruyama:  v = 1 / (a (1 − εa/2))                       (docs/conventions.md §1)
     RK2 (Heun):      v = (2 − εa) / (a (2 − εa + (εa)²/2))          (lattice.samplers.langevin)
 
 and the partition function, a Gaussian integral over the V real site variables::
@@ -93,7 +93,7 @@ def free_relaxation_rates(theory: Phi4, step_size: float, fourier_mass2: float |
 
 
 def free_field_observables(theory: Phi4, **kw) -> dict[str, float | list[float]]:
-    """Every observable of DESIGN.md §1 for a free field, exactly (same keywords as
+    """Every observable of docs/conventions.md §1 for a free field, exactly (same keywords as
     :func:`mode_variance`, so also at the finite step of a Langevin scheme).
 
     With v(p) the mode variances and A(p) the kernel, all modes Gaussian::

@@ -1,6 +1,6 @@
 """Periodic lattice geometry: neighbour sums, lattice momenta and Fourier kernels.
 
-Conventions (DESIGN.md §1): a lattice of shape ``(L0, ..., L_{d-1})`` is periodic; a field
+Conventions (docs/conventions.md §1): a lattice of shape ``(L0, ..., L_{d-1})`` is periodic; a field
 array has the lattice axes *last*, so ``phi.shape == batch + shape`` (the functions taking
 ``batch_last`` also work on the chain-last layout ``shape + batch`` of the samplers' batched
 steps, with the same arithmetic). Lattice momenta are

@@ -1,4 +1,4 @@
-"""Per-configuration observables of DESIGN.md §1, evaluated inside the sampling loop.
+"""Per-configuration observables of docs/conventions.md §1, evaluated inside the sampling loop.
 
 For one configuration with m = (1/V) Σ_x φ_x:
 
@@ -14,7 +14,7 @@ For one configuration with m = (1/V) Σ_x φ_x:
 =========  ==========================================================
 
 so that Σ_t G(t) = V m² and the ensemble average of G is the time-slice correlator of
-DESIGN.md §1. The two-point Schwinger–Dyson identity ⟨φ_y ∂S/∂φ_x⟩ = δ_xy, summed like G,
+docs/conventions.md §1. The two-point Schwinger–Dyson identity ⟨φ_y ∂S/∂φ_x⟩ = δ_xy, summed like G,
 is checked on ``G_sd(t) = (1/V) Σ_{x0} Ψ(x0) Φ(x0 + t)`` with Ψ(x0) = Σ_{x⃗} ∂S/∂φ_{x0,x⃗}:
 its average is exactly δ_{t,0}. The derived ``chi_conn`` = V(⟨m²⟩ − ⟨|m|⟩²) and
 ``binder`` = 1 − ⟨m⁴⟩/(3⟨m²⟩²)

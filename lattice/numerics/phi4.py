@@ -1,4 +1,4 @@
-"""The lattice φ⁴ action in both parametrizations of DESIGN.md §1, and its force.
+"""The lattice φ⁴ action in both parametrizations of docs/conventions.md §1, and its force.
 
 Hopping ("kappa") form::
 
@@ -142,11 +142,6 @@ class Phi4:
         return (2.0 * a - 2.0 * h * self.ndim) / h
 
     # ----------------------------------------------------------------- parametrizations
-    @property
-    def field_scale(self) -> float:
-        """c with φ_mass = c φ_this: √κ for the kappa form, 1 for the mass form."""
-        return math.sqrt(self.kappa) if self.form == "kappa" else 1.0
-
     def to_mass(self) -> Phi4:
         """The same theory in the mass form (needs κ > 0)."""
         if self.form == "mass":

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.stats
 
 from lattice.config.run import RunConfig, build_theory, load_config, parse_config
+from lattice.errors import InputError
 from lattice.io.reader import open_ensemble
 from lattice.numerics import fokker_planck as fp
 from lattice.numerics.analysis import family_z, gamma_method
@@ -149,7 +150,7 @@ def _simulate(
 def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
     ens = open_ensemble(target)  # a run directory, a sharded run, or an ensemble file
     if ens.committed < 20:
-        raise ValueError(f"{ens.path}: only {ens.committed} measurements committed")
+        raise InputError(f"{ens.path}: only {ens.committed} measurements committed")
     data = dict(ens.observables)
     data.update(ens.diagnostics or {})
     return parse_config(ens.config_toml), data

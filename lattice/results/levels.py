@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice.config.run import build_theory, parse_config
+from lattice.errors import InputError
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import load_model
 from lattice.io.reader import open_ensemble
@@ -66,7 +67,7 @@ def pairwise_acceptance(log_w: np.ndarray) -> np.ndarray:
     (:func:`lattice.numerics.analysis.independence_acceptance`) applied to each row."""
     lw = np.asarray(log_w, np.float64)
     if lw.shape[-1] < 2:
-        raise ValueError("the pairwise acceptance needs at least 2 redraws per configuration")
+        raise InputError("the pairwise acceptance needs at least 2 redraws per configuration")
     return np.array([independence_acceptance(row) for row in lw.reshape(-1, lw.shape[-1])])
 
 
@@ -122,10 +123,10 @@ def level_acceptance(
     weights)."""
     require_x64(ValueError)
     if draws < 2:
-        raise ValueError(f"draws: at least 2 redraws per configuration are needed (got {draws})")
+        raise InputError(f"draws: at least 2 redraws per configuration are needed (got {draws})")
     configs = np.asarray(configs, np.float64)
     if configs.ndim != theory.ndim + 1 or tuple(configs.shape[1:]) != tuple(theory.shape):
-        raise ValueError(
+        raise InputError(
             f"the configurations have shape {list(configs.shape[1:])}; the theory's lattice is "
             f"{list(theory.shape)}"
         )
@@ -159,7 +160,7 @@ def level_acceptance(
 
         lw = np.asarray(all_configs(jax.random.fold_in(base, top), jnp.asarray(configs)))
         if not np.all(np.isfinite(lw)):
-            raise ValueError(f"non-finite weights when redrawing up to {names[top]}")
+            raise InputError(f"non-finite weights when redrawing up to {names[top]}")
         acc = pairwise_acceptance(lw)
         err = float(np.std(acc, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         rows.append(
@@ -199,11 +200,11 @@ def diagnose_run(
     try:
         ens = open_ensemble(run, load_observables=False)
     except EnsembleError as e:
-        raise ValueError(str(e)) from None
+        raise InputError(str(e)) from None
     cfg = parse_config(ens.config_toml)
     s = cfg.sampler
     if getattr(s, "kind", None) != "diffusion" or getattr(s, "method", None) != "multilevel":
-        raise ValueError(
+        raise InputError(
             f"{ens.path}: not a multilevel run (sampler.kind = 'diffusion' with method = "
             "'multilevel' is needed)"
         )
@@ -211,37 +212,37 @@ def diagnose_run(
     try:
         model = load_model(s.model)
     except ModelError as e:
-        raise ValueError(f"sampler.model: {e}") from None
+        raise InputError(f"sampler.model: {e}") from None
     if not isinstance(model, MultilevelModel):
-        raise ValueError(f"sampler.model: {s.model} is not a multilevel model")
+        raise InputError(f"sampler.model: {s.model} is not a multilevel model")
     if steps is None:
         tuned = ens.config_attrs.get("sampler.tuned_path_steps")
         steps = int(tuned) if tuned is not None else int(s.steps)
         if getattr(s, "level_steps", None) is not None:
             steps = tuple(s.level_steps)
     elif steps < 1:
-        raise ValueError(f"steps: at least 1 step per level is needed (got {steps})")
+        raise InputError(f"steps: at least 1 step per level is needed (got {steps})")
     src = ens
     if ensemble is not None:
         try:
             src = open_ensemble(ensemble, load_observables=False)
         except EnsembleError as e:
-            raise ValueError(f"--ensemble: {e}") from None
+            raise InputError(f"--ensemble: {e}") from None
         other = build_theory(parse_config(src.config_toml))
         if other != theory:
-            raise ValueError(
+            raise InputError(
                 f"--ensemble: {src.path} samples {other.describe()} on {list(other.shape)}; "
                 f"the run samples {theory.describe()} on {list(theory.shape)}"
             )
     if src.saved == 0:
-        raise ValueError(
+        raise InputError(
             f"{src.path} saved no configurations (run.save_every = 0); pass --ensemble with an "
             "ensemble of the same theory that did (e.g. the model's training ensemble)"
         )
     phi, _ = src.configs()
     phi = np.asarray(phi).reshape((-1,) + tuple(theory.shape))
     if configurations < 1:
-        raise ValueError(f"configurations: at least 1 is needed (got {configurations})")
+        raise InputError(f"configurations: at least 1 is needed (got {configurations})")
     pick = np.unique(np.linspace(0, len(phi) - 1, min(configurations, len(phi))).astype(int))
     return level_acceptance(
         model,

@@ -1,4 +1,4 @@
-"""Observables with Γ-method errors from an ensemble (DESIGN.md §1 and §3).
+"""Observables with Γ-method errors from an ensemble (docs/conventions.md §1 and §3).
 
 Primary observables are analysed directly; ``chi_conn = V(⟨m²⟩ − ⟨|m|⟩²)`` and
 ``binder = 1 − ⟨m⁴⟩/(3⟨m²⟩²)`` by linear error propagation through the Γ-method of the
@@ -8,12 +8,15 @@ projected fluctuations (hep-lat/0306017 §3). Independent chains are replica.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from lattice.config.run import build_theory, parse_config
+from lattice.errors import InputError
 from lattice.io.ensemble import Ensemble
 from lattice.numerics.analysis import (
     GammaResult,
@@ -22,24 +25,43 @@ from lattice.numerics.analysis import (
     kish_ess,
     log_mean_exp,
 )
+from lattice.numerics.observables import observable_shapes
+from lattice.numerics.phi4 import Phi4
 
 __all__ = [
-    "OBSERVABLES",
+    "observable_names",
+    "DERIVED",
     "Correlator",
     "Estimate",
     "Measurement",
     "Proposals",
     "Reweighting",
     "measure_ensemble",
-    "exact_reference",
     "free_field_reference",
     "to_pyerrors",
 ]
 
-# the order of DESIGN.md §1
 MIN_MEASUREMENTS = 20
 
-OBSERVABLES = ("action", "phi2", "phi4", "m", "abs_m", "m2", "chi", "chi_conn", "binder", "sd")
+#: quantities derived from the means of stored scalars: name -> (inputs, f(V, *means));
+#: chi_conn = V (<m²> − <|m|>²), the Binder cumulant U = 1 − <m⁴> / (3 <m²>²)
+#: (docs/conventions.md §1)
+DERIVED = {
+    "chi_conn": (("m2", "abs_m"), lambda V, m2, am: V * (m2 - am * am)),
+    "binder": (("m4", "m2"), lambda V, m4, m2: 1.0 - m4 / (3.0 * m2 * m2)),
+}
+
+
+def observable_names(stored: Iterable[str], theory: Phi4) -> tuple[str, ...]:
+    """The scalars ``lattice measure`` reports for an ensemble that stores ``stored``: every
+    scalar of :func:`lattice.numerics.observables.observable_shapes` it holds, in that
+    order, then each :data:`DERIVED` quantity whose inputs it holds. A new observable is
+    picked up here without a change."""
+    have = set(stored)
+    shapes = observable_shapes(theory)
+    scalars = [k for k, shape in shapes.items() if shape == () and k in have]
+    derived = [k for k, (inputs, _) in DERIVED.items() if set(inputs) <= set(scalars)]
+    return (*scalars, *derived)
 
 
 @dataclass(frozen=True)
@@ -156,17 +178,17 @@ class LogZ:
     ess: float
 
     def to_json(self) -> dict[str, Any]:
-        """``observables.log_z`` of ``measure --json`` (DESIGN.md §3): value and error."""
+        """``observables.log_z`` of ``measure --json`` (docs/conventions.md §3): value and error."""
         return {"value": self.value, "error": self.error}
 
 
 @dataclass(frozen=True)
 class Measurement:
     """What :func:`measure_ensemble` returns; :meth:`to_json` is the object of
-    ``lattice measure --json`` (DESIGN.md §3).
+    ``lattice measure --json`` (docs/conventions.md §3).
 
     Attributes:
-        observables: the scalar observables in the order of :data:`OBSERVABLES`.
+        observables: the scalar observables in the order of :func:`observable_names`.
         G: the time-slice correlator.
         chains, samples: chains, and measurements per chain after the discard.
         config: the run's resolved config (``RunConfig.to_dict()``).
@@ -213,15 +235,17 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
     """Analyse the committed measurements after discarding the first ``discard`` per chain
     (:class:`Measurement`; ``.to_json()`` is the object of ``lattice measure --json``)."""
     if discard < 0:
-        raise ValueError(f"--discard must be >= 0 (got {discard})")
+        raise InputError(f"--discard must be >= 0 (got {discard})")
+    if not S >= 0:
+        raise InputError(f"--S must be >= 0 (got {S})")
     if discard >= ens.committed:
-        raise ValueError(
+        raise InputError(
             f"--discard {discard} >= the {ens.committed} committed measurements "
             f"per chain of {ens.path}"
         )
     n = ens.committed - discard
     if n * ens.chains < MIN_MEASUREMENTS:
-        raise ValueError(
+        raise InputError(
             f"{ens.path}: {n} measurements per chain x {ens.chains} chains after discarding "
             f"{discard}; the Γ-method needs at least {MIN_MEASUREMENTS}"
         )
@@ -232,20 +256,15 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
     if ens.weights is not None:
         weights = _normalized_weights(np.asarray(ens.weights[:, discard:], np.float64))
     est = _Estimator(weights, S)
+    cfg = parse_config(ens.config_toml)
     results = {}
-    for name in OBSERVABLES:
-        if name == "chi_conn":
-            results[name] = est.derived(
-                lambda m2, am: V * (m2 - am * am), [obs["m2"], obs["abs_m"]]
-            )
-        elif name == "binder":
-            results[name] = est.derived(
-                lambda m4, m2: 1.0 - m4 / (3.0 * m2 * m2), [obs["m4"], obs["m2"]]
-            )
+    for name in observable_names(obs, build_theory(cfg)):
+        if name in DERIVED:
+            inputs, f = DERIVED[name]
+            results[name] = est.derived(partial(f, V), [obs[k] for k in inputs])
         else:
             results[name] = est.primary(obs[name])
     g = tuple(est.primary(obs["G"][..., t]) for t in range(obs["G"].shape[-1]))
-    cfg = parse_config(ens.config_toml)
     exact = free_field_reference(cfg)
     values = {} if exact is None else exact[0]
     reweighting = None
@@ -327,7 +346,7 @@ def _normalized_weights(log_w: np.ndarray) -> np.ndarray:
     Non-finite log w (a failed ODE solve) gets weight 0."""
     finite = np.isfinite(log_w)
     if not finite.any():
-        raise ValueError("every importance weight is non-finite; nothing to reweight")
+        raise InputError("every importance weight is non-finite; nothing to reweight")
     top = log_w[finite].max()
     return np.where(finite, np.exp(np.where(finite, log_w, top) - top), 0.0)
 
@@ -356,13 +375,6 @@ class _Estimator:
         return gamma_method_derived(g, [self.w * a for a in data] + [self.w], S=self.S)
 
 
-def exact_reference(ens: Ensemble) -> tuple[dict[str, Any], str] | None:
-    """Exact values for a free-field (λ = 0) ensemble: at the run's step size and scheme for
-    Langevin (the exact finite-ε values), the exact e^{−S} values for exact samplers.
-    Returns (values, description) or None."""
-    return free_field_reference(parse_config(ens.config_toml))
-
-
 def free_field_reference(cfg) -> tuple[dict[str, Any], str] | None:
     """(exact values of what the config's sampler samples, description) for a free field;
     None for λ ≠ 0. The sampler's schema says what it samples
@@ -384,6 +396,6 @@ def to_pyerrors(ens: Ensemble, observable: str, discard: int = 0, name: str | No
         raise ImportError(msg) from None
     data = np.asarray(ens.observables[observable][:, discard:], np.float64)
     if data.ndim != 2:
-        raise ValueError(f"{observable} is not a scalar observable")
+        raise InputError(f"{observable} is not a scalar observable")
     base = name or ens.path.parent.name or "ensemble"
     return pyerrors.Obs(list(data), [f"{base}|r{c}" for c in range(data.shape[0])])

@@ -46,12 +46,13 @@ def build_sampler(cfg: RunConfig, theory: Phi4):
         return s.build(theory)
     # imported only for a model: equinox and the score layer cost a run without one 0.3 s of
     # start-up (docs/PERFORMANCE.md)
-    from lattice.io.model import norm_function_of, spectral_table_of
+    from lattice.io.model import training_configs
+    from lattice.score.tables import norm_function_of, spectral_table_of  # lazy (above)
 
     model = checked_model(cfg, theory)
     s = s.with_model_defaults(model)
-    norm = norm_function_of(model) if s.kernel == "analytic" else None
-    table = spectral_table_of(model) if s.kernel == "spectral" else None
+    norm = norm_function_of(model, training_configs) if s.kernel == "analytic" else None
+    table = spectral_table_of(model, training_configs) if s.kernel == "spectral" else None
     return s.build(theory, model=model, norm=norm, table=table)
 
 

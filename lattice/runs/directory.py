@@ -1,4 +1,5 @@
-"""The run directory: one lifecycle for ``lattice run`` and ``lattice train`` (DESIGN.md §3).
+"""The run directory: one lifecycle for ``lattice run`` and ``lattice train``
+(docs/conventions.md §3).
 
 A run directory belongs to one command. It holds that command's resolved ``config.toml``, a
 ``checkpoint.h5`` (:mod:`lattice.io.checkpoint`), a log and the command's products (an

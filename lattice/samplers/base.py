@@ -74,7 +74,7 @@ class State(Protocol):
 
 
 class Exactness(str, enum.Enum):
-    """How a sampler's stationary law relates to e^{−S} (DESIGN.md §5)."""
+    """How a sampler's stationary law relates to e^{−S} (docs/conventions.md §5)."""
 
     EXACT = "exact"  # e^{−S} exactly (accept/reject, or the ODE up to its tolerance)
     ASYMPTOTIC = "asymptotic"  # e^{−S} as the step size → 0 (``order``: of the bias)
@@ -183,7 +183,7 @@ class Sampler:
 
     @property
     def exactness(self) -> str:
-        """``exact`` | ``asymptotic`` | ``approximate`` (DESIGN.md §5)."""
+        """``exact`` | ``asymptotic`` | ``approximate`` (docs/conventions.md §5)."""
         return self.traits.exactness.value
 
     @property

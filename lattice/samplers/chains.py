@@ -1,6 +1,6 @@
 """Many chains in lock-step: random streams, initial fields, and the jitted sampling loops.
 
-Random streams (DESIGN.md §4): chain c at sampler step t uses the key
+Random streams (docs/conventions.md §4): chain c at sampler step t uses the key
 
     k(c, t) = fold_in(fold_in(key(seed), c), t)
 

@@ -116,10 +116,10 @@ def diffusion(
     ``norm`` is u(σ) = σ²Γ(σ), the table of the analytic path kernel (``path.py`` eq. (3)):
     by default the one the model carries (:func:`lattice.score.path.stored_norm_function`);
     the sampler reads no files, so for an older model without the table the caller measures
-    it (:func:`lattice.io.model.norm_function_of`). ``table`` is the per-mode table of the
+    it (:func:`lattice.score.tables.norm_function_of`). ``table`` is the per-mode table of the
     spectral kernel (:class:`lattice.score.spectral.SpectralTable`), likewise by default the
     model's own (:func:`lattice.score.spectral.stored_spectral_table`), else measured by the
-    caller (:func:`lattice.io.model.spectral_table_of`).
+    caller (:func:`lattice.score.tables.spectral_table_of`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(METHODS)})")
@@ -334,7 +334,7 @@ def _multilevel(
 
 
 def traits(method: str, metropolis_step: bool, divergence: str | None = None) -> Traits:
-    """Exact (DESIGN.md §5): MH on the path weight, or on the exact ODE density (up to its
+    """Exact (docs/conventions.md §5): MH on the path weight, or on the exact ODE density (up to its
     tolerance). Without Metropolis the draws themselves are approximate; a run of a method with
     a density then records its weights, and ``measure`` reweights with /weights/log_w."""
     exact = metropolis_step and (method in PATH_METHODS or divergence == "exact")
@@ -347,11 +347,11 @@ def traits(method: str, metropolis_step: bool, divergence: str | None = None) ->
 
 def _stored(table, kernel: str, key: str, measure: str):
     """The table a path kernel needs, as the model carries it, or the error naming the
-    model.json key and the io function that measures it for an older model."""
+    model.json key and the function that measures it for an older model."""
     if table is None:
         raise ValueError(
             f"the {kernel} path kernel needs the model's {key} table (none in its model.json);"
-            f" measure it with lattice.io.model.{measure}"
+            f" measure it with lattice.score.tables.{measure}"
         )
     return table
 

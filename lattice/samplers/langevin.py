@@ -2,7 +2,7 @@
 
 Schemes (ε = ``step_size``, ξ ~ N(0, 1) per site, F = −∂S/∂φ):
 
-* ``euler`` (Euler–Maruyama, DESIGN.md §1)::
+* ``euler`` (Euler–Maruyama, docs/conventions.md §1)::
 
       φ' = φ + ε F(φ) + √(2ε) ξ
 

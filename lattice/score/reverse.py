@@ -1,6 +1,6 @@
 """Generating fields with a score: predictor–corrector and annealed Langevin dynamics. Neither
-has a tractable density, so their samples are *approximate* (DESIGN.md §5); the reverse path
-with its exact weight (``path.py``, ``method = "sde"``) and the probability-flow ODE
+has a tractable density, so their samples are *approximate* (docs/conventions.md §5); the
+reverse path with its exact weight (``path.py``, ``method = "sde"``) and the probability-flow ODE
 (``flow.py``) are the exact routes.
 
 All work on one field x (vmap over chains) on the uniform grid t_k = 1 − k (1 − t_0)/K,
