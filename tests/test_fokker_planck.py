@@ -8,7 +8,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import scipy.stats
 
-from lattice.app.plots import plot_relaxation
+from lattice.app.relaxation import plot_relaxation
 from lattice.numerics import fokker_planck as fp
 
 # One walker run shared by the statistical tests and the figure (a constant seed).

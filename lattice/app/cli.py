@@ -247,6 +247,7 @@ def _training_info(directory: Path) -> None:
 
 def _model_info(directory: Path) -> None:
     from lattice.io.model import load_model
+    from lattice.score.network import DEFAULT_ARCHITECTURE
 
     m = load_model(directory)
     meta, sde = m.meta, m.sde
@@ -254,6 +255,14 @@ def _model_info(directory: Path) -> None:
     cs = (meta.get("diagnostics") or {}).get("cosine_similarity") or {}
     multilevel = meta.get("kind") == "multilevel"
     spec = m.conditionals[0].spec if multilevel else m.net.spec
+    # the network's own receptive field (any architecture; the finest level's spec for multilevel)
+    rf = spec.receptive_field if multilevel else m.receptive_field
+    sizes = (
+        f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels"
+        f" x {spec.blocks} blocks"
+        if spec.architecture == DEFAULT_ARCHITECTURE
+        else f"architecture {spec.architecture!r}"
+    )
 
     def row(name, text):
         """A row whose record may be missing (a model saved through the Python API, not by
@@ -292,9 +301,8 @@ def _model_info(directory: Path) -> None:
         row(
             "network",
             lambda: (
-                f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels"
-                f" x {spec.blocks} blocks, {meta['parameters']:,} parameters, receptive field "
-                + (f"R = {spec.receptive_field}" if spec.receptive_field is not None else "global")
+                f"{sizes}, {meta['parameters']:,} parameters, receptive field "
+                + (f"R = {rf}" if rf is not None else "global")
             ),
         ),
         row(
@@ -505,7 +513,9 @@ def measure(
             f"{o.tau_int_error:.2f}",
             str(o.window),
         ]
-        if exact_cols:
+        if exact_cols and o.exact is None:
+            row += ["—", "—"]
+        elif exact_cols:
             z = (o.value - o.exact) / o.error if o.error > 0 else float("nan")
             row += [f"{o.exact:.6g}", f"{z:+.2f}"]
         t.add_row(*row)

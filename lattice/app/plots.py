@@ -9,21 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lattice.app.relaxation import plot_relaxation
 from lattice.io.ensemble import Ensemble
-from lattice.numerics.analysis import (
-    GammaResult,
-    effective_mass_jackknife,
-    gamma_method,
-    rho_error,
-)
 from lattice.results.compare import cost_per_independent_sample
+from lattice.results.figures import autocorrelation, effective_mass, sd_correlator, t_max
 
 if TYPE_CHECKING:
     from lattice.results.compare import Comparison
@@ -31,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "plot_levels",
-    "plot_relaxation",
     "write_check_plots",
     "write_compare_plots",
     "write_measure_plots",
@@ -55,11 +49,6 @@ def _figure(ens: Ensemble, what: str, n_panels: int = 1, ncols: int = 1):
 def _save(fig: Figure, path: Path, written: list[Path]) -> None:
     fig.savefig(path, dpi=110)
     written.append(path)
-
-
-def _t_max(r: GammaResult) -> int:
-    """How far to show ρ(t) and τ_int(W): a few windows, at least 20, at most W_max."""
-    return min(r.rho.size - 1, max(4 * int(r.window), 20))
 
 
 def write_measure_plots(
@@ -122,20 +111,19 @@ def write_measure_plots(
     fig_r, axes_r = _figure(ens, "normalized autocorrelation ρ(t)", max(len(names), 1), ncols)
     fig_t, axes_t = _figure(ens, "τ_int(W)", max(len(names), 1), ncols)
     for ax_r, ax_t, name in zip(axes_r, axes_t, names, strict=False):
-        r = results[name]
-        t = np.arange(_t_max(r) + 1)
-        rho, drho = r.rho[t], rho_error(r)[t]
+        a = autocorrelation(results[name])
+        t, rho, drho = a.t, a.rho, a.rho_error
         ax_r.plot(t, rho, "o-", ms=2, lw=1)
         ax_r.fill_between(t, rho - drho, rho + drho, alpha=0.3)
         ax_r.axhline(0.0, color="k", lw=0.5)
         ax_r.set(xlabel="t", ylabel=f"ρ(t)  [{name}]")
-        tau, dtau = r.tau_int_of_W[t], r.tau_int_error_of_W[t]
+        tau, dtau = a.tau_int, a.tau_int_error
         ax_t.plot(t, tau, lw=1)
         ax_t.fill_between(t, tau - dtau, tau + dtau, alpha=0.3)
         ax_t.set(xlabel="W", ylabel=f"τ_int(W)  [{name}]")
-        label = f"W = {r.window}, τ_int = {r.tau_int:.3g} ± {r.tau_int_error:.2g}"
+        label = f"W = {a.window}, τ_int = {a.tau:.3g} ± {a.tau_error:.2g}"
         for ax in (ax_r, ax_t):
-            ax.axvline(r.window, color="C3", ls="--", lw=1, label=label)
+            ax.axvline(a.window, color="C3", ls="--", lw=1, label=label)
             ax.legend(fontsize=7)
     _save(fig_r, out / "rho.png", written)
     _save(fig_t, out / "tau_int.png", written)
@@ -153,7 +141,8 @@ def write_measure_plots(
     _save(fig, out / "G.png", written)
 
     # 6. effective mass
-    t, mv, me = effective_mass_jackknife(obs["G"], g_res)
+    meff = effective_mass(obs["G"], g_res)
+    t, mv, me = meff.t, meff.value, meff.error
     fig, (ax,) = _figure(ens, "cosh effective mass")
     ok = np.isfinite(mv) & np.isfinite(me)
     ax.errorbar(t[ok], mv[ok], me[ok], fmt="o", ms=3, capsize=2)
@@ -214,11 +203,11 @@ def write_check_plots(report, out_dir) -> list[Path]:
 
     g = report.data.get("data", {}).get("G_sd")
     if g is not None:
-        res = [gamma_method(g[..., t]) for t in range(g.shape[-1])]
+        sd = sd_correlator(g)
         fig = Figure(figsize=(6, 4), layout="constrained")
         ax = fig.add_subplot()
-        t = np.arange(len(res))
-        ax.errorbar(t, [r.value for r in res], [r.error for r in res], fmt="o", label="measured")
+        t = sd.t
+        ax.errorbar(t, sd.value, sd.error, fmt="o", label="measured")
         ax.plot(t, (t == 0).astype(float), "x", color="C3", ms=10, label="exact δ_t0")
         ax.set_xlabel("t")
         ax.set_ylabel("G_sd(t) = (1/V) Σ <φ_y ∂S/∂φ_x>")
@@ -321,7 +310,7 @@ def write_compare_plots(result: Comparison, out_dir: str | Path) -> list[Path]:
     for ax, name in zip(axes, ("abs_m", "action"), strict=True):
         for run, lab in zip(runs, labels, strict=True):
             r = run.measurement.observables[name].gamma
-            t = np.arange(_t_max(r) + 1)
+            t = np.arange(t_max(r) + 1)
             ax.plot(t, r.rho[: t.size], label=f"{lab} (τ_int {r.tau_int:.3g})")
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xlabel("t [measurements]")
@@ -366,94 +355,6 @@ def write_compare_plots(result: Comparison, out_dir: str | Path) -> list[Path]:
         ax.set_yticks(y, labels, fontsize=7)
     _save(f, out / "compare_cost.png", written)
     return written
-
-
-# ---------------------------------------------------------------- the Fokker–Planck picture
-def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
-    """Slide figure of a ``compare`` result, written to ``path`` (format from the suffix).
-
-    (a) P(φ, τ) (lines) and walker histograms (steps) at up to ``n_curves`` times, e^{−S}/Z
-    dashed; (b) KS distance to equilibrium vs τ, walkers and FP, with the slope e^{−Λ₁τ} and the
-    finite-n noise floor √(π/2) ln2 / √n; (c) |⟨φ⟩ − ⟨φ⟩_eq| vs τ with the fit and its window.
-    """
-    r = result
-    tt, grid, p, pos = r["times"], r["grid"], r["P"], r["positions"]
-    edges, gap, n = r["bin_edges"], r["gap"], r["n_walkers"]
-    fig = Figure(figsize=(15, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
-
-    idx = np.unique(np.round(np.geomspace(1, tt.size, n_curves) - 1).astype(int))
-    colors = [_viridis(i / max(1, len(idx) - 1)) for i in range(len(idx))]
-    for c, k in zip(colors, idx, strict=True):
-        ax1.plot(grid, p[k], color=c, lw=1.6, label=f"τ = {tt[k]:.3g}")
-        dens, _ = np.histogram(pos[k], bins=edges, density=False)
-        ax1.stairs(dens / (n * np.diff(edges)), edges, color=c, lw=0.9, alpha=0.8)
-    ax1.plot(grid, r["P_eq"], "k--", lw=1.4, label="e$^{-S}$/Z")
-    sup = grid[(r["P_eq"] > 1e-4 * r["P_eq"].max()) | (p.max(axis=0) > 1e-4 * p.max())]
-    ax1.set_xlim(sup.min(), sup.max())
-    top = 1.05 * min(p.max(), 4.0 * r["P_eq"].max())
-    ax1.set_ylim(0, top)
-    if p.max() > top:  # keep the late curves readable; say so
-        ax1.text(
-            0.98,
-            0.97,
-            f"peak {p.max():.3g} clipped",
-            transform=ax1.transAxes,
-            ha="right",
-            va="top",
-            fontsize=8,
-            color="0.4",
-        )
-    ax1.set_xlabel("φ")
-    ax1.set_ylabel("P(φ, τ)")
-    ax1.set_title("FP (lines) vs walkers (steps)")
-    ax1.legend(fontsize=8, frameon=False)
-
-    floor = math.sqrt(math.pi / 2) * math.log(2) / math.sqrt(n)
-    ax2.semilogy(tt, r["ks_eq_fp"], "C0-", label="FP: sup|F(τ) − F$_{eq}$|")
-    ax2.semilogy(tt, r["ks_eq_walkers"], "C1o", ms=4, label="walkers: KS to e$^{-S}$/Z")
-    late = tt >= r["fit_window"][0]
-    k0 = int(np.argmax(late))
-    ax2.semilogy(
-        tt[late],
-        r["ks_eq_fp"][k0] * np.exp(-gap * (tt[late] - tt[k0])),
-        "k:",
-        label=f"∝ exp(−Λ₁τ), Λ₁ = {gap:.4f}",
-    )
-    ax2.axhline(floor, color="0.5", lw=1, ls="--", label="KS noise floor ⟨D⟩ at n")
-    ax2.axhline(r["ks_critical"], color="0.5", lw=1, ls="-.", label="KS critical (α = 1e-3)")
-    ax2.set_xlabel("τ")
-    ax2.set_ylabel("distance to equilibrium")
-    ax2.legend(fontsize=8, frameon=False)
-    ax2.set_ylim(0.3 * floor, 1.5)
-
-    m, dm, mfp = np.abs(r["mean_walkers"]), r["mean_error"], np.abs(r["mean_fp"])
-    lo, hi = r["fit_window"]
-    ax3.axvspan(lo, hi, color="0.92", label="fit window")
-    ax3.semilogy(tt, mfp, "C0-", label="FP")
-    ax3.errorbar(tt, m, dm, fmt="C1o", ms=4, label="walkers")
-    tw = tt[r["fit_mask"]]
-    amp = abs(r["rate_amplitude"])
-    ax3.semilogy(
-        tw,
-        amp * np.exp(-r["rate"] * tw),
-        "k:",
-        label=f"fit γ = {r['rate']:.3f} ± {r['rate_error']:.3f}",
-    )
-    ax3.set_ylim(0.3 * dm.min(), 2 * max(m.max(), mfp.max()))
-    ax3.set_xlabel("τ")
-    ax3.set_ylabel("|⟨φ⟩ − ⟨φ⟩$_{eq}$|")
-    ax3.legend(fontsize=8, frameon=False)
-    fig.suptitle(
-        f"single-site Langevin vs Fokker–Planck: S = (1−2λ)φ² + λφ⁴, λ = {r['lam']:g}, "
-        f"ε = {r['step_size']:g}, {n} walkers (Euler–Maruyama)"
-    )
-    fig.savefig(path, dpi=150)
-
-
-def _viridis(x: float):
-    return colormaps["viridis"](0.9 * x)
 
 
 def plot_levels(result, path) -> None:

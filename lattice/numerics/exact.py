@@ -99,8 +99,9 @@ def free_field_observables(theory: Phi4, **kw) -> dict[str, float | list[float]]
     With v(p) the mode variances and A(p) the kernel, all modes Gaussian::
 
         phi2 = Σ_p v/V          phi4 = 3 phi2²           action = ½ Σ_p A v / V
-        m2 = v(0)/V             chi = v(0)               abs_m = √(2 m2/π)
-        chi_conn = chi (1 − 2/π)  binder = 0 (⟨m⁴⟩ = 3⟨m²⟩²)   sd = Σ_p A v / V
+        m2 = v(0)/V             m4 = 3 m2²               chi = v(0)
+        abs_m = √(2 m2/π)       chi_conn = chi (1 − 2/π)  binder = 0 (⟨m⁴⟩ = 3⟨m²⟩²)
+        sd = Σ_p A v / V        dsdphi = 0 (∂S/∂φ = Aφ is linear and ⟨φ⟩ = 0)
     """
     v = mode_variance(theory, **kw)
     a = theory.kernel()
@@ -115,10 +116,12 @@ def free_field_observables(theory: Phi4, **kw) -> dict[str, float | list[float]]
         "m": 0.0,
         "abs_m": float(np.sqrt(2.0 * m2 / np.pi)),
         "m2": m2,
+        "m4": 3.0 * m2 * m2,
         "chi": chi,
         "chi_conn": chi * (1.0 - 2.0 / np.pi),
         "binder": 0.0,
         "sd": float(np.mean(a * v)),
+        "dsdphi": 0.0,
         "G": free_G(theory, **kw).tolist(),
     }
 
