@@ -29,8 +29,9 @@ from common import best_of  # noqa: E402
 from lattice.config.train import parse_train_config  # noqa: E402
 from lattice.numerics.phi4 import Phi4  # noqa: E402
 from lattice.score import path, spectral  # noqa: E402
+from lattice.score.factory import build_network  # noqa: E402
 from lattice.score.gaussian import exact_gaussian_model  # noqa: E402
-from lattice.score.network import NetworkSpec, build_network  # noqa: E402
+from lattice.score.network import NetworkSpec  # noqa: E402
 from lattice.score.sde import VESDE  # noqa: E402
 from lattice.score.train import Trainer, TrainingData  # noqa: E402
 

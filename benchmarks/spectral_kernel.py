@@ -11,7 +11,7 @@ on ``--m-fields`` of them, default 2048; ``measure_spectral``, as training does)
 ``model``: a trained model directory (its theory is the model's): var(log w) and MH acceptance
 (8 chains × 300 proposals after 20) with the analytic and the spectral kernel at each K; the
 spectral table is the model's own (trained since issue 24) or measured from its training
-ensemble (``lattice.io.model.spectral_table_of``).
+ensemble (``lattice.score.tables.spectral_table_of``).
 
 Results print as markdown rows and go to ``runs/spectral_kernel.json`` (merged per case).
 """
@@ -72,11 +72,13 @@ def free(Ks, m_fields: int = 2048) -> dict:
 
 def trained(model_dir: str, Ks) -> dict:
     from lattice.config.sampler import Diffusion
-    from lattice.io.model import load_model, norm_function_of, spectral_table_of
+    from lattice.io.model import load_model, training_configs
+    from lattice.score.tables import norm_function_of, spectral_table_of
 
     model = load_model(model_dir)
     theory = model.theory
-    norm, table = norm_function_of(model), spectral_table_of(model)
+    norm = norm_function_of(model, training_configs)
+    table = spectral_table_of(model, training_configs)
     print(f"{model_dir}: {theory.describe()}; spectral table: {table.source}")
     rows = {}
     for K in Ks:

@@ -17,8 +17,9 @@ from lattice.config.sampler import Diffusion
 from lattice.numerics import exact
 from lattice.results.measure import _Estimator, _normalized_weights
 from lattice.samplers.diffusion import diffusion
+from lattice.score.factory import build_network
 from lattice.score.gaussian import exact_gaussian_model
-from lattice.score.network import NetworkSpec, build_network
+from lattice.score.network import NetworkSpec
 from lattice.score.sde import VESDE
 
 THEORY = Phi4.kappa_form([4, 4], 0.2, 0.0)

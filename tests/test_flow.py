@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from lattice.numerics.phi4 import Phi4
+from lattice.score.factory import build_network
 from lattice.score.flow import exact_divergence, sample_with_density
 from lattice.score.gaussian import GaussianScore
-from lattice.score.network import NetworkSpec, build_network
+from lattice.score.network import NetworkSpec
 from lattice.score.sde import VESDE, VPSDE
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import equinox as eqx
 import h5py
 import jax
 import jax.numpy as jnp
@@ -19,12 +20,15 @@ from test_jobs import cli
 
 from lattice import Phi4, run_chains
 from lattice.config.sampler import Diffusion
+from lattice.io.model import load_model, save_multilevel
 from lattice.numerics.analysis import kish_ess, log_mean_exp
 from lattice.numerics.exact import free_log_z
 from lattice.numerics.transfer import strip_log_z
 from lattice.numerics.wavelet import haar_merge, haar_split
 from lattice.score.conditional import ConditionalNet
+from lattice.score.factory import build_network
 from lattice.score.gaussian import free_field_samples
+from lattice.score.model import ModelError
 from lattice.score.multilevel import (
     MultilevelModel,
     coarse_theory,
@@ -100,6 +104,41 @@ def test_conditional_net_is_z2_odd_periodic_and_tends_to_the_force():
     _, f_d = haar_split(theory.force(haar_merge(c, d, 2)), 2)
     gap = [float(jnp.max(jnp.abs(net(d, sig, c) - f_d))) for sig in (1e-1, 1e-2, 1e-3)]
     assert gap[2] < 1e-3 * float(jnp.max(jnp.abs(f_d))) and gap[0] > 10 * gap[2], gap
+
+
+def test_a_multilevel_model_from_the_factory_round_trips_through_load(tmp_path):
+    """build_network(levels = n) makes the networks of a multilevel model; save_multilevel then
+    load_model (which rebuilds the skeleton with the same factory) gives the same pytree, every
+    weight bit for bit (perturbed away from the skeleton, so a no-op load would fail); an
+    architecture this lattice does not know is refused (ModelError)."""
+    theory = Phi4.kappa_form([8, 8], 0.2, 0.0)
+    nets = build_network(SPEC, theory, [0.5, 0.9], seed=3, levels=1, sigma_coarse=[1.1])
+    nets = jax.tree_util.tree_map(lambda x: x * 1.5 if eqx.is_inexact_array(x) else x, nets)
+    coarse, cond = nets
+    assert cond.theory == theory and coarse.spec == dataclasses.replace(SPEC, physics=False)
+    x = jnp.asarray(free_field_samples(theory, jax.random.key(0), 8), jnp.float32)
+    [(d, c)], cn = split_levels(x, 2, 1)
+    sdes = (VESDE(0.005, 4.0), VESDE(0.01, 9.0))
+    tables = [
+        measure_spectral(cond.batch, sdes[0], d, context=c, ndim=2),
+        measure_spectral(coarse.batch, sdes[1], cn),
+    ]
+    read = tuple(spectral_from_dict(t, "test") for t in tables)
+    model = MultilevelModel(coarse, (cond,), sdes, theory, 0.9, read)
+    save_multilevel(tmp_path / "ml", model, SPEC, {"name": "ml", "spectral_levels": tables})
+    loaded = load_model(tmp_path / "ml")
+    got = (loaded.coarse, *loaded.conditionals)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(nets)
+    leaves = [jax.tree_util.tree_leaves(eqx.filter(t, eqx.is_array)) for t in (nets, got)]
+    for a, b in zip(*leaves, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    meta = json.loads((tmp_path / "ml" / "model.json").read_text())
+    assert "architecture" not in meta["network"]  # the default writes the table of old models
+    meta["network"]["architecture"] = "nope"
+    (tmp_path / "ml" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unknown network architecture 'nope'"):
+        load_model(tmp_path / "ml")
 
 
 # ------------------------------------------------------------------ exact weights

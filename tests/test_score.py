@@ -22,9 +22,10 @@ from test_jobs import cli
 
 from lattice.io.model import load_model, save_model
 from lattice.numerics.phi4 import Phi4
+from lattice.score.factory import build_network
 from lattice.score.gaussian import GaussianScore, exact_dsm_loss, free_field_samples
 from lattice.score.model import ModelError, check_compatible
-from lattice.score.network import NetworkSpec, build_network, count_parameters
+from lattice.score.network import NetworkSpec, count_parameters
 from lattice.score.sde import VESDE, VPSDE
 from lattice.score.train import _augment_one, _symmetries, dsm_loss
 

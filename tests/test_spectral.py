@@ -173,7 +173,8 @@ save_every = 0
 
 def _saved_network_model(tmp, theory, with_table: bool, data: str | None = None):
     from lattice.io.model import save_model
-    from lattice.score.network import NetworkSpec, build_network
+    from lattice.score.factory import build_network
+    from lattice.score.network import NetworkSpec
     from lattice.score.path import norm_table
 
     net = build_network(NetworkSpec(channels=4, blocks=1, embedding=8), theory, 0.8, seed=1)

@@ -1,38 +1,33 @@
 """The model directory (``lattice train``'s output): ``model.eqx`` (the network's weights,
 equinox serialisation) and ``model.json`` (format, theory, SDE, network spec, provenance,
-training record, the sha256 of the weights and the kernel tables)."""
+training record, the sha256 of the weights and the kernel tables).
+
+This module only reads and writes: a model is loaded into the skeleton that
+:func:`~lattice.score.factory.build_network` makes from the stored spec, and the configurations
+of a model's training ensemble are read here (:func:`training_configs`) for the kernel tables
+that :mod:`lattice.score.tables` measures on them."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import equinox as eqx
-import jax
 import numpy as np
 
 from lattice._version import __version__
 from lattice.io.atomic import write_file_atomic
 from lattice.io.reader import open_ensemble
-from lattice.score.conditional import ConditionalNet
+from lattice.score.factory import architecture, build_network
 from lattice.score.model import ModelError, ScoreModel, theory_from_dict, theory_to_dict
-from lattice.score.multilevel import MultilevelModel, coarse_theory
-from lattice.score.network import NetworkSpec, ScoreNet, build_network
-from lattice.score.path import NORM_FIELDS, norm_function, norm_table, stored_norm_function
+from lattice.score.multilevel import MultilevelModel
+from lattice.score.network import NetworkSpec
 from lattice.score.sde import SDE, make_sde
-from lattice.score.spectral import (
-    SPECTRAL_FIELDS,
-    SpectralTable,
-    measure_spectral,
-    spectral_from_dict,
-    stored_spectral_table,
-)
+from lattice.score.spectral import spectral_from_dict
 
 __all__ = [
     "FORMAT",
@@ -42,8 +37,7 @@ __all__ = [
     "save_model",
     "save_multilevel",
     "load_model",
-    "norm_function_of",
-    "spectral_table_of",
+    "training_configs",
     "sde_to_dict",
     "sde_from_dict",
 ]
@@ -76,8 +70,9 @@ def sde_from_dict(d: dict[str, Any]) -> SDE:
     )
 
 
-def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, Any]) -> Path:
-    """Write ``model.eqx`` then ``model.json`` (atomically, in that order); returns the dir."""
+def save_model(directory: str | Path, net, sde: SDE, meta: dict[str, Any]) -> Path:
+    """Write ``model.eqx`` then ``model.json`` (atomically, in that order) of a network made
+    by :func:`~lattice.score.factory.build_network` (any architecture); returns the dir."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -92,7 +87,7 @@ def save_model(directory: str | Path, net: ScoreNet, sde: SDE, meta: dict[str, A
         "sde": sde_to_dict(sde),
         "sigma_data": net.sigma_data,
         "network": net.spec.to_dict(),
-        "receptive_field": net.spec.receptive_field,
+        "receptive_field": net.receptive_field,
         **meta,
         "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)},
     }
@@ -160,24 +155,10 @@ def _load_multilevel(d: Path, meta: dict, weights: Path):
         physics, scale = bool(ml["physics"]), float(ml["scale"])
         if not (len(sd) == len(sdes) == len(tables) == n + 1 and len(sc) == n):
             raise ValueError(f"{n} levels, but the tables have other lengths")
+        # the skeleton the weights are read into (an unknown architecture: ValueError)
+        like = build_network(spec, theory, sd, levels=n, sigma_coarse=sc, physics=physics)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{where}: damaged metadata ({type(e).__name__}: {e})") from None
-    plain = dataclasses.replace(spec, physics=False)
-    key = jax.random.key(0)
-    like = (
-        ScoreNet(plain, coarse_theory(theory, n), sd[-1], key=key),
-        *(
-            ConditionalNet(
-                spec if j == 0 else plain,
-                theory.ndim,
-                sd[j],
-                sc[j],
-                theory if (j == 0 and physics) else None,
-                key=key,
-            )
-            for j in range(n)
-        ),
-    )
     try:
         nets = eqx.tree_deserialise_leaves(weights, like)
     except Exception as e:  # equinox/numpy raise assorted errors for a bad file
@@ -235,6 +216,7 @@ def load_model(directory: str | Path) -> ScoreModel:
         spec = NetworkSpec.from_dict(meta["network"])
         sde = sde_from_dict(meta["sde"])
         sigma_data = float(meta["sigma_data"])
+        architecture(spec.architecture)  # known to this lattice (ValueError)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{meta_path}: damaged metadata ({type(e).__name__}: {e})") from None
     _check_weights(weights, expected)
@@ -246,54 +228,14 @@ def load_model(directory: str | Path) -> ScoreModel:
     return ScoreModel(net=net, sde=sde, meta=meta, path=d)
 
 
-def norm_function_of(model: ScoreModel) -> Callable[[np.ndarray], np.ndarray]:
-    """u(σ) = σ²Γ(σ) of a model, the input of the analytic path kernel
-    (:mod:`lattice.score.path` eq. (3)): what the model carries
-    (:func:`~lattice.score.path.stored_norm_function`), else measured now on the last
-    configurations of its training ensemble (a model older than the stored table)."""
-    stored = stored_norm_function(model)
-    if stored is not None:
-        return stored
-    phi, _ = _training_configs(model, "score_norms", "analytic path kernel", "em")
-    table = norm_table(model.net.batch, model.sde, _last(phi, NORM_FIELDS, model.shape))
-    return norm_function(table["sigma"], table["u"])
-
-
-def spectral_table_of(model: ScoreModel) -> SpectralTable:
-    """M(σ, p) and C(p) of a model, the input of the spectral path kernel
-    (:mod:`lattice.score.spectral` eq. (1)): what the model carries
-    (:func:`~lattice.score.spectral.stored_spectral_table`), else measured now on the last
-    ``SPECTRAL_FIELDS`` configurations of its training ensemble (C(p) on all its saved
-    configurations) — a model trained before the table existed. Deterministic, so a resumed
-    run rebuilds the same kernel."""
-    stored = stored_spectral_table(model)
-    if stored is not None:
-        return stored
-    phi, src = _training_configs(model, "spectral table", "spectral path kernel", "analytic")
-    every = np.asarray(phi).reshape((-1,) + model.shape).astype(np.float32)
-    last = _last(phi, SPECTRAL_FIELDS, model.shape)
-    table = measure_spectral(model.net.batch, model.sde, last, every)
-    return spectral_from_dict(table, f"measured at run start on {src} ({table['fields']} configs)")
-
-
-def _training_configs(model: ScoreModel, table: str, user: str, other: str):
-    """The saved configurations [chains, saved, *shape] of the ensemble a model was trained
-    on, and its path, for measuring a ``table`` the model predates; :class:`ModelError` naming
-    the table, its ``user`` and the ``other`` kernel that needs no table if it cannot be read."""
-    where = model.path or "the model"
+def training_configs(model) -> tuple[np.ndarray, str]:
+    """The saved configurations [chains, saved, *shape] of the ensemble a model was trained on
+    (``data.ensemble`` of its model.json) and that path; :class:`ModelError` if none is
+    recorded or it cannot be read. Only reads: :mod:`lattice.score.tables` measures."""
     src = (model.meta.get("data") or {}).get("ensemble")
     try:
         phi, _ = open_ensemble(src, load_observables=False).configs()
     except Exception:  # no ensemble recorded, moved, or unreadable
-        raise ModelError(
-            f"{where}: no {table} in model.json, which the {user} needs, and its training"
-            f" ensemble ({src}) cannot be read to measure it; retrain with this lattice, or"
-            f" use kernel = '{other}'"
-        ) from None
+        where = model.path or "the model"
+        raise ModelError(f"{where}: its training ensemble ({src}) cannot be read") from None
     return phi, src
-
-
-def _last(phi, n: int, shape) -> np.ndarray:
-    """The last ≈ n configurations (the same number from every chain), float32 [N, *shape]."""
-    last = np.asarray(phi[:, -max(1, n // phi.shape[0]) :]).reshape((-1,) + tuple(shape))
-    return last.astype(np.float32)

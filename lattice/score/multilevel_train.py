@@ -37,7 +37,6 @@ Each level's SDE is variance exploding, σ from 0.01 σ_d of that level's variab
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -49,9 +48,9 @@ import optax
 
 from lattice.numerics.analysis import gamma_method
 from lattice.numerics.wavelet import haar_merge, haar_split
-from lattice.score.conditional import ConditionalNet
-from lattice.score.multilevel import MultilevelModel, coarse_theory, level_names
-from lattice.score.network import NetworkSpec, ScoreNet
+from lattice.score.factory import build_network
+from lattice.score.multilevel import MultilevelModel, level_names
+from lattice.score.network import NetworkSpec
 from lattice.score.sde import VESDE
 from lattice.score.spectral import SPECTRAL_FIELDS, measure_spectral, spectral_from_dict
 from lattice.score.train import (
@@ -141,22 +140,10 @@ class MultilevelTrainer:
         self.names = level_names(levels)
         self.spec = NetworkSpec.from_dict(cfg.network.model_dump())
         base = jax.random.key(t.seed)
-        plain = dataclasses.replace(self.spec, physics=False)
-        coarse = ScoreNet(
-            plain, coarse_theory(theory, levels), sd[-1], key=jax.random.fold_in(base, 1)
+        nets = build_network(
+            self.spec, theory, sd, key=base, levels=levels, sigma_coarse=self.stats["sigma_coarse"]
         )
-        conds = [
-            ConditionalNet(
-                self.spec if j == 0 else plain,
-                nd,
-                sd[j],
-                self.stats["sigma_coarse"][j],
-                theory if (j == 0 and self.spec.physics) else None,
-                key=jax.random.fold_in(base, 10 + j),
-            )
-            for j in range(levels)
-        ]
-        params, self.static = eqx.partition((coarse, *conds), eqx.is_inexact_array)
+        params, self.static = eqx.partition(nets, eqx.is_inexact_array)
         self.schedule, self.optimizer = make_optimizer(t)
         self.init_state = (params, self.optimizer.init(params), params, jnp.int32(0))
         self.step_key = jax.random.fold_in(base, 2)

@@ -24,12 +24,15 @@ network to cancel, which measurably hurt the large-σ loss), and the network's s
 decays like σ_d²/σ, as in (1). N_θ is a residual network of periodic convolutions conditioned on
 Fourier features of log σ, with a global (site-averaged) channel in every block so that the
 magnetization is seen at once.
+
+This is the architecture ``"resnet"`` of the registry in ``factory.py``, whose
+:func:`~lattice.score.factory.build_network` makes every network (single or multilevel) from a
+:class:`NetworkSpec`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import equinox as eqx
@@ -39,12 +42,18 @@ import numpy as np
 
 from lattice.numerics.phi4 import Phi4
 
-__all__ = ["NetworkSpec", "ScoreNet", "build_network", "count_parameters"]
+__all__ = ["DEFAULT_ARCHITECTURE", "NetworkSpec", "ScoreNet", "count_parameters"]
+
+#: the architecture of a spec that names none: the network of this module (every model saved
+#: before the key existed)
+DEFAULT_ARCHITECTURE = "resnet"
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Hyperparameters that rebuild a network's skeleton (stored with the model)."""
+    """Hyperparameters that rebuild a network's skeleton (stored with the model): the name of
+    its ``architecture`` (a key of :data:`lattice.score.factory.ARCHITECTURES`) and the sizes
+    that architecture reads (those below are the ``"resnet"``'s; another may use a subset)."""
 
     #: the defaults are the cheapest network of the issue-24 sweep in seconds per independent
     #: |m| at κ_c, L = 16 and 32 (8 × 2; docs/PERFORMANCE.md). A model stores its own spec
@@ -58,12 +67,14 @@ class NetworkSpec:
     #: a site-averaged channel in every block (a global receptive field); without it the
     #: network is local, with the finite :attr:`receptive_field`
     global_channel: bool = True
+    architecture: str = DEFAULT_ARCHITECTURE
 
     @property
     def receptive_field(self) -> int | None:
-        """R: ∂ŝ_x/∂y_y = 0 when y is farther than R from x along some axis (None: global).
-        Radii add up: 1 for the force input F (nearest neighbours), k//2 for the lift and the
-        head, (dilation + 1)·(k//2) for each block's two convolutions."""
+        """R of the ``"resnet"``: ∂ŝ_x/∂y_y = 0 when y is farther than R from x along some
+        axis (None: global); samplers read a network's own ``receptive_field``. Radii add up:
+        1 for the force input F (nearest neighbours), k//2 for the lift and the head,
+        (dilation + 1)·(k//2) for each block's two convolutions."""
         if self.global_channel:
             return None
         h = self.kernel // 2
@@ -72,13 +83,21 @@ class NetworkSpec:
         return (1 if self.physics else 0) + 2 * h + blocks
 
     def to_dict(self) -> dict:
+        """The model.json ``network`` table. The default architecture is left out, so that a
+        model of it stores the table of a model saved before the key existed."""
         d = asdict(self)
         d["dilations"] = list(self.dilations)
+        if d["architecture"] == DEFAULT_ARCHITECTURE:
+            del d["architecture"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> NetworkSpec:
+        """The inverse of :meth:`to_dict`; a missing key (or ``architecture = None``, the
+        unset config key) gets its default."""
         d = dict(d)
+        if d.get("architecture") is None:
+            d.pop("architecture", None)
         d["dilations"] = tuple(d["dilations"])
         return cls(**d)  # models saved before global_channel existed get its default
 
@@ -262,13 +281,6 @@ class ScoreNet(eqx.Module):
     def __call__(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
         """ŝ for one field ``y`` (shape = the lattice shape) and a scalar σ."""
         return self.batch(y[None], jnp.reshape(jnp.asarray(sigma), (1,)))[0]
-
-
-def build_network(
-    spec: NetworkSpec, theory: Phi4, sigma_data: float, seed: int | Sequence[int] = 0
-) -> ScoreNet:
-    """A freshly initialized network in float32 (the key is ``jax.random.key(seed)``)."""
-    return ScoreNet(spec, theory, sigma_data, key=jax.random.key(seed))
 
 
 def count_parameters(model: eqx.Module) -> int:

@@ -249,7 +249,7 @@ def stored_norm_function(model) -> Callable[[np.ndarray], np.ndarray] | None:
     """u(σ) = σ²Γ(σ) of a :class:`~lattice.score.ScoreModel`, where the model carries it: in
     closed form for the exact free-field score, else from the ``score_norms`` table of its
     model.json (written by training). None for an older model without the table
-    (:func:`lattice.io.model.norm_function_of` then measures it on the training ensemble)."""
+    (:func:`lattice.score.tables.norm_function_of` then measures it on the training ensemble)."""
     if isinstance(model.net, GaussianScore):
         theory = model.net.theory
         return lambda s: 1.0 - exact_dsm_loss(theory, s)

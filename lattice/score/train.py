@@ -39,6 +39,7 @@ import optax
 
 from lattice.numerics.analysis import gamma_method
 from lattice.numerics.phi4 import Phi4
+from lattice.score.factory import build_network
 from lattice.score.gaussian import exact_dsm_loss
 from lattice.score.network import NetworkSpec, ScoreNet
 from lattice.score.path import norm_table
@@ -163,7 +164,9 @@ class Trainer:
         t = cfg.train
         self.spec = NetworkSpec.from_dict(cfg.network.model_dump())
         base = jax.random.key(t.seed)
-        net = ScoreNet(self.spec, data.theory, data.sigma_data, key=jax.random.fold_in(base, 1))
+        net = build_network(
+            self.spec, data.theory, data.sigma_data, key=jax.random.fold_in(base, 1)
+        )
         params, self.static = eqx.partition(net, eqx.is_inexact_array)
         self.schedule, self.optimizer = make_optimizer(t)
         self.init_state = (params, self.optimizer.init(params), params, jnp.int32(0))
