@@ -127,6 +127,10 @@ class SamplerSchema(Section):
         """Whether a run starts with the path-length pilot (:mod:`lattice.samplers.pilot`)."""
         return False
 
+    def is_multilevel(self) -> bool:
+        """Whether the sampler is the multilevel proposal (docs/multilevel.md)."""
+        return False
+
     def lacks_model_defaults(self) -> bool:
         """Whether some key's default depends on the model (:meth:`with_model_defaults`)."""
         return False
@@ -440,6 +444,9 @@ class Diffusion(SamplerSchema):
 
     def needs_pilot(self) -> bool:
         return self.target_acceptance is not None
+
+    def is_multilevel(self) -> bool:
+        return self.method == "multilevel"
 
     def lacks_model_defaults(self) -> bool:
         return self.method == "sde" and self.kernel is None

@@ -203,7 +203,7 @@ def diagnose_run(
         raise InputError(str(e)) from None
     cfg = parse_config(ens.config_toml)
     s = cfg.sampler
-    if getattr(s, "kind", None) != "diffusion" or getattr(s, "method", None) != "multilevel":
+    if not s.is_multilevel():
         raise InputError(
             f"{ens.path}: not a multilevel run (sampler.kind = 'diffusion' with method = "
             "'multilevel' is needed)"
@@ -218,7 +218,7 @@ def diagnose_run(
     if steps is None:
         tuned = ens.config_attrs.get("sampler.tuned_path_steps")
         steps = int(tuned) if tuned is not None else int(s.steps)
-        if getattr(s, "level_steps", None) is not None:
+        if s.level_steps is not None:
             steps = tuple(s.level_steps)
     elif steps < 1:
         raise InputError(f"steps: at least 1 step per level is needed (got {steps})")
