@@ -105,6 +105,25 @@ def test_modules_are_short_or_one_named_concept():
     assert not stale, "no longer long, drop from ONE_CONCEPT: " + ", ".join(stale)
 
 
+def test_library_code_never_prints_or_exits():
+    """Below the app layer no module calls print, sys.exit or os._exit, and none raises a bare
+    SystemExit: a user error is a LatticeError, which the CLI turns into its one line and exit
+    status in one place (docs/architecture.md)."""
+    bad = []
+    for m, p in _modules().items():
+        if _layer(m) >= LAYERS["app"]:
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else None
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                    name = f"{f.value.id}.{f.attr}"
+                if name in ("print", "sys.exit", "os._exit", "exit", "quit", "SystemExit"):
+                    bad.append(f"{p.relative_to(PACKAGE.parent)}:{node.lineno} calls {name}")
+    assert not bad, "\n".join(bad)
+
+
 def test_every_module_belongs_to_a_layer():
     for m in _modules():
         _layer(m)  # KeyError names a module outside the layers
