@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-long lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ demo: $(STAMP)
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n $(WORKERS)
+	$(BIN)/python -m pytest -q -m "not slow and not long" -n $(WORKERS)
+
+# The tests marked `long` (pyproject.toml): what cannot be made short without losing what it
+# tests. CI runs them after `make test`.
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -q -m long -n $(WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lattice tests benchmarks

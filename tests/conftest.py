@@ -1,4 +1,5 @@
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -27,6 +28,24 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# The run layer ends every run and training with a full garbage collection (gc.collect() in
+# lattice/io/failure.py). In a test process that scans every object it holds, which grows to
+# millions (compiled programs, traced functions, session fixtures) and took ~10% of the suite's
+# time once runs went in-process. At the start of each test module one collection frees what
+# the last module left, and gc.freeze() then moves what survived out of later collections, so
+# those scan what the module itself makes. Only objects alive at that moment are frozen (at
+# most they are never freed, if they die later); no result depends on it.
+_frozen_at = [None]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.module is not _frozen_at[0]:
+        _frozen_at[0] = item.module
+        gc.collect()
+        gc.freeze()
 
 
 @pytest.fixture

@@ -235,7 +235,7 @@ def test_a_full_disk_stops_with_one_line_and_resumes_bitwise(tmp_path, tmpfs, re
     cfg = write(tmp_path, TINY.format(kind="hmc"))
     disk = tmpfs("disk", size)
     d = disk / "r"
-    p = cli("run", cfg, "-o", d, "--quiet")
+    p = cli("run", cfg, "-o", d, "--quiet", process=True)  # ends with os._exit
     assert p.returncode == 2, p.stderr
     msg = _one_line(p)
     assert "stopped by an I/O error (No space left on device" in msg or "HDF5" in msg, msg
@@ -262,7 +262,7 @@ def test_training_on_a_full_disk_stops_with_one_line_and_resumes_bitwise(
     cfg = reference / "t.toml"
     disk = tmpfs("disk", size)
     m = disk / "m"
-    p = cli("train", cfg, "-o", m, "--quiet")
+    p = cli("train", cfg, "-o", m, "--quiet", process=True)  # ends with os._exit
     assert p.returncode == 2, p.stderr
     msg = _one_line(p)
     assert "stopped by an I/O error" in msg and f"lattice resume {m}" in msg
@@ -356,7 +356,7 @@ def test_a_run_whose_config_was_deleted_resumes_from_its_recorded_config(
 
     disk = tmpfs("disk", "96k")
     d = disk / "r"
-    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2)
+    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2, process=True)
     (d / "config.toml").unlink()
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
     cli("resume", d, "--quiet", check=0)
@@ -396,7 +396,7 @@ def test_resume_refuses_a_damaged_checkpoint_naming_the_leaf(tmp_path, tmpfs):
     state/phi was changed; `resume` exits 2 naming the leaf, and writes nothing."""
     disk = tmpfs("disk", "96k")
     d = disk / "r"
-    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2)
+    cli("run", write(tmp_path, TINY.format(kind="hmc")), "-o", d, "--quiet", check=2, process=True)
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
     with h5py.File(d / "checkpoint.h5", "r+") as f:
         f["state/phi"][0, 0, 0] = 7.0

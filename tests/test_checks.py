@@ -2,11 +2,10 @@
 exact samplers (the acceptance criteria of the equilibrium-checks issue)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from test_jobs import cli
 
 FREE = """
 name = "free"
@@ -48,12 +47,7 @@ save_every = 0
 
 
 def check(path, *args):
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice", "check", str(path), "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    p = cli("check", path, "--json", *args)
     assert p.returncode in (0, 1), p.stderr
     return p.returncode, json.loads(p.stdout)
 
@@ -130,19 +124,10 @@ def test_short_thermalization_is_flagged(tmp_path):
 def test_check_on_a_run_directory_and_bad_targets(tmp_path):
     cfg = tmp_path / "hmc.toml"
     cfg.write_text(INTERACTING.format(kind="hmc", every=1))
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "lattice", "run", str(cfg), "-q"], capture_output=True
-        ).returncode
-        == 0
-    )
+    cli("run", cfg, "-q", check=0)
     code, rep = check(tmp_path / "hmc", "--no-fokker-planck", "--no-thermalization")
     assert code == 0, rep
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice", "check", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-    )
+    p = cli("check", tmp_path / "nope")
     assert p.returncode == 2 and "no such" in p.stderr
 
 

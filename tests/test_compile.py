@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import sys, numpy as np, jax
@@ -27,6 +28,7 @@ np.savez(sys.argv[1], **out)
 """
 
 
+@pytest.mark.long  # two fresh interpreters compile every loop without the cache
 def test_vector_width_does_not_change_results(tmp_path):
     runs = {}
     for width in ("0", "512"):

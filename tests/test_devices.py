@@ -9,6 +9,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
+from test_jobs import cli
 
 CONFIG = """
 name = "dev"
@@ -33,6 +35,10 @@ dtype = "float32"
 
 
 def _cli(*args, devices=4):
+    """`lattice ARGS` in a process with ``devices`` forced host devices; a one-device run
+    (``--set run.devices=1``) runs in this process (one CPU device) instead."""
+    if "run.devices=1" in map(str, args):
+        return cli(*args)
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return subprocess.run(
         [sys.executable, "-m", "lattice", *map(str, args)],
@@ -55,6 +61,7 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.long  # processes of their own, with forced host devices
 def test_sharded_runs_equal_one_device_bitwise(tmp_path):
     for kind, cluster, counts in (
         # HMC + SW over 4 devices: test_sharded_32x32_hmc_with_clusters_equals_one_device
@@ -86,6 +93,7 @@ def test_sharded_runs_equal_one_device_bitwise(tmp_path):
                 np.testing.assert_array_equal(data[name], ref[name], f"{kind} {devices} {name}")
 
 
+@pytest.mark.long  # a process of its own, with forced host devices
 def test_sharded_32x32_hmc_with_clusters_equals_one_device(tmp_path):
     """A lattice large enough that XLA's batched site reductions would round differently per
     device batch (fixed by geometry.site_sum): still bitwise."""
@@ -115,6 +123,7 @@ def test_impossible_device_requests_exit_2_before_any_work(tmp_path):
     assert p.returncode == 2 and "run.devices" in p.stderr
 
 
+@pytest.mark.long  # a process of its own, with forced host devices
 def test_domain_decomposition_is_bitwise_the_unsharded_run():
     """One lattice split along its first axis over 4 forced host devices
     (benchmarks/domain_decomposition.py): the rolls become collective-permutes and the

@@ -301,6 +301,7 @@ def test_weighted_measurement_matches_a_direct_computation():
     assert _normalized_weights(lw)[0, 0] == 0.0
 
 
+@pytest.mark.long  # SIGKILL of a `lattice run` process of its own
 def test_killed_diffusion_run_resumes_bitwise(tmp_path):
     """SIGKILL a diffusion run after its first checkpoint; `lattice resume` ends with every
     dataset (observables, diagnostics, saved fields) bitwise equal to an uninterrupted run."""

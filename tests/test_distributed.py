@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from test_jobs import cli
 
 from lattice import open_ensemble
 
@@ -66,11 +68,12 @@ def _two_processes(command, cfg_or_dir, out=None):
         assert p.returncode == 0, stderr
 
 
+@pytest.mark.long  # two jax.distributed processes, twice
 def test_two_processes_write_the_one_process_ensemble(tmp_path):
     cfg = tmp_path / "dist.toml"
     cfg.write_text(CONFIG)
     ref, dist = tmp_path / "ref", tmp_path / "dist"
-    assert _cli("run", cfg, "-o", ref, "-q").returncode == 0
+    cli("run", cfg, "-o", ref, "-q", check=0)  # the one-process run, in this process
     _two_processes("run", cfg, dist)
 
     man = json.loads((dist / "manifest.json").read_text())
@@ -85,17 +88,17 @@ def test_two_processes_write_the_one_process_ensemble(tmp_path):
         a.configs(slice(3, 6), slice(1, 3))[0], b.configs(slice(3, 6), slice(1, 3))[0]
     )
 
-    ma, mb = (json.loads(_cli("measure", d, "--json").stdout) for d in (ref, dist))
+    ma, mb = (json.loads(cli("measure", d, "--json").stdout) for d in (ref, dist))
     assert ma["observables"] == mb["observables"]
-    cmp = json.loads(_cli("compare", ref, dist, "--json").stdout)
+    cmp = json.loads(cli("compare", ref, dist, "--json").stdout)
     assert max(cmp["consistency"].values()) == 0.0
 
     # a sharded run resumes with its processes (here: already complete), not as one run
-    p = _cli("resume", dist)
+    p = cli("resume", dist)
     assert p.returncode == 2 and "multi-process run" in p.stderr
     _two_processes("resume", dist)
     # and it is never overwritten
-    p = _cli("run", cfg, "-o", dist / "shard-0001", "-q")
+    p = cli("run", cfg, "-o", dist / "shard-0001", "-q")
     assert p.returncode == 2 and "finished run" in p.stderr
 
 

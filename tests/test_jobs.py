@@ -36,40 +36,60 @@ checkpoint_every = 8
 """
 
 
-#: Commands that only read run and model directories run in this process, through typer's
-#: CliRunner: the same app, exit status and separate stdout/stderr, without a Python start and
-#: JAX's imports and compiles per call (about 2.5 s each; the suite's time budget). Those that
-#: run or train keep a process of their own: they switch JAX's x64 mode, install signal
-#: handlers and leave with os._exit after an I/O failure.
-IN_PROCESS = frozenset({"measure", "info", "compare", "levels"})
-
-
-def cli(*args, check=None, timeout=300):
+#: Every command runs in this process by default, through typer's CliRunner: the same app,
+#: exit status and separate stdout/stderr, without a Python start and JAX's imports per call
+#: (about 2.5 s each; the suite's time budget) and with the programs this process compiled
+#: already. The test process computes in x64 mode, as `run`, `resume` of a run, `check` and
+#: `levels` do in their own process (conftest.py); `train` and `resume` of a training run with
+#: x64 off, as in a process of their own (the augmentation's flips depend on the mode, so the
+#: bits of a model do). A test about the process itself -- a signal or a kill, the os._exit
+#: after an I/O failure (a full disk), forced host devices, the exit of the interpreter --
+#: passes ``process=True``.
+def cli(*args, check=None, timeout=300, process=False):
     args = [str(a) for a in args]
-    if args and args[0] in IN_PROCESS:
-        p = _in_process(args)
-    else:
+    if process:
         p = subprocess.run(
             [sys.executable, "-m", "lattice", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+    else:
+        p = _in_process(args)
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p
 
 
+def _trains(args: list[str]) -> bool:
+    """Whether ``lattice ARGS`` trains: `train`, or `resume` of a directory whose config has a
+    [train] table (how the command tells a model directory from a run directory)."""
+    import tomllib
+
+    if args[:1] == ["train"]:
+        return True
+    if args[:1] != ["resume"] or len(args) < 2:
+        return False
+    try:
+        return "train" in tomllib.loads((Path(args[1]) / "config.toml").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def _in_process(args: list[str]) -> subprocess.CompletedProcess:
     """``lattice ARGS`` in this process; an exception that escapes the app is reported as the
     command line would show it: a traceback on stderr and exit status 1."""
+    import contextlib
     import traceback
 
+    import jax
     from typer.testing import CliRunner
 
     from lattice.app.cli import app
 
-    r = CliRunner().invoke(app, args)
+    mode = jax.enable_x64(False) if _trains(args) else contextlib.nullcontext()
+    with mode:
+        r = CliRunner().invoke(app, args)
     stderr, code = r.stderr, r.exit_code
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         exc = r.exception
@@ -258,6 +278,7 @@ def _progress(run_dir: Path) -> int:
         return -1
 
 
+@pytest.mark.long  # five processes of their own, killed at random moments of a long run
 def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, seed):
     """Kill `lattice run`/`resume` with SIGKILL at random moments; after every kill the file
     opens, the committed part is a prefix of the uninterrupted result and never shrinks;

@@ -9,9 +9,11 @@ the moment or the place of a run (``RUN_DEPENDENT`` and friends below).
 
 Only stable interfaces are used: the `lattice` command (docs/conventions.md §3), the HDF5
 layout (§4), the model directory's files (docs/score.md), h5py and numpy — no module of the
-package is imported, so the tests survive modules moving. The command is the `lattice` console
-script next to ``sys.executable``; set ``LATTICE_CLI`` to run another one, e.g. the fixtures'
-own commit:
+package is imported but the command's app, so the tests survive modules moving. The command
+runs in the test process (``test_jobs.cli``: typer's CliRunner in the test's working directory,
+with the x64 mode the command has in a process of its own), which saves a Python and JAX start
+per call; set ``LATTICE_CLI`` to run another one, in processes of their own, e.g. the
+fixtures' own commit:
 
     git worktree add /tmp/legacy f78ad5b
     cd /tmp/legacy && LATTICE_CLI="/work/main/.venv/bin/python -m lattice.cli" \
@@ -78,10 +80,21 @@ def lattice_cmd() -> list[str]:
 
 def cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """The `lattice` command in ``cwd`` (the diffusion configs name their model relative to
-    the working directory, the training config its ensemble)."""
-    p = subprocess.run(
-        [*lattice_cmd(), *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    the working directory, the training config its ensemble): in this process, or with
+    ``LATTICE_CLI`` set, that command in a process of its own."""
+    if os.environ.get("LATTICE_CLI"):
+        p = subprocess.run(
+            [*lattice_cmd(), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        )
+    else:
+        from test_jobs import _in_process
+
+        here = os.getcwd()
+        os.chdir(cwd)
+        try:
+            p = _in_process(list(args))
+        finally:
+            os.chdir(here)
     if check and p.returncode != 0:
         pytest.fail(
             f"lattice {' '.join(args)}: exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"

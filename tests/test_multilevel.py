@@ -398,34 +398,23 @@ def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
     assert list(out["diffusion"]["level_log_w_std"]) == ["added1", "level0", "coarse"]
 
 
-KILLED = """
-import sys
-from lattice.config.train import load_train_config
-from lattice.runs.progress import QuietReporter
-from lattice.runs.training import train_model
-
-
-class Killer(QuietReporter):  # stops after the step-20 checkpoint, before step 40's
-    def advance(self, step, note=""):
-        if step >= 40:
-            raise SystemExit(3)
-
-
-train_model(load_train_config(sys.argv[1]), sys.argv[2], reporter=Killer())
-"""
-
-
 def test_killed_multilevel_training_resumes_bitwise(trained):
-    """A multilevel training stopped after its step-20 checkpoint (in a process of its own,
-    with x64 off as under `lattice train`) and finished by `lattice resume` ends with the
-    weights and history of the uninterrupted `lattice train`."""
-    import subprocess
-    import sys
+    """A multilevel training stopped after its step-20 checkpoint (in this process, with x64
+    off as under `lattice train`) and finished by `lattice resume` ends with the weights and
+    history of the uninterrupted `lattice train`."""
+    from lattice.config.train import load_train_config
+    from lattice.runs.progress import QuietReporter
+    from lattice.runs.training import train_model
+
+    class Killer(QuietReporter):  # stops after the step-20 checkpoint, before step 40's
+        def advance(self, step, note=""):
+            if step >= 40:
+                raise SystemExit(3)
 
     d = trained / "killed"
-    cfg = trained / "t.toml"
-    p = subprocess.run([sys.executable, "-c", KILLED, str(cfg), str(d)], capture_output=True)
-    assert p.returncode == 3, p.stderr
+    with jax.enable_x64(False), pytest.raises(SystemExit) as stop:
+        train_model(load_train_config(trained / "t.toml"), d, reporter=Killer())
+    assert stop.value.code == 3
     assert (d / "checkpoint.h5").exists() and not (d / "model.json").exists()
     cli("resume", d, "-q", check=0)
     assert (d / "model.eqx").read_bytes() == (trained / "ml" / "model.eqx").read_bytes()

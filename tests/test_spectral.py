@@ -102,12 +102,14 @@ def test_measured_table_matches_the_closed_form_and_accepts():
 
 def test_transfer_matrix_is_the_free_field_and_converges():
     """The strip's transfer matrix (transfer.py eq. (1)) against the closed form at λ = 0
-    (widths 1 and 2), and converged in its grid at λ > 0."""
+    (widths 1 and 2), and converged in its grid at λ > 0: the default grid (48 points, a
+    2304² eigenproblem) and one of 32 agree to 1e-9 (measured: 2e-13, as closely as 40 and
+    64 points, whose 4096² eigenproblem costs ~5× the default's)."""
     for w in (1, 2):
         th = Phi4.kappa_form([5, w], 0.2, 0.0)
         assert strip_log_z(th) == pytest.approx(free_log_z(th), abs=1e-9)
     th = Phi4.kappa_form([4, 2], 0.25, 0.1)
-    assert strip_log_z(th, 40) == pytest.approx(strip_log_z(th, 64), abs=1e-9)
+    assert strip_log_z(th, 32) == pytest.approx(strip_log_z(th), abs=1e-9)
     with pytest.raises(ValueError, match="strip"):
         strip_log_z(Phi4.kappa_form([4, 4], 0.2, 0.0))
 

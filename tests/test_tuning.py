@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from stats import assert_free_field
-from test_jobs import _CrashAt, datasets
+from test_jobs import _CrashAt, cli, datasets
 
 from lattice.config.run import ConfigError, parse_config
 from lattice.io.reader import open_ensemble
@@ -96,9 +96,7 @@ def test_a_tuned_run_reaches_its_target_and_samples_exactly(tmp_path, fa):
     assert abs(attrs["sampler.tuned_trajectory_length"] - 4 * eps) < 1e-12
     assert "sampler.target_acceptance" in attrs  # the config as given, with its target
     assert f"tuned the step over 200 steps: {eps:.6g} x 4 steps" in (d / "run.log").read_text()
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice", "info", d], capture_output=True, text=True, timeout=60
-    )
+    p = cli("info", d)
     assert f"{eps:.6g} x 4 steps over 200 steps (target acceptance 0.7" in p.stdout, p.stdout
     with h5py.File(d / "ensemble.h5") as f:
         acc = float(f["diagnostics/acceptance"][...].mean())
@@ -129,31 +127,22 @@ def test_a_crash_inside_or_after_tuning_resumes_bitwise(tmp_path):
 
 
 def test_tuning_on_two_devices_gives_the_one_device_bits(tmp_path):
+    """The one-device run in this process (one CPU device), the two-device run in a process
+    with two forced host devices."""
     cfg = tmp_path / "t.toml"
     cfg.write_text(TUNED.format(target=0.8, therm=60, samples=20, extra=""))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    out = {}
-    for n in ("1", "2"):
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lattice",
-                "run",
-                cfg,
-                "-o",
-                tmp_path / n,
-                "-q",
-                "--set",
-                f"run.devices={n}",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert p.returncode == 0, p.stderr
-        out[n] = datasets(tmp_path / n / "ensemble.h5")
+    cli("run", cfg, "-o", tmp_path / "1", "-q", "--set", "run.devices=1", check=0)
+    p = subprocess.run(
+        [sys.executable, "-m", "lattice", "run", cfg, "-o", tmp_path / "2", "-q"]
+        + ["--set", "run.devices=2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    out = {n: datasets(tmp_path / n / "ensemble.h5") for n in ("1", "2")}
     for k in out["1"]:
         np.testing.assert_array_equal(out["2"][k], out["1"][k], k)
 
@@ -169,12 +158,7 @@ def test_tuning_on_two_devices_gives_the_one_device_bits(tmp_path):
 def test_bad_tuning_keys_exit_2_naming_the_key(tmp_path, target, therm, key):
     cfg = tmp_path / "t.toml"
     cfg.write_text(TUNED.format(target=target, therm=therm, samples=10, extra=""))
-    p = subprocess.run(
-        [sys.executable, "-m", "lattice", "run", cfg, "-o", tmp_path / "r"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli("run", cfg, "-o", tmp_path / "r")
     assert p.returncode == 2 and key in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
