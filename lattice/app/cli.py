@@ -305,22 +305,32 @@ def _model_info(directory: Path) -> None:
                 + (f"R = {rf}" if rf is not None else "global")
             ),
         ),
-        row(
-            "data",
-            lambda: (
-                f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
-                f"{data['validation_configs']} held out"
-            ),
-        ),
-        row(
-            "training",
-            lambda: f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s",
-        ),
-        row("loss", lambda: f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"),
-        row(
-            "cos(s, -dS/dphi)",
-            lambda: f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}",
-        ),
+        *(
+            _path_rows(meta, row)
+            if tr.get("objective") == "path"
+            else [
+                row(
+                    "data",
+                    lambda: (
+                        f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
+                        f"{data['validation_configs']} held out"
+                    ),
+                ),
+                row(
+                    "training",
+                    lambda: (
+                        f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s"
+                    ),
+                ),
+                row(
+                    "loss", lambda: f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"
+                ),
+                row(
+                    "cos(s, -dS/dphi)",
+                    lambda: f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}",
+                ),
+            ]
+        ),  # fmt: skip
         (
             "score norms",
             f"u(sigma) at {len(meta['score_norms']['sigma'])} noise levels (analytic path kernel)"
@@ -341,6 +351,40 @@ def _model_info(directory: Path) -> None:
     ]
     for k, v in rows:
         out.print(f"[bold]{k:>16}[/]  {v}")
+
+
+def _path_rows(meta: dict, row) -> list[tuple[str, str]]:
+    """``lattice info``'s rows on a model trained on the path weight: its start, the objective
+    with K and the noise levels, and the final Var log w, acceptance and ESS."""
+    tr, data = meta["training"], meta.get("data") or {}
+    fin = (meta.get("diagnostics") or {}).get("path") or {}
+
+    def start():
+        if data.get("from") == "action":
+            return f"none: trained from the action alone (Hartree mu^2 = {data['hartree_mu2']:.4g})"
+        init = data["init"]
+        return f"fine-tuned from {init['model']} (sha256 {init['sha256'][:12]}...)"
+
+    def levels():
+        lv = tr["noise_levels"]
+        return (
+            f"path objective (Var log w) at K = {tr['path_steps']}, sigma_1..sigma_K "
+            f"{lv[1]:.4g}..{lv[-1]:.4g}; {tr['steps']} steps x {tr['batch_size']} paths in "
+            f"{tr['seconds']:.0f} s (run it with sampler.steps = {tr['path_steps']})"
+        )
+
+    return [
+        row("data", start),
+        row("training", levels),
+        row(
+            "path weights",
+            lambda: (
+                f"Var log w {fin['var_log_w']:.4g}, MH acceptance {fin['acceptance_pairs']:.3f}"
+                f" (pairs; {fin['acceptance_gauss']:.3f} Gaussian), ESS per path {fin['ess']:.3f}"
+                f" on {fin['paths']} fresh paths"
+            ),
+        ),
+    ]
 
 
 #: below this Kish ESS a log Z estimate is flagged as dominated by its largest weights

@@ -228,6 +228,8 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
     (validation DSM loss per site against σ, with the exact minimum ℓ*(σ) for a free field)
     in a model directory (``lattice train``)."""
     d = Path(directory)
+    if "path" in diagnostics:
+        return _path_training_plots(d, history, diagnostics)
     written: list[Path] = []
     fig = Figure(figsize=(6.4, 4.0))
     FigureCanvasAgg(fig)
@@ -270,6 +272,45 @@ def write_training_plots(directory, history, diagnostics) -> list[Path]:
     ax.set_title(f"cos(ŝ, −∂S/∂φ) at σ_min: mean {cs['mean']:.4f}, min {cs['min']:.4f}")
     ax.legend()
     _save(fig, d / "val_loss_sigma.png", written)
+    return written
+
+
+def _path_training_plots(d: Path, history, diagnostics) -> list[Path]:
+    """A path-objective training (``path_train.py``): ``loss.png``, Var log w against step
+    (the batches, and fresh paths of the EMA model), and ``path_weights.png``, the acceptance
+    it predicts and the ESS per path."""
+    written: list[Path] = []
+    steps = [r["step"] for r in history]
+    K = diagnostics["path"]["steps"]
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, [r["train_loss"] for r in history], label="training paths (batch mean)")
+    ax.plot(steps, [r["val_loss"] for r in history], label="fresh paths (EMA weights)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("Var log w, path_train.py eq. (1)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"path objective, K = {K} reverse steps")
+    _save(fig, d / "loss.png", written)
+
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, [r["acceptance_pairs"] for r in history], label="MH acceptance (pairs)")
+    ax.plot(steps, [r["acceptance_gauss"] for r in history], ":",
+            label="MH acceptance, 2Φ(−s/√2)")  # fmt: skip
+    ax.plot(steps, [r["ess"] for r in history], label="ESS per path")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("fraction")
+    fin = diagnostics["path"]
+    ax.set_title(
+        f"final, {fin['paths']} paths: acceptance {fin['acceptance_pairs']:.3f},"
+        f" ESS {fin['ess']:.3f}"
+    )
+    ax.legend()
+    _save(fig, d / "path_weights.png", written)
     return written
 
 

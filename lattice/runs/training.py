@@ -27,11 +27,13 @@ from lattice.io.reader import open_ensemble
 from lattice.numerics.wavelet import coarse_shape
 from lattice.runs.directory import RunDirectory, RunError
 from lattice.runs.kinds import is_training_dir
+from lattice.runs.path_setup import PathSetup, path_model_meta, path_setup
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.score.model import ModelError
 from lattice.score.multilevel import MIN_COARSE, auto_levels
 from lattice.score.multilevel_train import MultilevelTrainer, build_model, multilevel_diagnostics
 from lattice.score.network import count_parameters
+from lattice.score.path_train import PathTrainer
 from lattice.score.sde import SDE, make_sde
 from lattice.score.train import Trainer, TrainingData, diagnostics, max_pairwise_distance
 
@@ -48,7 +50,7 @@ CONFIG = "config.toml"
 CHECKPOINT = "checkpoint.h5"
 HISTORY = "history.csv"
 LOG = "train.log"
-PLOTS = ("loss.png", "val_loss_sigma.png")
+PLOTS = ("loss.png", "val_loss_sigma.png", "path_weights.png")
 
 
 #: called with (model dir, history rows, diagnostics) after training, before the model is
@@ -191,7 +193,8 @@ def train_model(
 
     if d.other_command() is None and not force and d.in_use():
         raise TrainError(f"{d.root}: {describe()}")  # before the data is read
-    data = load_training_data(cfg, config_dir)  # bad data fails before anything is written
+    # bad data (or a bad train.init) fails before anything is written
+    data = path_setup(cfg, config_dir) if cfg.train.path else load_training_data(cfg, config_dir)
     with d.locked():
         d.claim(cfg.to_toml(), force=force, describe=describe)
         with d.guard_io():
@@ -224,7 +227,10 @@ def resume_training(
             ensemble = Path(d.checkpoint_attrs()["ensemble"])
         except (EnsembleError, KeyError) as e:
             raise TrainError(f"{d.checkpoint}: damaged checkpoint ({e})") from None
-    data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
+    if cfg.train.path:  # the init model the training started from, as recorded
+        data = path_setup(cfg, d.root.parent, init=ensemble if cfg.train.init else None)
+    else:
+        data = load_training_data(cfg, config_dir=d.root.parent, path=ensemble)
     with d.locked(), d.guard_io():
         return _execute(cfg, d, data, rep, True, on_trained)
 
@@ -248,9 +254,14 @@ def _restore(cfg: TrainConfig, d: RunDirectory, data: TrainingData, template):
     if attrs.get("config") != cfg.to_toml():
         raise TrainError(f"{d.checkpoint}: written by a different config")
     if attrs.get("ensemble_uuid", "") != (data.uuid or ""):
+        what = (
+            ("train.init", "model", "sha256")
+            if cfg.train.path
+            else ("train.ensemble", "ensemble", "uuid")
+        )
         raise TrainError(
-            f"train.ensemble: {data.ensemble} is not the ensemble this training started "
-            "on (its uuid changed); start again with --force"
+            f"{what[0]}: {data.ensemble} is not the {what[1]} this training started "
+            f"on (its {what[2]} changed); start again with --force"
         )
     state = jax.tree_util.tree_map(jnp.asarray, state)
     return state, int(attrs["step"]), float(attrs["seconds"]), json.loads(attrs["history"])
@@ -282,7 +293,11 @@ def _execute(
     """Start or restore, train in blocks of ``log_every`` steps (checkpointed every
     ``checkpoint_every``), then write the model (:func:`_write_model`)."""
     t = cfg.train
-    if t.multilevel:
+    if t.path:
+        sde = data.sde
+        tr = PathTrainer(cfg, data.theory, sde, data.net, data.table)
+        what = data.describe(sde, t.steps_per_path)
+    elif t.multilevel:
         sde = None
         tr = MultilevelTrainer(cfg, data, resolve_levels(cfg, data))
         what = (
@@ -303,11 +318,12 @@ def _execute(
         d.log(reporter, f"resuming training at step {step}/{t.steps}")
     else:
         n_par = count_parameters(tr.net(tr.init_state[0]))
-        d.log(
-            reporter,
-            f"training on {len(data.train)} configurations ({len(data.validation)} held out) "
-            f"of {data.theory.describe()}; {n_par} parameters; {what}",
+        on = (
+            f"{t.batch_size} paths per step"
+            if t.path
+            else f"{len(data.train)} configurations ({len(data.validation)} held out)"
         )
+        d.log(reporter, f"training on {on} of {data.theory.describe()}; {n_par} parameters; {what}")
     if step == 0:  # records the resolved ensemble for `lattice resume`
         _checkpoint(cfg, d, data, state, 0, 0.0, history)
 
@@ -317,9 +333,12 @@ def _execute(
         n = min(t.log_every, t.steps - step)
         state, losses, gnorms = tr.run(state, n)
         step += n
+        rows = (
+            tr.history_row(losses, state[2], step) if t.path else tr.history_row(losses, state[2])
+        )
         row = {
             "step": step,
-            **tr.history_row(losses, state[2]),
+            **rows,
             "learning_rate": float(tr.schedule(step)),
             "grad_norm": float(np.mean(np.asarray(gnorms))),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -330,7 +349,10 @@ def _execute(
                 "train.learning_rate or raise train.grad_clip"
             )
         history.append(row)
-        reporter.advance(step, note=f"loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}")
+        note = (
+            tr.note(row) if t.path else f"loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}"
+        )
+        reporter.advance(step, note=note)
         if step % t.checkpoint_every == 0 or step == t.steps:
             _checkpoint(cfg, d, data, state, step, time.perf_counter() - t0, history)
     reporter.finish()
@@ -346,6 +368,8 @@ def _write_model(
     ``on_trained``), model.eqx + model.json; the checkpoint is removed last."""
     t = cfg.train
     ema = tr.net(state[2])
+    if t.path:
+        return _write_path_model(cfg, d, data, tr, state, history, seconds, reporter, on_trained)
     if t.multilevel:
         diag, tables = multilevel_diagnostics(tr, state[2])
     else:
@@ -390,6 +414,32 @@ def _write_model(
         f"cos(s, -dS/dphi) at sigma_min = {cs['mean']:.4f} (min {cs['min']:.4f})",
     )
     return d.root
+
+
+def _write_path_model(cfg, d: RunDirectory, data: PathSetup, tr: PathTrainer, state, history,
+                      seconds, reporter, on_trained) -> Path:  # fmt: skip
+    """The model directory of a path-trained network: model.json records the objective, K,
+    the noise levels and the trained spectral table (``path_setup.path_model_meta``)."""
+    ema = tr.net(state[2])
+    final = {"paths": FINAL_EVAL_PATHS,
+             **tr.evaluate(state[2], cfg.train.steps + 1, FINAL_EVAL_PATHS)}  # fmt: skip
+    meta = path_model_meta(cfg, data, tr, ema, state[2], history, seconds, final)
+    _write_history(d.path(HISTORY), history)
+    if on_trained is not None:
+        on_trained(d.root, history, meta["diagnostics"])
+    save_model(d.root, ema, data.sde, meta)
+    d.checkpoint.unlink(missing_ok=True)
+    d.log(
+        reporter,
+        f"trained {cfg.train.steps} steps in {seconds:.0f} s: on {FINAL_EVAL_PATHS} fresh paths "
+        f"at K = {cfg.train.steps_per_path}, var log w {final['var_log_w']:.3f}, predicted "
+        f"acceptance {final['acceptance_pairs']:.3f}, ESS per path {final['ess']:.3f}",
+    )
+    return d.root
+
+
+#: fresh paths of the final model behind model.json's acceptance and ESS
+FINAL_EVAL_PATHS = 1024
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -15,8 +15,8 @@ Parametrization, with σ_d² = ⟨φ²⟩ of the training data and c_in = 1/√(
               u = (c_in y, asinh(σ_d c_F F(y))),  c_F = (σ_d²/(σ_d² + σ²))³                   (2)
 
 with F = −∂S/∂φ the Langevin force. (1) is the exact score of white Gaussian data of variance
-σ_d² plus a learned correction (the output scaling of Karras et al., arXiv:2206.00364, Table 1);
-σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly* as
+σ_d² plus a learned correction (the output scaling of Karras et al., arXiv:2206.00364, Table
+1); σ ŝ is O(1) for all σ, which the σ²-weighted loss needs. (2) tends to F(y) = −∂S/∂φ *exactly* as
 σ → 0, whatever θ, because c_F → 1 and the network's factor vanishes (∝ σ). At large σ it tends
 to the Gaussian −y/σ²: c_F ∝ σ⁻⁶ switches the force off faster than its cubic term (F ~ λ y³ ~ λ
 σ³) grows, so that σ c_F F → 0 (with c_F ∝ σ⁻⁴ it would leave an O(λ σ_d⁴ z³) term for the
@@ -24,6 +24,15 @@ network to cancel, which measurably hurt the large-σ loss), and the network's s
 decays like σ_d²/σ, as in (1). N_θ is a residual network of periodic convolutions conditioned on
 Fourier features of log σ, with a global (site-averaged) channel in every block so that the
 magnetization is seen at once.
+
+With ``base = "hartree"`` the white Gaussian's score −y/(σ_d² + σ²) in (1) and (2) is replaced
+by that of the Hartree Gaussian of the action (``numerics/hartree.py`` eqs. (1)–(2)), whose
+mass is a trained parameter, log μ²::
+
+    s_G(y, σ) = F⁻¹[ −A(p)/(1 + σ² A(p)) ỹ_p ],   A(p) = h (p̂² + e^{log μ²})              (3)
+
+so that a network whose output layer is zero samples that Gaussian (the data-free start of
+``path_train.py``), and σ → 0 still gives F exactly in (2).
 
 This is the architecture ``"resnet"`` of the registry in ``factory.py``, whose
 :func:`~lattice.score.factory.build_network` makes every network (single or multilevel) from a
@@ -40,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lattice.numerics.geometry import phat2
+from lattice.numerics.hartree import gaussian_score, hartree_mass2
 from lattice.numerics.phi4 import Phi4
 
 __all__ = ["DEFAULT_ARCHITECTURE", "NetworkSpec", "ScoreNet", "count_parameters"]
@@ -68,6 +79,10 @@ class NetworkSpec:
     #: network is local, with the finite :attr:`receptive_field`
     global_channel: bool = True
     architecture: str = DEFAULT_ARCHITECTURE
+    #: the Gaussian the network corrects: "white" (eq. (1)–(2): white noise of variance σ_d²,
+    #: every model before the key existed) or "hartree" (eq. (3): the self-consistent Gaussian
+    #: approximation of the action, with its mass μ² a trained parameter)
+    base: str = "white"
 
     @property
     def receptive_field(self) -> int | None:
@@ -89,6 +104,8 @@ class NetworkSpec:
         d["dilations"] = list(self.dilations)
         if d["architecture"] == DEFAULT_ARCHITECTURE:
             del d["architecture"]
+        if d["base"] == "white":
+            del d["base"]
         return d
 
     @classmethod
@@ -96,8 +113,9 @@ class NetworkSpec:
         """The inverse of :meth:`to_dict`; a missing key (or ``architecture = None``, the
         unset config key) gets its default."""
         d = dict(d)
-        if d.get("architecture") is None:
-            d.pop("architecture", None)
+        for k in ("architecture", "base"):
+            if d.get(k) is None:
+                d.pop(k, None)
         d["dilations"] = tuple(d["dilations"])
         return cls(**d)  # models saved before global_channel existed get its default
 
@@ -216,6 +234,9 @@ class ScoreNet(eqx.Module):
     blocks: list
     head: PeriodicConv
     embed: eqx.nn.MLP
+    #: log μ² of the "hartree" base (eq. (3)); None for the "white" one (no leaf: the weights
+    #: of every earlier model load unchanged)
+    log_mass: jnp.ndarray | None
     freqs: tuple[float, ...] = eqx.field(static=True)
     spec: NetworkSpec = eqx.field(static=True)
     theory: Phi4 = eqx.field(static=True)
@@ -235,10 +256,31 @@ class ScoreNet(eqx.Module):
         self.freqs = fourier_frequencies(spec.fourier_features)
         self.embed = embedding_mlp(spec, key=ke)
         self.spec, self.theory, self.sigma_data = spec, theory, float(sigma_data)
+        if spec.base not in ("white", "hartree"):
+            raise ValueError(f"unknown network base {spec.base!r} (known: white, hartree)")
+        self.log_mass = (
+            jnp.asarray(math.log(hartree_mass2(theory)), jnp.float32)
+            if spec.base == "hartree"
+            else None
+        )
 
     @property
     def receptive_field(self) -> int | None:
         return self.spec.receptive_field
+
+    def zero_output(self) -> ScoreNet:
+        """This network with a zero output layer: ŝ is then the parametrization's Gaussian
+        part alone (eqs. (1)–(3)), the start of a training from the action."""
+        zero = (jnp.zeros_like(self.head.weight), jnp.zeros_like(self.head.bias))
+        return eqx.tree_at(lambda n: (n.head.weight, n.head.bias), self, zero)
+
+    def base_score(self, y: jnp.ndarray, sigma: jnp.ndarray, den: jnp.ndarray) -> jnp.ndarray:
+        """The Gaussian part: −y/(σ_d² + σ²) (white) or s_G of eq. (3) (hartree)."""
+        if self.log_mass is None:
+            return -y / den
+        h = self.theory.coefficients[0]
+        A = h * (jnp.asarray(phat2(self.theory.shape), y.dtype) + jnp.exp(self.log_mass))
+        return gaussian_score(y, sigma, A.astype(y.dtype))
 
     # ------------------------------------------------------------------ pieces
     def embedding(self, sigma) -> jnp.ndarray:
@@ -270,13 +312,13 @@ class ScoreNet(eqx.Module):
         if self.spec.physics:
             c_f = (sd2 / den) ** 3
             force = self.theory.force(y)
-            skip = c_f * force - (1.0 - c_f) * y / den
+            skip = c_f * force + (1.0 - c_f) * self.base_score(y, sigma, den)
             u = jnp.stack([c_in * y, jnp.arcsinh(self.sigma_data * c_f * force)], axis=-1)
             net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
             return skip + (s * sd2 / (den * jnp.sqrt(den))) * net
         u = (c_in * y)[..., None]
         net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
-        return -y / den + self.sigma_data / (s * jnp.sqrt(den)) * net
+        return self.base_score(y, sigma, den) + self.sigma_data / (s * jnp.sqrt(den)) * net
 
     def __call__(self, y: jnp.ndarray, sigma) -> jnp.ndarray:
         """ŝ for one field ``y`` (shape = the lattice shape) and a scalar σ."""

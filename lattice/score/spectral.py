@@ -49,6 +49,7 @@ __all__ = [
     "measure_spectral",
     "spectral_from_dict",
     "stored_spectral_table",
+    "gaussian_table",
     "default_kernel",
     "spectral_variances",
     "color",
@@ -185,17 +186,23 @@ def stored_spectral_table(model) -> SpectralTable | None:
     None for an older model (:func:`lattice.score.tables.spectral_table_of` then measures it)."""
     if isinstance(model.net, GaussianScore):
         A = np.asarray(model.net.theory.kernel(), dtype=np.float64)
-
-        def error(s):
-            s2 = np.atleast_1d(np.asarray(s, dtype=np.float64)) ** 2
-            s2 = s2.reshape(s2.shape + (1,) * A.ndim)
-            return s2 / (1.0 + s2 * A)
-
-        return SpectralTable(error, 1.0 / A, "closed form (exact free-field score)")
+        return gaussian_table(A, "closed form (exact free-field score)")
     table = model.meta.get("spectral")
     if table:
         return spectral_from_dict(table, str(table.get("source", "model.json")))
     return None
+
+
+def gaussian_table(A: np.ndarray, source: str) -> SpectralTable:
+    """The closed-form table of a Gaussian N(0, A⁻¹) (kernel A(p) [*shape]): M(σ, p) =
+    σ²/(1 + σ² A(p)), the posterior variance of mode p, and C(p) = 1/A(p)."""
+
+    def error(s):
+        s2 = np.atleast_1d(np.asarray(s, dtype=np.float64)) ** 2
+        s2 = s2.reshape(s2.shape + (1,) * A.ndim)
+        return s2 / (1.0 + s2 * A)
+
+    return SpectralTable(error, 1.0 / A, source)
 
 
 def default_kernel(model) -> str:
