@@ -13,15 +13,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo: the quickstart Langevin run and its measurement, then Langevin, HMC and the learned
-# sampler (the model shipped in lattice/models/) on 8x8 near kappa_c, compared, with a report.
-# About a minute on 2 cores once .venv exists (docs/PERFORMANCE.md).
+# sampler (the model shipped in lattice/models/) on 8x8 near kappa_c, a sampler trained there
+# from the action alone (no ensemble), all compared, with a report. About two minutes on 2
+# cores once .venv exists (docs/PERFORMANCE.md).
 demo: $(STAMP)
 	$(BIN)/lattice run runs/quickstart.toml --force
 	$(BIN)/lattice measure runs/quickstart
 	$(BIN)/lattice run runs/demo/langevin.toml --force
 	$(BIN)/lattice run runs/demo/hmc.toml --force
 	$(BIN)/lattice run runs/demo/diffusion.toml --force
-	$(BIN)/lattice compare runs/demo/langevin runs/demo/hmc runs/demo/diffusion --report runs/demo/report.html
+	$(BIN)/lattice train runs/demo/path_train.toml -o runs/demo/path_model --force
+	$(BIN)/lattice run runs/demo/path.toml --force
+	$(BIN)/lattice compare runs/demo/langevin runs/demo/hmc runs/demo/diffusion runs/demo/path --report runs/demo/report.html
 
 # Test processes in parallel (pytest-xdist): one per core, at most 4. `make test WORKERS=0` runs
 # the suite in one process.

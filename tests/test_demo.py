@@ -40,3 +40,19 @@ def test_the_demo_runs_fit_the_shipped_model():
     assert (list(shape), kappa, lam) == (list(t.shape), t.kappa, t.lam)
     d = load_config(ROOT / "runs" / "demo" / "diffusion.toml")
     assert d.sampler.model == "lattice/models/score_8x8_critical"
+
+
+def test_the_demo_trains_from_the_action_the_theory_it_compares():
+    """runs/demo/path_train.toml trains (from the action alone) on the demo's theory, into the
+    directory runs/demo/path.toml samples, at the K that run uses; the Makefile joins it to the
+    comparison."""
+    from lattice.config.run import build_theory
+
+    train = parse_train_config((ROOT / "runs" / "demo" / "path_train.toml").read_text())
+    run = load_config(ROOT / "runs" / "demo" / "path.toml")
+    assert train.from_action
+    assert build_theory(train) == build_theory(load_config(ROOT / "runs/demo/hmc.toml"))
+    assert build_theory(run) == build_theory(train)
+    assert run.sampler.steps == train.train.steps_per_path
+    make = (ROOT / "Makefile").read_text()
+    assert f"-o {run.sampler.model} " in make and "runs/demo/path --report" in make

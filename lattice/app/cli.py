@@ -335,7 +335,9 @@ def _model_info(directory: Path) -> None:
             "score norms",
             f"u(sigma) at {len(meta['score_norms']['sigma'])} noise levels (analytic path kernel)"
             if meta.get("score_norms")
-            else "none stored (measured from the training ensemble when the sampler is built)",
+            else "none stored (measured from the training ensemble when the sampler is built)"
+            if tr.get("objective") != "path"
+            else "none (trained without an ensemble: the analytic kernel is not available)",
         ),
         ("spectral table", _spectral_row(meta.get("spectral")))
         if not multilevel
@@ -360,10 +362,15 @@ def _path_rows(meta: dict, row) -> list[tuple[str, str]]:
     fin = (meta.get("diagnostics") or {}).get("path") or {}
 
     def start():
-        if data.get("from") == "action":
-            return f"none: trained from the action alone (Hartree mu^2 = {data['hartree_mu2']:.4g})"
+        origin = (
+            f"the action alone (Hartree mu^2 = {data['hartree_mu2']:.4g})"
+            if data.get("from") == "action"
+            else f"the ensemble {data.get('ensemble')}"
+        )
+        if "init" not in data:
+            return f"none: trained from {origin}"
         init = data["init"]
-        return f"fine-tuned from {init['model']} (sha256 {init['sha256'][:12]}...)"
+        return f"fine-tuned from {init['model']} (sha256 {init['sha256'][:12]}...; from {origin})"
 
     def levels():
         lv = tr["noise_levels"]

@@ -144,7 +144,8 @@ def read_checkpoint(path: str | Path, template: Any) -> tuple[Any, dict[str, Any
     leaves = []
     for n, s, w in zip(names, stored, want, strict=True):
         a = arrays[s]
-        shape, dtype = tuple(np.shape(w)), np.result_type(w)
+        shape = tuple(np.shape(w))
+        dtype = np.dtype(w.dtype) if hasattr(w, "dtype") else np.result_type(w)
         if a.shape != shape or a.dtype != dtype:
             raise CheckpointError(
                 f"{path}: written for another structure ({n} is {a.dtype}{list(a.shape)}, "

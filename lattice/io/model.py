@@ -233,6 +233,11 @@ def training_configs(model) -> tuple[np.ndarray, str]:
     (``data.ensemble`` of its model.json) and that path; :class:`ModelError` if none is
     recorded or it cannot be read. Only reads: :mod:`lattice.score.tables` measures."""
     src = (model.meta.get("data") or {}).get("ensemble")
+    if src is None and (model.meta.get("data") or {}).get("from") == "action":
+        raise ModelError(
+            f"{model.path or 'the model'}: trained from the action alone (no ensemble): it has"
+            " only its spectral table (use kernel = 'spectral', the default)"
+        )
     try:
         phi, _ = open_ensemble(src, load_observables=False).configs()
     except Exception:  # no ensemble recorded, moved, or unreadable

@@ -7,8 +7,9 @@ Two starts (``docs/score.md``, "Training on the path weight"):
   ``[action]`` tables, and a sampler that is exact for its Hartree Gaussian
   (``numerics/hartree.py``): the network's ``"hartree"`` base with a zero output layer, and the
   Gaussian's closed-form spectral table, M(σ, p) = σ²/(1 + σ² A(p)), C(p) = 1/A(p)
-  (``spectral.py``). The VE SDE has σ_d = √G, the Hartree ⟨φ²⟩; σ_min = 0.01 σ_d and
-  σ_max = :data:`SIGMA_MAX_FACTOR` · √(V G) unless the config sets them.
+  (``spectral.py``). The VE SDE has σ_d = √G, the Hartree ⟨φ²⟩; σ_min =
+  :data:`SIGMA_MIN_FACTOR` · σ_d and σ_max = :data:`SIGMA_MAX_FACTOR` · √(V G) unless the config
+  sets them.
 - **Fine-tuning** (``train.init``, a model directory): that model's theory, network, SDE and
   spectral table.
 """
@@ -21,21 +22,32 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import numpy as np
 
 from lattice.config.run import build_theory
 from lattice.config.train import TrainConfig
-from lattice.io.model import load_model
+from lattice.io.model import load_model, save_model
 from lattice.numerics.hartree import hartree_kernel, hartree_mass2
 from lattice.numerics.phi4 import Phi4
-from lattice.runs.directory import RunError
+from lattice.runs.directory import RunDirectory, RunError
 from lattice.score.factory import build_network
 from lattice.score.model import ModelError
-from lattice.score.network import NetworkSpec
+from lattice.score.network import NetworkSpec, count_parameters
+from lattice.score.path_train import PathTrainer
 from lattice.score.sde import SDE, make_sde
 from lattice.score.spectral import SpectralTable, gaussian_table, stored_spectral_table
 
-__all__ = ["PathSetup", "path_setup", "path_model_meta", "SIGMA_MAX_FACTOR"]
+__all__ = ["PathSetup", "path_setup", "path_model_meta", "write_path_model", "SIGMA_MAX_FACTOR"]
+
+#: fresh paths of the final model behind model.json's acceptance and ESS
+FINAL_EVAL_PATHS = 1024
+
+#: σ_min of a training from the action = this × σ_d: ten times DSM's 0.01 σ_d. Below it the
+#: score is the force and the reverse steps are Langevin steps of negligible error, so steps
+#: spent there are wasted (on the 8×8 ladder point, K = 32: Var log w 2.27 against 2.81 after
+#: 400 steps, and 8.4 against 11.4 at the start; docs/PERFORMANCE.md)
+SIGMA_MIN_FACTOR = 0.1
 
 #: σ_max of a training from the action = this × √(V G): a few times the spread of the whole
 #: field's norm under the Hartree Gaussian, so that the top of the path is close to Gaussian
@@ -116,7 +128,7 @@ def path_setup(cfg: TrainConfig, config_dir: Path | None = None, init: Path | No
     A = hartree_kernel(theory, mu2)
     G = float(np.mean(1.0 / A))
     sd = math.sqrt(G)
-    lo = 0.01 * sd if t.sigma_min == "auto" else t.sigma_min
+    lo = SIGMA_MIN_FACTOR * sd if t.sigma_min == "auto" else t.sigma_min
     hi = SIGMA_MAX_FACTOR * math.sqrt(theory.volume * G) if t.sigma_max == "auto" else t.sigma_max
     if not lo < hi:
         raise _Error(f"train.sigma_max: {hi:.4g} must exceed sigma_min = {lo:.4g}")
@@ -132,8 +144,6 @@ def path_setup(cfg: TrainConfig, config_dir: Path | None = None, init: Path | No
 
 
 def _key(seed: int):
-    import jax
-
     return jax.random.fold_in(jax.random.key(seed), 1)
 
 
@@ -142,8 +152,6 @@ def path_model_meta(cfg: TrainConfig, data: PathSetup, tr, ema, ema_params, hist
     """model.json's record of a path training: the objective, K and the noise levels, the
     trained spectral table at those levels, the start (action or init model) and the final
     acceptance and ESS on fresh paths."""
-    from lattice.score.network import count_parameters
-
     t = cfg.train
     K = t.steps_per_path
     levels = tr.levels
@@ -178,3 +186,24 @@ def path_model_meta(cfg: TrainConfig, data: PathSetup, tr, ema, ema_params, hist
         ),
         "diagnostics": diag,
     }
+
+
+def write_path_model(cfg, d: RunDirectory, data: PathSetup, tr: PathTrainer, state, history,
+                      seconds, reporter, on_trained) -> Path:  # fmt: skip
+    """The model directory of a path-trained network (history.csv already written): the
+    app's plots, model.eqx and model.json (:func:`path_model_meta`); the checkpoint removed."""
+    ema = tr.net(state[2])
+    final = {"paths": FINAL_EVAL_PATHS,
+             **tr.evaluate(state[2], cfg.train.steps + 1, FINAL_EVAL_PATHS)}  # fmt: skip
+    meta = path_model_meta(cfg, data, tr, ema, state[2], history, seconds, final)
+    if on_trained is not None:
+        on_trained(d.root, history, meta["diagnostics"])
+    save_model(d.root, ema, data.sde, meta)
+    d.checkpoint.unlink(missing_ok=True)
+    d.log(
+        reporter,
+        f"trained {cfg.train.steps} steps in {seconds:.0f} s: on {FINAL_EVAL_PATHS} fresh paths "
+        f"at K = {cfg.train.steps_per_path}, var log w {final['var_log_w']:.3f}, predicted "
+        f"acceptance {final['acceptance_pairs']:.3f}, ESS per path {final['ess']:.3f}",
+    )
+    return d.root

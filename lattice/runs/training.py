@@ -27,7 +27,7 @@ from lattice.io.reader import open_ensemble
 from lattice.numerics.wavelet import coarse_shape
 from lattice.runs.directory import RunDirectory, RunError
 from lattice.runs.kinds import is_training_dir
-from lattice.runs.path_setup import PathSetup, path_model_meta, path_setup
+from lattice.runs.path_setup import path_setup, write_path_model
 from lattice.runs.progress import QuietReporter, Reporter
 from lattice.score.model import ModelError
 from lattice.score.multilevel import MIN_COARSE, auto_levels
@@ -369,7 +369,8 @@ def _write_model(
     t = cfg.train
     ema = tr.net(state[2])
     if t.path:
-        return _write_path_model(cfg, d, data, tr, state, history, seconds, reporter, on_trained)
+        _write_history(d.path(HISTORY), history)
+        return write_path_model(cfg, d, data, tr, state, history, seconds, reporter, on_trained)
     if t.multilevel:
         diag, tables = multilevel_diagnostics(tr, state[2])
     else:
@@ -414,32 +415,6 @@ def _write_model(
         f"cos(s, -dS/dphi) at sigma_min = {cs['mean']:.4f} (min {cs['min']:.4f})",
     )
     return d.root
-
-
-def _write_path_model(cfg, d: RunDirectory, data: PathSetup, tr: PathTrainer, state, history,
-                      seconds, reporter, on_trained) -> Path:  # fmt: skip
-    """The model directory of a path-trained network: model.json records the objective, K,
-    the noise levels and the trained spectral table (``path_setup.path_model_meta``)."""
-    ema = tr.net(state[2])
-    final = {"paths": FINAL_EVAL_PATHS,
-             **tr.evaluate(state[2], cfg.train.steps + 1, FINAL_EVAL_PATHS)}  # fmt: skip
-    meta = path_model_meta(cfg, data, tr, ema, state[2], history, seconds, final)
-    _write_history(d.path(HISTORY), history)
-    if on_trained is not None:
-        on_trained(d.root, history, meta["diagnostics"])
-    save_model(d.root, ema, data.sde, meta)
-    d.checkpoint.unlink(missing_ok=True)
-    d.log(
-        reporter,
-        f"trained {cfg.train.steps} steps in {seconds:.0f} s: on {FINAL_EVAL_PATHS} fresh paths "
-        f"at K = {cfg.train.steps_per_path}, var log w {final['var_log_w']:.3f}, predicted "
-        f"acceptance {final['acceptance_pairs']:.3f}, ESS per path {final['ess']:.3f}",
-    )
-    return d.root
-
-
-#: fresh paths of the final model behind model.json's acceptance and ESS
-FINAL_EVAL_PATHS = 1024
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
