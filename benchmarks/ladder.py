@@ -38,7 +38,7 @@ CLASSICAL = {
     "hmc": 'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\ntarget_acceptance = 0.8',
     "fa_hmc_sw": (
         'kind = "hmc"\ntrajectory_length = 1.0\nsteps = 10\nfourier_acceleration = true\n'
-        'cluster = "sw"'
+        'cluster = "sw"\ntarget_acceptance = 0.8'
     ),
 }
 MODELS = ("dsm", "finetune", "path")
@@ -88,14 +88,17 @@ def _train(name: str, text: str) -> Path:
     ROOT.mkdir(parents=True, exist_ok=True)
     (ROOT / f"{name}.toml").write_text(text)
     d = ROOT / name
+    import jax
+
     rep = make_reporter(False)
     if (d / "model.json").exists():
         return d
-    if (d / "checkpoint.h5").exists():
-        resume_training(d, reporter=rep, on_trained=write_training_plots)
-    else:
-        train_model(parse_train_config(text), d, force=True, reporter=rep,
-                    on_trained=write_training_plots)  # fmt: skip
+    with jax.enable_x64(False):  # as `lattice train` (float32; runs need x64)
+        if (d / "checkpoint.h5").exists():
+            resume_training(d, reporter=rep, on_trained=write_training_plots)
+        else:
+            train_model(parse_train_config(text), d, force=True, reporter=rep,
+                        on_trained=write_training_plots)  # fmt: skip
     return d
 
 
@@ -117,9 +120,9 @@ def _measure(d: Path) -> dict:
     out["seconds_per_independent"] = 2 * obs["abs_m"].tau_int * sec_per_meas
     forces = float(ens.config_attrs.get("sampler.forces_per_step", 1))
     out["acceptance"] = float(np.mean(ens.diagnostics["acceptance"]))
-    if res.proposals is not None:
-        out["ess"] = res.proposals.ess_fraction
-        forces = res.proposals.score_evaluations
+    if res.diffusion is not None:
+        out["ess"] = res.diffusion.ess_fraction
+        forces = res.diffusion.score_evaluations
     out["evals_per_independent"] = 2 * obs["abs_m"].tau_int * forces
     return out
 
@@ -278,6 +281,9 @@ def main() -> None:
     ap.add_argument("--path-steps", type=int, default=1200, help="path training steps at L = 8")
     ap.add_argument("--K", type=int, default=32, help="reverse steps of the path objective")
     a = ap.parse_args()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # as the lattice command does (runs need it)
     if a.stage == "classical":
         stage_classical(a.L, a.scale)
     elif a.stage == "dsm":

@@ -77,6 +77,10 @@ class TrainSection(Section):
     #: path: a model directory to start from (fine-tuning; its theory, network and SDE are
     #: kept). Unset: start from the Hartree Gaussian of the config's [lattice] and [action]
     init: StrictStr | None = None
+    #: path: the divergence minimized, "kl" (the reverse KL E[−log w] through the
+    #: reparametrized paths) or "log_variance" (Var log w on paths of the current model with
+    #: stopped gradients). Unset: "kl"
+    path_loss: Literal["kl", "log_variance"] | None = None
     #: path: K, the reverse steps of every training path (run the sampler with steps = K)
     path_steps: Annotated[int, Field(ge=2, strict=True)] | None = None
     #: path: the learning rate of the kernel table and the base mass (unset: 20 x learning_rate)
@@ -120,6 +124,11 @@ class TrainSection(Section):
     def path(self) -> bool:
         """Trained on the path weight (objective = "path")."""
         return self.objective == "path"
+
+    @property
+    def divergence(self) -> str:
+        """The path objective's divergence (``path_loss``, unset: "kl")."""
+        return self.path_loss or "kl"
 
     @property
     def steps_per_path(self) -> int:
@@ -172,7 +181,7 @@ class TrainSection(Section):
             raise rule("levels", "only used by method = 'multilevel'")
         elif self.objective == "tsm":
             raise rule("objective", "'tsm' is only used by method = 'multilevel'")
-        path_keys = ("init", "path_steps", "table_learning_rate", "eval_paths")
+        path_keys = ("init", "path_loss", "path_steps", "table_learning_rate", "eval_paths")
         if self.path:
             if self.ensemble is not None:
                 raise rule(

@@ -21,6 +21,20 @@ of a batch and w_b their weights::
 — the gradient of a surrogate that is linear in the g_b, evaluated on all K steps of all B paths
 as one batch of K·B score evaluations (the paths are fixed, so the steps are independent).
 
+The other divergence (``path_loss = "kl"``, the default) is the reverse KL of the path measures,
+the objective of the Path Integral Sampler (Zhang & Chen, arXiv:2111.15141) and of DDS (Vargas,
+Grathwohl & Doucet, arXiv:2302.13834)::
+
+    KL(P_θ ‖ P) = E_{P_θ}[−log w_θ] + log Z                                            (3)
+
+whose gradient is taken through the reparametrized chain (y_K = F⁻¹[√(C + σ_K²) F z_K],
+y_k = y_{k+1} + Δ_k ŝ_θ(y_{k+1}) + F⁻¹[√v_k F z_k] at fixed z): each path then carries the
+gradient of the action at its end, −∂S/∂φ(y_0), back through every step, a per-site signal where
+(2) has one number per path. It costs 1.7× a step of (2) on 12×12 (backpropagation through the
+K sequential steps) and lowered Var log w faster per CPU-second on the 8×8 ladder point
+(docs/PERFORMANCE.md). It is mode-seeking; the sampler here cannot lose one of the two sectors
+of φ → −φ, whose symmetry it has at every θ (``docs/score.md``).
+
 Trained parameters: the network's weights, and the spectral kernel's table (``spectral.py``
 eq. (1)), log-parametrized: log M(σ_k, p) at the K noise levels of the path and log C(p), each
 averaged over the lattice's point group inside the loss (so the table stays real, even and
@@ -265,8 +279,8 @@ class PathObjective:
         return loss, grads
 
     def kl_loss_and_grad(self, params, key):
-        """(Var log w of the batch, the gradient of the reverse KL E[−log w]) through the
-        reparametrized paths (module docstring, eq. (3))."""
+        """(Var log w of the batch, the gradient of the reverse KL E[−log w], eq. (3)) through
+        the reparametrized paths."""
 
         def loss(p):
             lw = self.log_weights(p, key, self.paths)[1]
@@ -354,10 +368,13 @@ class PathTrainer:
     def step(self):
         """One optimizer step, jitted: state → (state', (Var log w, |g|))."""
 
+        obj = self.objective
+        grad_fn = obj.kl_loss_and_grad if self.cfg.train.divergence == "kl" else obj.loss_and_grad
+
         @jax.jit
         def step(state):
             params, k = state[0], state[3]
-            loss, grads = self.objective.loss_and_grad(params, jax.random.fold_in(self.step_key, k))
+            loss, grads = grad_fn(params, jax.random.fold_in(self.step_key, k))
             return self._apply(state, grads), (loss, self._norm(grads))
 
         return step
