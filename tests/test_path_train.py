@@ -215,6 +215,7 @@ def test_fine_tuning_starts_from_a_model_and_records_it(tmp_path):
     assert "fine-tuned from" in cli("info", tmp_path / "ft", check=0).stdout
 
 
+@pytest.mark.long
 def test_killed_path_training_resumes_bitwise(tmp_path):
     """SIGKILL `lattice train` after its first checkpoint; `lattice resume` finishes it with
     weights (network and table) bitwise equal to an uninterrupted training."""
