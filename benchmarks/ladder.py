@@ -248,6 +248,21 @@ def stage_report() -> None:
                 else f"{_z(r['abs_m'], ref['abs_m']):+.2f}, {_z(r['chi'], ref['chi']):+.2f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Break-even against HMC (per independent |m|, training and data included):"]
+    for L in Ls:
+        hmc = res.get(f"hmc_L{L}")
+        for kind in MODELS:
+            r = res.get(f"mh_{kind}_L{L}")
+            if r is None or hmc is None:
+                continue
+            cost = r["training_seconds"] + (r.get("data_seconds") or 0.0)
+            gain = hmc["seconds_per_independent"] - r["seconds_per_independent"]
+            ratio = r["seconds_per_independent"] / hmc["seconds_per_independent"]
+            lines.append(
+                f"- L = {L}, {kind}: {ratio:.2f}x HMC's seconds per independent |m|; "
+                + (f"break-even after {cost / gain:.3g} independent |m|" if gain > 0 else
+                   "no break-even (each independent |m| costs more than HMC's)")
+            )  # fmt: skip
     (ROOT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

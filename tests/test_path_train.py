@@ -245,6 +245,20 @@ def test_killed_path_training_resumes_bitwise(tmp_path):
     assert got["log_error"] == ref["log_error"] and got["power"] == ref["power"]
 
 
+def test_path_defaults_differ_only_for_the_path_objective():
+    """objective = "path" resolves learning_rate 0.012 and warmup 50 (written into its config);
+    a DSM config keeps 0.002 and 100, and an explicit value wins."""
+    path = (
+        '[train]\nobjective = "path"\n[lattice]\nshape = [4]\n[action]\nkappa = 0.1\nlambda = 0.0\n'
+    )
+    cfg = parse_train_config(path)
+    assert (cfg.train.learning_rate, cfg.train.warmup) == (0.012, 50)
+    assert parse_train_config(cfg.to_toml()) == cfg
+    assert parse_train_config(path, ["train.learning_rate=0.001"]).train.learning_rate == 0.001
+    dsm = parse_train_config('[train]\nensemble = "x"\n')
+    assert (dsm.train.learning_rate, dsm.train.warmup) == (0.002, 100)
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -52,6 +52,11 @@ NonNegFloat = Annotated[float, Field(ge=0, strict=True)]
 #: the resolved defaults of the path objective's unset keys: K, the fresh paths behind each
 #: logged acceptance and ESS, and the kernel table's learning rate over the network's
 PATH_STEPS, EVAL_PATHS, TABLE_LR_FACTOR = 32, 256, 20.0
+#: the defaults of shared [train] keys that differ for objective = "path" (written into its
+#: resolved config): a few hundred steps, so a shorter warm-up and a larger learning rate
+#: (on the 8×8 ladder point after 450 steps, K = 32: Var log w 2.36 at 2e-3, 1.85 at 6e-3,
+#: 1.28 at 1.2e-2; docs/PERFORMANCE.md)
+PATH_DEFAULTS = {"learning_rate": 0.012, "warmup": 50}
 
 
 class TrainSection(Section):
@@ -105,6 +110,13 @@ class TrainSection(Section):
     seed: NonNegInt = 0
     log_every: PosInt = 50
     checkpoint_every: PosInt = 500
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("objective") == "path":
+            data = {**PATH_DEFAULTS, **data}
+        return data
 
     @field_validator("ensemble")
     @classmethod
