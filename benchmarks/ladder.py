@@ -215,6 +215,7 @@ def stage_report() -> None:
     from common import machine
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     res = json.loads((ROOT / "results.json").read_text())
     Ls = sorted({int(k.rsplit("_L", 1)[1]) for k in res})
@@ -277,16 +278,20 @@ def stage_report() -> None:
         a2.plot([p[1]["training_seconds"] for p in pts], [p[1]["ess"] for p in pts], mark,
                 label=kind)  # fmt: skip
         for L, p in pts:
-            a2.annotate(f"L={L}", (p["training_seconds"], p["ess"]), fontsize=8)
+            a2.annotate(f" L={L}", (p["training_seconds"], p["ess"]), fontsize=8)
     for ax in (a1, a2):
         ax.axhline(FLOW_ESS, color="k", ls="--", lw=1, label="continuous flow, L = 32 (0.66)")
         ax.set_ylim(0, 1)
-        ax.set_ylabel("ESS per proposal")
+        ax.set_ylabel("ESS per proposal (path MH run)")
         ax.legend(fontsize=8)
+    a1.set_xscale("log", base=2)
+    a1.set_xticks(sorted(LAMBDA), [str(L) for L in sorted(LAMBDA)])
+    a1.minorticks_off()
     a1.set_xlabel("L (m² = −4, ξ ≈ L/4)")
-    a2.set_xlabel("training CPU seconds (DSM: + the model it starts from)")
     a2.set_xscale("log")
-    fig.suptitle("the learned path sampler on the benchmark ladder (2-core CPU)")
+    a2.xaxis.set_minor_formatter(NullFormatter())
+    a2.set_xlabel("training seconds (finetune: + its DSM model)")
+    fig.suptitle("the learned path sampler on the benchmark ladder, K = 32 (2-core CPU)")
     fig.tight_layout()
     fig.savefig(ROOT / "ladder.png", dpi=110)
 
