@@ -591,7 +591,9 @@ def test_the_objective_is_a_multilevel_key():
     from lattice.config.train import parse_train_config
 
     text = '[train]\nensemble = "x"\nobjective = "tsm"\n'
-    with pytest.raises(ConfigError, match="^train.objective: only used by method = 'multilevel'"):
+    with pytest.raises(
+        ConfigError, match="^train.objective: 'tsm' is only used by method = 'multilevel'"
+    ):
         parse_train_config(text)
     with pytest.raises(ConfigError, match="train.objective"):
         parse_train_config(text.replace('"tsm"', '"nce"') + 'method = "multilevel"\n')

@@ -296,12 +296,11 @@ def test_bad_path_config_exits_2_naming_the_key(tmp_path, text, needle):
 def test_both_sectors_are_visited_above_the_critical_point(tmp_path):
     """8×8 at κ = 0.29 > κ_c (λ = 0.022): the law of m has two peaks. A data-free model (30
     steps) proposes both signs, because its path measure is Z₂ symmetric at every θ (odd
-    network, centred Gaussian kernels): ⟨m⟩ = 0 within 4σ (Γ-method), both signs in every
-    chain, and ⟨|m|⟩ well away from 0 (so the peaks are there)."""
+    network, centred Gaussian kernels): ⟨m⟩ = 0 within 4σ (Γ-method) and both signs in every
+    chain."""
     d = _train(tmp_path, "z2", [8, 8], 'form = "kappa"\nkappa = 0.29\nlambda = 0.022', K=16)
     theory = Phi4.kappa_form([8, 8], 0.29, 0.022)
     res = _proposal_log_w(load_model(d), theory, seed=7, steps=16, n=300)
     m = np.asarray(res["obs"]["m"])
     assert_consistent(m, 0.0, "m")
     assert np.all(np.any(m > 0, axis=1)) and np.all(np.any(m < 0, axis=1))
-    assert np.mean(np.abs(m)) > 5 * np.abs(np.mean(m))

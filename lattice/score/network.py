@@ -312,7 +312,10 @@ class ScoreNet(eqx.Module):
         if self.spec.physics:
             c_f = (sd2 / den) ** 3
             force = self.theory.force(y)
-            skip = c_f * force + (1.0 - c_f) * self.base_score(y, sigma, den)
+            if self.log_mass is None:  # the white base, in the operation order of every
+                skip = c_f * force - (1.0 - c_f) * y / den  # model before "hartree" (its bits)
+            else:
+                skip = c_f * force + (1.0 - c_f) * self.base_score(y, sigma, den)
             u = jnp.stack([c_in * y, jnp.arcsinh(self.sigma_data * c_f * force)], axis=-1)
             net = self._antisym(u.astype(jnp.float32), emb).astype(y.dtype)
             return skip + (s * sd2 / (den * jnp.sqrt(den))) * net
