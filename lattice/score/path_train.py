@@ -244,8 +244,9 @@ def weight_statistics(log_w: jnp.ndarray) -> dict[str, jnp.ndarray]:
 
 
 class PathObjective:
-    """Eq. (1) for one theory, SDE and K: the jitted training step (fresh paths of the current
-    parameters, the gradient (2)) and the evaluation on fresh paths."""
+    """The objectives for one theory, SDE and K: the gradients of eq. (1) (log-variance, by (2))
+    and eq. (3) (reverse KL, through the reparametrized paths), each on ``paths`` fresh paths
+    of the current parameters, and the evaluation on fresh paths."""
 
     def __init__(self, theory: Phi4, sde: SDE, steps: int, static, paths: int):
         self.theory, self.sde, self.static, self.paths = theory, sde, static, paths
