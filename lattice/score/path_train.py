@@ -54,7 +54,6 @@ importance ESS per path, (Σw)²/(B Σw²).
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +66,7 @@ import numpy as np
 from lattice.numerics.phi4 import Phi4
 from lattice.score.path import noise_levels
 from lattice.score.sde import SDE
-from lattice.score.spectral import SpectralTable, color
+from lattice.score.spectral import SpectralTable, color, point_group_average
 
 __all__ = [
     "KernelTable",
@@ -80,28 +79,6 @@ __all__ = [
 _LOG2PI = math.log(2.0 * math.pi)
 #: the floor of v_k relative to Δ_k, as in ``spectral.spectral_variances``
 _FLOOR = 1e-6
-
-
-def _symmetrize(a: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
-    """The average of ``a`` (momentum on its last len(shape) axes, FFT order) over the
-    reflections of each axis and the permutations of axes of equal extent (the jnp twin of
-    ``spectral.point_group_average``)."""
-    nd = len(shape)
-    lead = a.ndim - nd
-    perms = [
-        p for p in itertools.permutations(range(nd)) if all(shape[i] == shape[j] for i, j in
-                                                            enumerate(p))
-    ]  # fmt: skip
-    total, count = jnp.zeros_like(a), 0
-    for flips in itertools.product((False, True), repeat=nd):
-        b = a
-        for ax, f in enumerate(flips):
-            if f:  # index i → (−i) mod L
-                b = jnp.roll(jnp.flip(b, lead + ax), 1, lead + ax)
-        for p in perms:
-            total = total + jnp.transpose(b, tuple(range(lead)) + tuple(lead + i for i in p))
-            count += 1
-    return total / count
 
 
 class KernelTable(eqx.Module):
@@ -126,10 +103,10 @@ class KernelTable(eqx.Module):
 
     def error(self) -> jnp.ndarray:
         """M(σ_k, p), k = 1 … K."""
-        return jnp.exp(_symmetrize(self.log_error, self.shape))
+        return jnp.exp(point_group_average(self.log_error, len(self.shape), jnp))
 
     def power(self) -> jnp.ndarray:
-        return jnp.exp(_symmetrize(self.log_power, self.shape))
+        return jnp.exp(point_group_average(self.log_power, len(self.shape), jnp))
 
     def variances(self, levels: np.ndarray) -> jnp.ndarray:
         """v_k(p), k = 0 … K−1, of ``spectral.py`` eq. (2), floored at 10⁻⁶ Δ_k."""

@@ -75,10 +75,13 @@ class SpectralTable:
     fields: int = 0  # configurations it was measured on
 
 
-def point_group_average(a: np.ndarray, ndim: int) -> np.ndarray:
+def point_group_average(a, ndim: int, xp=np):
     """The average of ``a`` (momentum index on its last ``ndim`` axes, FFT order) over the
-    reflections p_i → −p_i of each axis and the permutations of axes of equal extent."""
-    a = np.asarray(a, dtype=np.float64)
+    reflections p_i → −p_i of each axis and the permutations of axes of equal extent. With
+    ``xp = jax.numpy`` it is traceable (the trained tables of ``path_train.py``); with numpy
+    it is taken in float64."""
+    if xp is np:
+        a = np.asarray(a, dtype=np.float64)
     lead = a.ndim - ndim
     shape = a.shape[lead:]
     perms = [
@@ -86,15 +89,15 @@ def point_group_average(a: np.ndarray, ndim: int) -> np.ndarray:
         for p in itertools.permutations(range(ndim))
         if all(shape[i] == shape[j] for i, j in enumerate(p))
     ]
-    total = np.zeros_like(a)
+    total = xp.zeros_like(a)
     count = 0
     for flips in itertools.product((False, True), repeat=ndim):
         b = a
         for ax, f in enumerate(flips):
             if f:  # index i → (−i) mod L
-                b = np.roll(np.flip(b, lead + ax), 1, lead + ax)
+                b = xp.roll(xp.flip(b, lead + ax), 1, lead + ax)
         for p in perms:
-            total += np.transpose(b, tuple(range(lead)) + tuple(lead + i for i in p))
+            total = total + xp.transpose(b, tuple(range(lead)) + tuple(lead + i for i in p))
             count += 1
     return total / count
 
