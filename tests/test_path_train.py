@@ -6,11 +6,6 @@ and the free field, and `lattice train` resumes bitwise and refuses bad keys wit
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import equinox as eqx
 import jax
@@ -18,6 +13,7 @@ import numpy as np
 import pytest
 from stats import assert_consistent
 from test_jobs import cli
+from test_score import kill_training_after
 
 from lattice import Phi4, run_chains
 from lattice.config.sampler import Diffusion
@@ -223,21 +219,7 @@ def test_killed_path_training_resumes_bitwise(tmp_path):
     cfg.write_text(TRAIN.format(steps=60, K=8, shape=[4, 4], action=FREE))
     cli("train", cfg, "-o", tmp_path / "ref", "-q", check=0)
     d = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lattice", "train", str(cfg), "-o", str(d), "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    from test_score import _checkpoint_step
-
-    while _checkpoint_step(d) < 20:
-        assert proc.poll() is None, "training finished before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (d / "model.json").exists()
+    kill_training_after(cfg, d, 20)
     cli("resume", d, "-q", check=0)
     assert (d / "model.eqx").read_bytes() == (tmp_path / "ref" / "model.eqx").read_bytes()
     ref = json.loads((tmp_path / "ref" / "model.json").read_text())["spectral"]

@@ -324,19 +324,7 @@ def test_killed_training_resumes_bitwise(tmp_path, free_ensemble):
     cfg.write_text(TRAIN.format(ensemble=free_ensemble, steps=80, physics="true"))
     cli("train", cfg, "-o", tmp_path / "ref", "-q", check=0)
     d = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lattice", "train", str(cfg), "-o", str(d), "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while _checkpoint_step(d) < 40:
-        assert proc.poll() is None, "training finished before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (d / "model.json").exists()
+    kill_training_after(cfg, d, 40)
     p = cli("train", cfg, "-o", d, "-q", check=2)  # refuses, and says how to continue
     assert "lattice resume" in p.stderr
     with pytest.raises(ModelError, match="unfinished"):
@@ -348,6 +336,24 @@ def test_killed_training_resumes_bitwise(tmp_path, free_ensemble):
     got = (d / "history.csv").read_text().splitlines()
     strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # noqa: E731 - drop seconds
     assert strip(got) == strip(ref)
+
+
+def kill_training_after(cfg: Path, d: Path, step: int) -> None:
+    """`lattice train CFG -o D` in a process of its own, SIGKILLed once its checkpoint has
+    reached ``step`` (and before the training finished): D holds an unfinished training."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lattice", "train", str(cfg), "-o", str(d), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while _checkpoint_step(d) < step:
+        assert proc.poll() is None, "training finished before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (d / "model.json").exists()
 
 
 def _checkpoint_step(d: Path) -> int:

@@ -37,6 +37,7 @@ from lattice.score.network import NetworkSpec, count_parameters
 from lattice.score.path_train import PathTrainer
 from lattice.score.sde import SDE, make_sde
 from lattice.score.spectral import SpectralTable, gaussian_table, stored_spectral_table
+from lattice.score.train import training_record
 
 __all__ = ["PathSetup", "path_setup", "path_model_meta", "write_path_model", "SIGMA_MAX_FACTOR"]
 
@@ -174,12 +175,7 @@ def path_model_meta(cfg: TrainConfig, data: PathSetup, tr, ema, ema_params, hist
             "objective": "path",
             "path_steps": K,
             "noise_levels": [float(s) for s in levels],
-            "steps": t.steps,
-            "batch_size": t.batch_size,
-            "seconds": round(seconds, 2),
-            "train_loss": history[-1]["train_loss"],
-            "val_loss": history[-1]["val_loss"],
-            "seed": t.seed,
+            **training_record(t, seconds, history),
         },
         "spectral": eqx.combine(ema_params, tr.static)[1].to_dict(
             levels, f"trained by the path objective at K = {K} ({t.steps} steps)"

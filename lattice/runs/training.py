@@ -35,7 +35,13 @@ from lattice.score.multilevel_train import MultilevelTrainer, build_model, multi
 from lattice.score.network import count_parameters
 from lattice.score.path_train import PathTrainer
 from lattice.score.sde import SDE, make_sde
-from lattice.score.train import Trainer, TrainingData, diagnostics, max_pairwise_distance
+from lattice.score.train import (
+    Trainer,
+    TrainingData,
+    diagnostics,
+    max_pairwise_distance,
+    training_record,
+)
 
 __all__ = [
     "TrainError",
@@ -387,14 +393,7 @@ def _write_model(
             "train_configs": len(data.train),
             "validation_configs": len(data.validation),
         },
-        "training": {
-            "steps": t.steps,
-            "batch_size": t.batch_size,
-            "seconds": round(seconds, 2),
-            "train_loss": history[-1]["train_loss"],
-            "val_loss": history[-1]["val_loss"],
-            "seed": t.seed,
-        },
+        "training": training_record(t, seconds, history),
     }
     if not t.multilevel:
         meta["score_norms"] = diag.pop("score_norms")

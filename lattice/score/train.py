@@ -46,7 +46,14 @@ from lattice.score.path import norm_table
 from lattice.score.sde import SDE
 from lattice.score.spectral import SPECTRAL_FIELDS, measure_spectral
 
-__all__ = ["TrainingData", "Trainer", "dsm_loss", "max_pairwise_distance", "diagnostics"]
+__all__ = [
+    "TrainingData",
+    "Trainer",
+    "dsm_loss",
+    "max_pairwise_distance",
+    "diagnostics",
+    "training_record",
+]
 
 #: validation set size cap (configurations, each with its own fixed σ and noise)
 MAX_VALIDATION = 512
@@ -129,6 +136,19 @@ def make_optimizer(t) -> tuple[Any, Any]:
         optax.adamw(schedule, weight_decay=t.weight_decay),
     )
     return schedule, optimizer
+
+
+def training_record(t, seconds: float, history: list[dict]) -> dict[str, Any]:
+    """model.json's ``training`` table for a ``[train]`` table ``t``: steps, batch size,
+    seconds, the last logged losses and the seed (every objective)."""
+    return {
+        "steps": t.steps,
+        "batch_size": t.batch_size,
+        "seconds": round(seconds, 2),
+        "train_loss": history[-1]["train_loss"],
+        "val_loss": history[-1]["val_loss"],
+        "seed": t.seed,
+    }
 
 
 def apply_step(optimizer, ema_decay: float, state, grads):
