@@ -52,8 +52,10 @@ def runs(tmp_path_factory):
 def test_two_exact_samplers_of_one_theory_agree(runs):
     res = json.loads(cli("compare", runs["hmc"], runs["mala"], "--json", check=0).stdout)
     assert [r["sampler"] for r in res["runs"]] == ["hmc-leapfrog", "mala"]
-    assert list(res) == ["runs", "consistency", "z_flag"]
-    keys = ["path", "sampler", "exactness", "parameters", "observables", "acceptance", "cost"]
+    assert list(res) == ["runs", "consistency", "z_flag", "cheapest"]
+    assert [r["status"] for r in res["runs"]] == ["complete", "complete"]
+    keys = ["path", "status", "status_detail", "sampler", "exactness", "parameters"]
+    keys += ["observables", "acceptance", "cost"]
     assert list(res["runs"][0]) == [*keys, "ess_per_second", "chains", "samples"]
     # the JSON is the one serialisation of the Comparison compare_runs returns
     assert json.loads(json.dumps(compare_runs([runs["hmc"], runs["mala"]]).to_json())) == res

@@ -65,8 +65,9 @@ LOCATION = {"/config": {"sampler.model_path"}}
 MODEL_RUN_DEPENDENT = {"created", "training.seconds", "data.ensemble"}
 HISTORY_RUN_DEPENDENT = {"seconds"}
 # model.json tables added since f78ad5b (the fixture's weights and every older key stay
-# bitwise): the spectral path kernel's M(σ, p) and C(p) (issue 24)
-MODEL_ADDED_SINCE = ("spectral.",)
+# bitwise): the spectral path kernel's M(σ, p) and C(p) (issue 24), and the digest of the numbers
+# a sampler uses (issue 44; a digest of those tables, so it is theirs to match)
+MODEL_ADDED_SINCE = ("spectral.", "meta_sha256")
 
 
 def lattice_cmd() -> list[str]:
@@ -133,8 +134,10 @@ def _tree(f: h5py.File) -> dict[str, h5py.HLObject]:
 #: what files gained after the fixtures (issue 27: checksums), checked by the readers instead
 ADDED_OBJECTS = ("/checksums",)  # ensemble: CRC-32 per block (lattice.io.ensemble._verify)
 #: checkpoints: each dataset's digest (lattice.io.checkpoint._read_all), the root's command (the
-#: directory's kind, lattice.runs.directory.RunDirectory.save)
-ADDED_ATTRS = {"sha256", "command"}
+#: directory's kind, lattice.runs.directory.RunDirectory.save); issue 44: /config's digest
+#: (sha256, lattice.io.ensemble._verify_config) and the checkpoint's ensemble_uuid (random, as
+#: the ensemble's uuid; lattice.runs.sampling._restore)
+ADDED_ATTRS = {"sha256", "command", "ensemble_uuid"}
 
 
 def compare_h5(

@@ -45,7 +45,9 @@ def test_measure_json_is_one_object_that_agrees_with_the_exact_free_field(hmc_ru
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)  # exactly one JSON object on stdout, nothing else
     assert set(data) >= {"observables", "chains", "samples", "config"}
-    assert list(data) == ["observables", "chains", "samples", "config", "exactness"]
+    assert list(data) == ["observables", "chains", "samples", "config", "exactness", "status",
+                          "status_detail", "committed", "planned"]  # fmt: skip
+    assert data["status"] == "complete" and data["committed"] == data["planned"] == 400
     # the JSON is the one serialisation of the Measurement measure_ensemble returns
     res = measure_ensemble(open_ensemble(hmc_run))
     assert json.loads(json.dumps(res.to_json())) == data

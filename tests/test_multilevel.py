@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import equinox as eqx
 import h5py
@@ -136,6 +137,10 @@ def test_a_multilevel_model_from_the_factory_round_trips_through_load(tmp_path):
     meta = json.loads((tmp_path / "ml" / "model.json").read_text())
     assert "architecture" not in meta["network"]  # the default writes the table of old models
     meta["network"]["architecture"] = "nope"
+    (tmp_path / "ml" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not match their checksum meta_sha256"):
+        load_model(tmp_path / "ml")
+    del meta["meta_sha256"]  # a file of before the digest: read, and its numbers checked
     (tmp_path / "ml" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="unknown network architecture 'nope'"):
         load_model(tmp_path / "ml")
@@ -386,6 +391,13 @@ def test_a_multilevel_run_records_its_level_parts_and_transfers(trained):
     assert lv["configurations"] == 4 and png.stat().st_size > 10_000
     p = cli("levels", trained / "data", check=2)
     assert "not a multilevel run" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    damaged = trained / "damaged"  # issue 44: a configuration block failing its checksum
+    shutil.copytree(trained / "data", damaged)
+    with h5py.File(damaged / "ensemble.h5", "r+") as f:
+        f["configs"][0, 1] = f["configs"][0, 1] + 1e-9
+    p = cli("levels", trained / "r8", "--ensemble", damaged, "--configs", "4", check=2)
+    assert "/configs does not match its checksum" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     cfg.write_text(RUN.format(L=16, model=m, extra=""))
     p = cli("run", cfg, "-o", trained / "r16x", "-q", check=2)
     assert "transfer" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -11,7 +11,6 @@ top. Nothing else in the package imports inside functions without a comment sayi
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,14 +24,49 @@ from lattice.errors import LatticeError
 
 
 class _Commands(TyperGroup):
-    """The one place a command's user error ends: a :class:`~lattice.errors.LatticeError`
-    raised anywhere below a command is printed as one line and exits with its status."""
+    """The one place a command's error ends (docs/conventions.md §3):
+
+    * a :class:`~lattice.errors.LatticeError` raised anywhere below a command is printed as
+      one line and exits with its status (2 for bad input, 3 for a diverged run);
+    * an anticipated failure of the system (an ``OSError``, HDF5's I/O ``RuntimeError``, input
+      nested past Python's recursion limit, a number too large to convert) is one line and
+      exit status 2;
+    * anything else is a bug: one line, "please report", the path of a file holding the
+      traceback (:func:`lattice.app.console.crash_report`), and exit status 1. With
+      ``LATTICE_TRACEBACK=1`` the traceback is printed instead.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LatticeError as e:
             _fail(str(e), e.exit_code, e.hard)
+        except Exception as e:
+            if type(e).__module__.startswith(("typer", "click")):
+                raise  # the command line's own exits and usage errors
+            _unanticipated(e)
+
+
+def _unanticipated(e: Exception) -> None:
+    """:class:`_Commands`' ending of an exception that is not a :class:`LatticeError`."""
+    from lattice.app.crash import crash_report  # on the way out only (module docstring)
+    from lattice.io.failure import io_failure
+
+    reason = io_failure(e)
+    if reason is not None:
+        _fail(reason)
+    if isinstance(e, RecursionError):
+        _fail("the input is nested too deeply (Python's recursion limit was reached)")
+    if isinstance(e, OverflowError):
+        _fail(f"a number is too large ({str(e).splitlines()[0][:160]})")
+    if os.environ.get("LATTICE_TRACEBACK") == "1":
+        raise e
+    where = crash_report(e, sys.argv)
+    _fail(
+        f"internal error {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''} "
+        f"(a bug: please report it with the traceback in {where})",
+        1,
+    )
 
 
 app = typer.Typer(
@@ -531,6 +565,7 @@ def measure(
     plots: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots to DIR.")] = None,
 ) -> None:
     """Observables with Γ-method errors and integrated autocorrelation times."""
+    from lattice.app.console import json_line
     from lattice.io.reader import open_ensemble
     from lattice.results.measure import measure_ensemble
 
@@ -542,14 +577,16 @@ def measure(
         paths = write_measure_plots(ens, res, plots, discard=discard)
         err.print(f"{len(paths)} plots written to {plots}")
     if json_:
-        sys.stdout.write(json.dumps(res.to_json()) + "\n")
+        sys.stdout.write(json_line(res.to_json()))
         return
     from rich.table import Table
 
     exact_cols = res.exact_kind is not None
+    st = res.status
     t = Table(
         title=f"{ens.path}  ({res.chains} chains x {res.samples} measurements, "
         f"sampler exactness: {res.exactness})"
+        + ("" if st.ok else f"  [bold red]{st.state.upper()}[/]")
     )
     cols = ["observable", "value", "error", "tau_int", "tau_int error", "window"]
     cols += ["exact", "z"] if exact_cols else []
@@ -599,7 +636,13 @@ def measure(
             + (f", {rw.dropped} failed solves dropped" if rw.dropped else "")
         )
     diff = res.diffusion
-    if diff is not None:
+    if diff is not None and diff.log_w_mean is None:
+        out.print(
+            f"diffusion proposals: acceptance {diff.acceptance:.3f}; no density, so no "
+            f"weights (sampler exactness {res.exactness}); {diff.score_evaluations:.3g} score "
+            f"evaluations and {diff.seconds:.3g} s per proposal"
+        )
+    elif diff is not None:
         out.print(
             f"diffusion proposals: acceptance {diff.acceptance:.3f}, log(e^-S/q) "
             f"mean {diff.log_w_mean:.3g}, std {diff.log_w_std:.3g}; importance ESS "
@@ -611,8 +654,8 @@ def measure(
                 "per-level std of log(e^-S/q) (its parts, which sum to it): "
                 + ", ".join(f"{k} {v:.3g}" for k, v in diff.level_log_w_std.items())
             )
-    if not ens.complete:
-        err.print(f"note: the run is incomplete ({ens.committed}/{ens.samples} measurements)")
+    if not st.ok:
+        err.print(f"note: the run is {st.state}: {st.detail}")
 
 
 @app.command()
@@ -631,6 +674,7 @@ def compare(
     or above the family-wise threshold when many runs are compared)."""
     import tempfile
 
+    from lattice.app.console import json_line
     from lattice.results.compare import compare_runs, cost_per_independent_sample, unsure_note
 
     if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
@@ -650,7 +694,7 @@ def compare(
         if plots is not None:
             err.print(f"{len(files)} plots written to {plots}")
     if json_:
-        sys.stdout.write(json.dumps(res.to_json()) + "\n")
+        sys.stdout.write(json_line(res.to_json()))
         return
     from rich.table import Table
 
@@ -672,16 +716,18 @@ def compare(
     for i, r in enumerate(res.runs, 1):
         o = r.measurement.observables
         sec, _ = cost_per_independent_sample(r)
+        broken = not r.status.ok  # its cost is not a finished run's: in parentheses
         t.add_row(
             str(i),
-            r.sampler,
+            r.sampler + (f" [bold red]{r.status.state.upper()}[/]" if broken else ""),
             *(f"{o[n].value:.5g} ± {o[n].error:.2g}" for n in ("abs_m", "chi", "action")),
             *(f"{o[n].tau_int:.3g} ± {o[n].tau_int_error:.2g}" for n in ("abs_m", "chi")),
             "—" if r.acceptance is None else f"{r.acceptance:.3f}",
+            f"({r.cost.seconds_per_measurement:.3g})" if broken else
             f"{r.cost.seconds_per_measurement:.3g}",
             f"{r.cost.evals_per_measurement:.3g}",
-            f"{sec:.3g}",
-        )
+            f"({sec:.3g})" if broken else f"{sec:.3g}",
+        )  # fmt: skip
     out.print(t)
     for i, r in enumerate(res.runs, 1):
         tr = r.cost.training_seconds
@@ -690,6 +736,21 @@ def compare(
         if lz is not None:
             extra += f"; log_z {lz.value:.8g} ± {lz.error:.2g} (ESS {lz.ess:.0f})"
         out.print(f"{i}: {r.path} ({r.exactness}){extra}")
+        if not r.status.ok:
+            out.print(
+                f"   [bold red]{r.status.state}[/]: {r.status.detail}; its cost (in parentheses)"
+                " is not a finished run's and is left out of the cost verdict"
+            )
+    best = res.cheapest()
+    if best is not None:
+        k = res.runs.index(best) + 1
+        sec, evals = cost_per_independent_sample(best)
+        out.print(
+            f"cheapest per independent |m| among the complete runs: {k} ({best.sampler}), "
+            f"{sec:.3g} s and {evals:.3g} {best.cost.evals_unit}"
+        )
+    else:
+        out.print("[bold red]no complete run[/]: no cost verdict")
     zs = ", ".join(f"{n} {z:.2f}" for n, z in res.consistency.items())
     out.print(f"max |z| between runs: {zs} (flagged above {res.z_flag:.3g})")
     for f in res.flagged:
@@ -716,11 +777,15 @@ def levels(
 ) -> None:
     """Which level limits a multilevel sampler: the acceptance of redrawing every level below
     each one, the coarser field kept (docs/multilevel.md §6)."""
-    from lattice.app.console import make_reporter
+    from lattice.app.console import json_line, make_reporter
     from lattice.results.levels import diagnose_run
 
     if not target.exists():
         _fail(f"{target}: no such run directory or ensemble")
+    if plot is not None:  # a directory that cannot be made fails before the redraws
+        from lattice.app.output import output_dir
+
+        output_dir(plot.parent)
     _enable_x64()
     rep = make_reporter(json_)
 
@@ -743,7 +808,7 @@ def levels(
         plot_levels(res, plot)
         err.print(f"plot written to {plot}")
     if json_:
-        sys.stdout.write(json.dumps(res.to_json()) + "\n")
+        sys.stdout.write(json_line(res.to_json()))
         return
     from rich.table import Table
 
@@ -777,13 +842,17 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Boltzmann-equilibrium checks; exit status 1 when one fails."""
-    from lattice.app.console import make_reporter
+    from lattice.app.console import json_line, make_reporter
     from lattice.results.checks import run_checks
 
     if samples is not None and samples < 20:
         _fail(f"--samples must be >= 20 (got {samples})")
     if not target.exists():
         _fail(f"{target}: no such config or run directory")
+    if plots is not None:  # a directory that cannot be made fails before the checks run
+        from lattice.app.output import output_dir
+
+        output_dir(plots)
     _enable_x64()
     report = run_checks(
         target,
@@ -799,7 +868,7 @@ def check(
 
         report.plots = [str(p) for p in write_check_plots(report, plots)]
     if json_:
-        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+        sys.stdout.write(json_line(report.as_dict()))
     else:
         from rich.table import Table
 

@@ -1,7 +1,10 @@
-"""Progress on a terminal: a rich progress bar, or plain log lines when stderr is not a tty."""
+"""What the terminal shows: progress (a rich progress bar, or plain log lines when stderr is not
+a tty) and the one line of strict JSON of ``--json`` (:func:`json_line`)."""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
 
@@ -10,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lattice.runs.progress import QuietReporter, Reporter
 
-__all__ = ["RichReporter", "PlainReporter", "make_reporter"]
+__all__ = ["RichReporter", "PlainReporter", "make_reporter", "json_line"]
 
 
 class PlainReporter:
@@ -95,3 +98,20 @@ def make_reporter(quiet: bool = False) -> Reporter:
     if sys.stderr.isatty():
         return RichReporter()
     return PlainReporter()
+
+
+def _finite(x):
+    """``x`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def json_line(obj) -> str:
+    """One line of strict JSON (RFC 8259) for ``--json``: a number that is not finite (an
+    error of a constant series, a z-score without an error) is written as ``null``."""
+    return json.dumps(_finite(obj), allow_nan=False) + "\n"

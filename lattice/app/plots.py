@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lattice.app.output import output_dir, save_figure
 from lattice.app.relaxation import plot_relaxation
 from lattice.io.ensemble import Ensemble
 from lattice.results.compare import cost_per_independent_sample
@@ -47,8 +48,7 @@ def _figure(ens: Ensemble, what: str, n_panels: int = 1, ncols: int = 1):
 
 
 def _save(fig: Figure, path: Path, written: list[Path]) -> None:
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    written.append(save_figure(fig, path, dpi=110))
 
 
 def write_measure_plots(
@@ -76,8 +76,7 @@ def write_measure_plots(
     Names in ``observables`` without a stored series (derived ones such as ``chi_conn``) get
     no history panel. Returns the written paths.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     results = {name: e.gamma for name, e in result.observables.items()}
     obs = {k: np.asarray(v[:, discard:], np.float64) for k, v in ens.observables.items()}
     names = [o for o in observables if o in results]
@@ -158,8 +157,7 @@ def write_check_plots(report, out_dir) -> list[Path]:
     """Plots of ``lattice check``: the ε → 0 extrapolation against HMC, the hot/ordered
     thermalization histories, the two-point Schwinger–Dyson correlator G_sd(t) = δ_t0, and the
     single-site Fokker–Planck relaxation. Returns the written paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     written: list[Path] = []
     title = f"lattice check {report.target}"
 
@@ -217,9 +215,7 @@ def write_check_plots(report, out_dir) -> list[Path]:
 
     fp = report.data.get("fokker_planck")
     if fp is not None:
-        path = out / "fokker_planck.png"
-        plot_relaxation(fp, path)
-        written.append(path)
+        written.append(plot_relaxation(fp, out / "fokker_planck.png"))
     return written
 
 
@@ -326,8 +322,7 @@ def write_compare_plots(result: Comparison, out_dir: str | Path) -> list[Path]:
     - ``compare_cost.png``: seconds and evaluations per independent |m| (2 τ_int × cost per
       measurement), log scale.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     runs, ens = result.runs, result.ensembles
     labels = [f"{i + 1}: {r.sampler}" for i, r in enumerate(runs)]
     written: list[Path] = []
@@ -420,4 +415,4 @@ def plot_levels(result, path) -> None:
     fig.suptitle(
         f"{result.source}\nK = {result.steps_label}, {result.draws} redraws each", fontsize=8
     )
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)

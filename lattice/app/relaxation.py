@@ -5,6 +5,7 @@ relaxation of ⟨φ⟩ with its fitted rate."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,13 +13,15 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lattice.app.output import save_figure
 from lattice.results.figures import walker_density
 
 __all__ = ["plot_relaxation"]
 
 
-def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
-    """Slide figure of a ``compare`` result, written to ``path`` (format from the suffix).
+def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> Path:
+    """Slide figure of a ``compare`` result, written to ``path`` (format from the suffix, by
+    :func:`lattice.app.output.save_figure`); returns ``path``.
 
     (a) P(φ, τ) (lines) and walker histograms (steps) at up to ``n_curves`` times, e^{−S}/Z
     dashed; (b) KS distance to equilibrium vs τ, walkers and FP, with the slope e^{−Λ₁τ} and the
@@ -97,7 +100,7 @@ def plot_relaxation(result: dict[str, Any], path, n_curves: int = 6) -> None:
         f"single-site Langevin vs Fokker–Planck: S = (1−2λ)φ² + λφ⁴, λ = {r['lam']:g}, "
         f"ε = {r['step_size']:g}, {n} walkers (Euler–Maruyama)"
     )
-    fig.savefig(path, dpi=150)
+    return save_figure(fig, path, dpi=150)
 
 
 def _viridis(x: float):

@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from lattice.io.atomic import write_file_atomic
+from lattice.app.output import write_output
 from lattice.results.compare import Comparison, cost_per_independent_sample, unsure_note
 from lattice.results.measure import Estimate
 
@@ -127,6 +127,4 @@ def write_report(result: Comparison, path: str | Path, plot_files: list[Path]) -
         )
     else:
         text = md
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(path, text)
-    return path
+    return write_output(path, text, "report")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +35,9 @@ __all__ = [
     "PosInt",
     "NonNegInt",
     "positive_or_auto",
+    "MAX_CONFIG_BYTES",
+    "read_config_text",
+    "load_toml",
     "load_document",
     "parse_document",
     "apply_overrides",
@@ -107,14 +112,72 @@ def load_document(
     adjust: Callable[[Mapping[str, Any], dict[str, Any], Sequence[str]], None] | None = None,
 ) -> Any:
     """Read a TOML file and validate it as ``root`` (with ``--set`` overrides applied)."""
+    text = read_config_text(path)
+    return parse_document(text, overrides, root, sections, origin=str(path), adjust=adjust)
+
+
+#: the largest config file read (docs/config.md, "Limits"): a config is a few hundred bytes,
+#: so a larger file is a wrong one (a data file, a log), refused before it is read whole
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, the one way every config file is read; or a ConfigError
+    naming the file. It must be a regular file (a FIFO or a device is refused without being
+    opened: reading one would wait for a writer or never end) of at most
+    :data:`MAX_CONFIG_BYTES`, looked at before reading and enforced while reading, in UTF-8."""
     path = Path(path)
+    limit = MAX_CONFIG_BYTES
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+    too_large = f"{path}: larger than {size}, the limit for a config file"
     try:
-        text = path.read_bytes().decode("utf-8")
+        _require_regular(path, os.stat(path).st_mode)
+        # O_NONBLOCK: a file swapped for a FIFO since the stat does not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            _require_regular(path, st.st_mode)
+            if st.st_size > limit:
+                raise ConfigError(too_large)
+            data = f.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ConfigError(too_large)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: malformed TOML: the file is not UTF-8 text") from None
-    return parse_document(text, overrides, root, sections, origin=str(path), adjust=adjust)
+
+
+def _require_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket")]  # fmt: skip
+        kind = next((k for test, k in kinds if test(mode)), "a special file")
+        raise ConfigError(f"{path}: not a regular file ({kind}); a config must be a file")
+
+
+def load_toml(text: str, origin: str) -> dict[str, Any]:
+    """TOML text as a dict, or a ConfigError naming ``origin``: malformed, or nested too
+    deeply for the parser."""
+    try:
+        return _guard_depth(tomllib.loads, text, origin=origin)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: malformed TOML: {exc}") from None
+
+
+def _guard_depth(fn: Callable[..., Any], *args: Any, origin: str) -> Any:
+    """``fn(*args)``; a RecursionError (TOML arrays or tables nested thousands of levels deep
+    in the parser, the copy or the validation) becomes a ConfigError naming ``origin``."""
+    try:
+        return fn(*args)
+    except RecursionError:
+        raise ConfigError(
+            f"{origin}: nested too deeply (arrays or tables inside one another, more levels"
+            " than a config has)"
+        ) from None
 
 
 def parse_document(
@@ -128,10 +191,17 @@ def parse_document(
 ) -> Any:
     """TOML text or a parsed dict, overrides applied, validated as ``root``; or ConfigError."""
     if isinstance(source, str):
-        try:
-            source = tomllib.loads(source)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{origin}: malformed TOML: {exc}") from None
+        source = load_toml(source, origin)
+    return _guard_depth(_validate, source, overrides, root, sections, adjust, origin=origin)
+
+
+def _validate(
+    source: Mapping[str, Any],
+    overrides: Sequence[str],
+    root: type[BaseModel],
+    sections: Mapping[str, type[BaseModel]],
+    adjust: Callable[[Mapping[str, Any], dict[str, Any], Sequence[str]], None] | None,
+) -> Any:
     raw = apply_overrides(source, overrides)
     if adjust is not None:
         adjust(source, raw, overrides)
@@ -152,6 +222,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     """
     out = copy.deepcopy(dict(raw))
     for item in [overrides] if isinstance(overrides, str) else overrides:
+        if "\n" in item or "\r" in item:
+            # TOML would read the next line as another key, and the value ignores it
+            first = item.splitlines()[0].partition("=")[0].strip()
+            raise ConfigError(
+                f"{first or '--set'}: bad override {item!r}, a line break in it; give one"
+                " key=value per --set"
+            )
         key, sep, text = item.partition("=")
         parts = [p.strip() for p in key.split(".")]
         key, text = ".".join(parts), text.strip()
@@ -169,7 +246,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                 raise ConfigError(
                     f"{'.'.join(parts[: i + 1])}: is not a table, cannot set {key} ({item!r})"
                 )
-        value = _parse_value(text)
+        value = _guard_depth(_parse_value, text, origin=key)
         if isinstance(value, dict):
             # a table given whole would silently drop the keys it does not name
             raise ConfigError(

@@ -62,6 +62,7 @@ __all__ = [
     "ActionSection",
     "SamplerSection",
     "RunSection",
+    "MAX_STEPS",
     "KINDS",
     "SCHEMES",
     "load_config",
@@ -116,6 +117,10 @@ class ActionSection(Section):
         return self
 
 
+#: the bound on a run's sampler steps (thermalization + samples × measure_every, exclusive)
+MAX_STEPS = 2**31
+
+
 class RunSection(Section):
     """``[run]``: chains, statistics, precision and output cadence."""
 
@@ -150,6 +155,23 @@ class RunSection(Section):
             raise rule(
                 "first_chain",
                 f"first_chain + chains must be <= 2**31 (got {self.first_chain + self.chains})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _steps_fit_the_step_counter(self) -> RunSection:
+        """Step t's keys are fold_in(chain key, t) with t a 32-bit integer (and a signed one in
+        the loops without x64): every step index, and t + 1, must stay below 2**31."""
+        sampling = self.samples * self.measure_every
+        total = self.thermalization + sampling
+        if total >= MAX_STEPS:
+            key = "thermalization" if self.thermalization >= sampling else (
+                "measure_every" if self.measure_every >= self.samples else "samples"
+            )  # fmt: skip
+            raise rule(
+                key,
+                "the run's sampler steps, thermalization + samples × measure_every, must be "
+                f"< 2**31 (a step's index is a 32-bit integer; got {total})",
             )
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ __all__ = ["write_file_atomic", "fsync_dir"]
 
 def write_file_atomic(path: str | Path, data: bytes | str) -> None:
     """Replace ``path`` with ``data`` atomically: temporary file, fsync, ``os.replace``. A
-    failed write removes the temporary file and names it in the ``OSError``."""
+    failed write removes the temporary file and names it in the ``OSError``; a failed
+    replacement (a directory at ``path``) removes it too and names ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -19,9 +21,19 @@ def write_file_atomic(path: str | Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:  # e.g. a full disk: no half-written temporary file stays behind
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise OSError(e.errno, e.strerror, str(tmp)) from None
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a temporary file if it is there; the error being reported matters, not this."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()
 
 
 def fsync_dir(path: str | Path) -> None:

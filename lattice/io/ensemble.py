@@ -5,7 +5,8 @@ Layout of ``ensemble.h5`` (``format_version`` 1)::
     /                      attrs: format = "lattice-ensemble", format_version, created,
                                   lattice_version, committed, saved_committed, complete,
                                   samples (planned measurements per chain)
-    /config                attrs: toml (the resolved run config), and flattened
+    /config                attrs: sha256 (of every other attribute, :func:`_config_digest`),
+                                  toml (the resolved run config), and flattened
                                   "section.key" parameters, sampler.name, sampler.exactness,
                                   sampler.order, sampler.forces_per_step; with a step-size
                                   tuner (sampler.target_acceptance) also sampler.tuned_step_size,
@@ -50,6 +51,9 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
+import hashlib
+import json
 import mmap
 import os
 import uuid
@@ -57,12 +61,16 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from lattice._version import __version__
+from lattice.config.base import ConfigError, load_toml
+
+if TYPE_CHECKING:
+    from lattice.config.run import RunConfig
 from lattice.errors import LatticeError
 
 __all__ = [
@@ -146,6 +154,31 @@ def _verify(path: Path, f: h5py.File, loaded: Mapping[str, np.ndarray], committe
                 )
 
 
+def _config_digest(attrs: h5py.AttributeManager) -> str:
+    """SHA-256 of ``/config``'s attributes (all but ``sha256``): the canonical JSON of
+    ``{name: plain value}`` with sorted names. Python floats print exactly (``repr``), so any
+    edit of the TOML text or of a flattened parameter changes the digest."""
+    plain = {k: plain_value(v) for k, v in attrs.items() if k != "sha256"}
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _verify_config(path: Path, cfg: h5py.Group) -> None:
+    """Refuse a ``/config`` whose attributes were edited since the run wrote them: the run's
+    lattice shape, couplings and sampler are read from there by every measurement. Files of
+    before the digest (no ``sha256`` attribute) are read unchecked, as before."""
+    want = cfg.attrs.get("sha256")
+    if want is not None and str(want) != _config_digest(cfg.attrs):
+        raise EnsembleError(
+            f"{path}: /config does not match its checksum (its TOML text or a parameter was "
+            "edited or damaged); the run's parameters cannot be trusted"
+        )
+    try:
+        load_toml(str(cfg.attrs["toml"]), f"{path}: /config's toml attribute")
+    except ConfigError as e:
+        raise EnsembleError(str(e)) from None
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -177,7 +210,9 @@ class EnsembleWriter:
         diagnostics: tuple[str, ...] = DIAGNOSTICS,
         write_block: int | None = None,
         weights: bool = False,
+        ensemble_uuid: str | None = None,
     ) -> EnsembleWriter:
+        """A new file (``ensemble_uuid``: its id, a random one if None)."""
         w = cls(path)
         with h5py.File(path, "w", **_FILE_LAYOUT) as f:
             f.attrs.update(
@@ -185,7 +220,7 @@ class EnsembleWriter:
                     "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "created": _now(),
-                    "uuid": str(uuid.uuid4()),
+                    "uuid": ensemble_uuid or str(uuid.uuid4()),
                     "lattice_version": __version__,
                     "committed": 0,
                     "saved_committed": 0,
@@ -197,6 +232,7 @@ class EnsembleWriter:
             cfg.attrs["toml"] = config_toml
             for k, v in config_attrs.items():
                 cfg.attrs[k] = v
+            cfg.attrs["sha256"] = _config_digest(cfg.attrs)
             obs = f.create_group("observables")
             blk = max(1, min(block, samples))
             for name, extra in observable_shapes.items():
@@ -359,8 +395,12 @@ class EnsembleWriter:
         """Add attributes to ``/config`` that the run learns after its start (the step size
         its tuner froze, ``sampler.tuned_*``), durably."""
         f = self._f
+        cfg = f["config"]
+        _verify_config(self.path, cfg)
         for k, v in attrs.items():
-            f["config"].attrs[k] = v
+            cfg.attrs[k] = v
+        if "sha256" in cfg.attrs:  # files of before the digest stay without one
+            cfg.attrs["sha256"] = _config_digest(cfg.attrs)
         f.flush()
         os.fsync(f.id.get_vfd_handle())
 
@@ -468,6 +508,14 @@ class Ensemble:
     #: a multi-process run joined from its shards (:mod:`lattice.runs.distributed`), in chain order
     shards: tuple[Ensemble, ...] = ()
 
+    @functools.cached_property
+    def run_config(self) -> RunConfig:
+        """The run's resolved config, validated (errors name this file's ``/config``)."""
+        # imported here: the config layer imports JAX, which reading an ensemble must not
+        from lattice.config.run import parse_config
+
+        return parse_config(self.config_toml, origin=f"{self.path}: /config")
+
     def configs(self, chains=slice(None), which=slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Saved configurations ``[chains, saved, *shape]`` and their measurement indices."""
         if self.saved == 0:
@@ -501,6 +549,11 @@ def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensem
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if "unable to lock file" in str(e):  # HDF5's lock: a writer has it open
+            raise EnsembleError(
+                f"{path}: a run is writing it now (the file is locked); read it when the run "
+                "has finished or stopped"
+            ) from None
         raise EnsembleError(f"{path}: not a readable HDF5 file ({short_error(e)})") from None
     try:
         with f:
@@ -523,11 +576,14 @@ def open_ensemble_file(path: str | Path, load_observables: bool = True) -> Ensem
                 **({"weights/log_w": weights} if weights is not None else {}),
             }
             _verify(path, f, loaded, n)
+            _verify_config(path, f["config"])
             return Ensemble(
                 path=path,
                 config_toml=str(f["config"].attrs["toml"]),
                 config_attrs={
-                    k: plain_value(v) for k, v in f["config"].attrs.items() if k != "toml"
+                    k: plain_value(v)
+                    for k, v in f["config"].attrs.items()
+                    if k not in ("toml", "sha256")
                 },
                 observables=obs,
                 acceptance=diag["acceptance"],

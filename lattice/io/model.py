@@ -89,10 +89,8 @@ def save_model(directory: str | Path, net, sde: SDE, meta: dict[str, Any]) -> Pa
         "network": net.spec.to_dict(),
         "receptive_field": net.receptive_field,
         **meta,
-        "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)},
     }
-    write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
-    return directory
+    return _write_meta(directory, doc)
 
 
 def save_multilevel(directory: str | Path, model, spec: NetworkSpec, meta: dict[str, Any]):
@@ -126,10 +124,78 @@ def save_multilevel(directory: str | Path, model, spec: NetworkSpec, meta: dict[
             "spectral": tables,
         },
         **meta,
-        "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)},
     }
+    return _write_meta(directory, doc)
+
+
+#: the parts of model.json a sampler computes with, covered by ``meta_sha256``
+SAMPLER_KEYS = ("format_version", "kind", "theory", "sde", "sigma_data", "network",
+                "receptive_field", "multilevel", "score_norms", "spectral")  # fmt: skip
+#: the largest noise scale a model may declare (σ_max = √(V G) is ~10³ on the largest
+#: lattices in use; a larger one is a damaged or edited file, and its path weights overflow)
+MAX_SIGMA = 1e8
+
+
+def meta_digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys) of ``doc``'s :data:`SAMPLER_KEYS`."""
+    part = {k: doc[k] for k in SAMPLER_KEYS if k in doc}
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_meta(directory: Path, doc: dict[str, Any]) -> Path:
+    """``model.json``, last and atomically: ``doc`` with the weights' SHA-256 and the digest of
+    the numbers a sampler uses (``meta_sha256``, :func:`meta_digest`)."""
+    doc = {**doc, "weights": {"file": WEIGHTS, "sha256": sha256_of(directory / WEIGHTS)}}
+    doc["meta_sha256"] = meta_digest(doc)
     write_file_atomic(directory / META, json.dumps(doc, indent=2, allow_nan=True) + "\n")
     return directory
+
+
+def _nonfinite(x: Any, where: str) -> str | None:
+    """The first non-finite number in a JSON value, named by its key path, else None."""
+    if isinstance(x, dict):
+        return next((w for k, v in x.items() if (w := _nonfinite(v, f"{where}.{k}"))), None)
+    if isinstance(x, list):
+        return next((w for i, v in enumerate(x) if (w := _nonfinite(v, f"{where}[{i}]"))), None)
+    if isinstance(x, float) and not np.isfinite(x):
+        return f"{where} = {x}"
+    return None
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a model.json whose sampler numbers were edited (``meta_sha256``) or, in a file of
+    before the digest, are not finite or out of range (σ_min > 0, σ_min < σ_max ≤
+    :data:`MAX_SIGMA`, σ_d > 0)."""
+    want = meta.get("meta_sha256")
+    if want is not None and want != meta_digest(meta):
+        raise ModelError(
+            f"{path}: the numbers the sampler uses (theory, sde, network, tables) do not match "
+            "their checksum meta_sha256: the file was edited or damaged"
+        )
+    for key in ("theory", "sde", "sigma_data", "multilevel", "score_norms", "spectral"):
+        bad = _nonfinite(meta.get(key), key)
+        if bad:
+            raise ModelError(f"{path}: {bad} is not finite")
+    ml = meta.get("multilevel") or {}
+    sdes = ([meta["sde"]] if "sde" in meta else []) + list(ml.get("sdes", []))
+    scales = [("sigma_data", meta.get("sigma_data"))] + [
+        (f"multilevel.sigma_data[{i}]", v) for i, v in enumerate(ml.get("sigma_data", []))
+    ]
+    try:
+        for i, sde in enumerate(sdes):
+            lo, hi = float(sde["sigma_min"]), float(sde["sigma_max"])
+            if not 0 < lo < hi <= MAX_SIGMA:
+                name = "sde" if i == 0 and "sde" in meta else f"multilevel.sdes[{i}]"
+                raise ModelError(
+                    f"{path}: {name}: sigma_min = {lo:g}, sigma_max = {hi:g} (allowed: "
+                    f"0 < sigma_min < sigma_max <= {MAX_SIGMA:g})"
+                )
+        for name, v in scales:
+            if v is not None and not float(v) > 0:
+                raise ModelError(f"{path}: {name} = {v} (allowed: > 0)")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{path}: damaged metadata ({type(e).__name__}: {e})") from None
 
 
 def _check_weights(weights: Path, expected: str) -> None:
@@ -201,6 +267,7 @@ def load_model(directory: str | Path) -> ScoreModel:
             f"{meta_path}: format_version {meta['format_version']} is newer than this lattice"
             f" ({FORMAT_VERSION})"
         )
+    _check_meta(meta_path, meta)
     weights = d / WEIGHTS
     if not weights.exists():
         raise ModelError(f"{d}: the weights file {WEIGHTS} is missing")

@@ -376,7 +376,9 @@ def log_mean_exp(log_w: Any, n_blocks: int = 50) -> tuple[float, float]:
     (the log partition function for w = e^{−S}/q). The log makes it biased low by about
     Var(w)/(2 N Z²) = (N/ESS − 1)/(2N) for heavy-tailed weights; the jackknife then also
     underestimates the error, since the largest weights have not been seen. Quote it with
-    Kish's ESS (:func:`kish_ess`)."""
+    Kish's ESS (:func:`kish_ess`). When one block holds all the weight that the float64
+    exponentials resolve (leaving it out leaves a mean of 0), the error is infinite: nothing
+    but the largest weight has been seen."""
     lw = np.atleast_2d(np.asarray(log_w, np.float64))
     ok = np.isfinite(lw)
     if ok.sum() < 2:
@@ -385,8 +387,9 @@ def log_mean_exp(log_w: Any, n_blocks: int = 50) -> tuple[float, float]:
     rows = [np.exp(r[np.isfinite(r)] - top) for r in lw]
     rows = [r for r in rows if r.size]
     blocks = min(n_blocks, sum(r.size for r in rows))
-    value, error = jackknife(np.log, [rows], n_blocks=max(2, blocks))
-    return top + value, error
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0 of a leave-one-out mean
+        value, error = jackknife(np.log, [rows], n_blocks=max(2, blocks))
+    return top + value, error if math.isfinite(error) else math.inf
 
 
 def independence_acceptance(log_w: Any) -> float:

@@ -153,7 +153,7 @@ def _load_run(target: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
         raise InputError(f"{ens.path}: only {ens.committed} measurements committed")
     data = dict(ens.observables)
     data.update(ens.diagnostics or {})
-    return parse_config(ens.config_toml), data
+    return ens.run_config, data
 
 
 # ---------------------------------------------------------------------- the checks

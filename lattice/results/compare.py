@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from lattice.config.run import parse_config
 from lattice.errors import LatticeError
 from lattice.io.ensemble import Ensemble, EnsembleError
 from lattice.io.reader import open_ensemble
 from lattice.numerics.analysis import family_z
 from lattice.results.measure import Measurement, measure_ensemble
+from lattice.results.status import RunStatus
 
 __all__ = [
     "CompareError",
@@ -127,11 +127,14 @@ class RunSummary:
     chains: int
     samples: int
     provenance: dict[str, Any] = field(repr=False)
+    #: complete, incomplete, diverged or stuck: only a complete run's cost is compared
+    status: RunStatus = RunStatus("complete", "")
 
     def to_json(self) -> dict[str, Any]:
         """The run's entry of ``lattice compare --json`` (everything but the provenance)."""
         return {
             "path": self.path,
+            **self.status.to_json(),
             "sampler": self.sampler,
             "exactness": self.exactness,
             "parameters": self.parameters,
@@ -188,12 +191,21 @@ class Comparison:
     z_flag: float
     ensembles: tuple[Ensemble, ...] = field(repr=False, compare=False)
 
+    def cheapest(self, name: str = "abs_m") -> RunSummary | None:
+        """The complete run with the fewest seconds per independent ``name``; runs that are
+        incomplete, diverged or stuck are left out (their cost is not a finished run's)."""
+        ok = [r for r in self.runs if r.status.ok]
+        return min(ok, key=lambda r: cost_per_independent_sample(r, name)[0], default=None)
+
     def to_json(self) -> dict[str, Any]:
-        """``{"runs": [...], "consistency": {name: max |z|}, "z_flag": z}``."""
+        """``{"runs": [...], "consistency": {name: max |z|}, "z_flag": z, "cheapest": path}``
+        (``cheapest``: :meth:`cheapest` for |m|, null if no run is complete)."""
+        best = self.cheapest()
         return {
             "runs": [r.to_json() for r in self.runs],
             "consistency": self.consistency,
             "z_flag": self.z_flag,
+            "cheapest": None if best is None else best.path,
         }
 
 
@@ -205,7 +217,7 @@ def _summary(ens: Ensemble, discard: int, S: float) -> RunSummary:
     every = int(a.get("run.measure_every", 1))
     diag = ens.diagnostics or {}
     acc = float(np.mean(diag["acceptance"][:, discard:])) if "acceptance" in diag else None
-    if not parse_config(ens.config_toml).sampler.traits.accept_reject:
+    if not ens.run_config.sampler.traits.accept_reject:
         acc = None  # no accept/reject step: no acceptance to report
     steps = max(int(ens.steps), 1)
     meas_seconds = float(ens.seconds) * min(1.0, ens.committed * every / steps)
@@ -239,6 +251,7 @@ def _summary(ens: Ensemble, discard: int, S: float) -> RunSummary:
         ess_per_second=ess,
         chains=chains,
         samples=n_meas,
+        status=res.status,
         provenance={
             "ensemble": str(ens.path),
             "uuid": ens.uuid,

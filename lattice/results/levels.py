@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice.config.run import build_theory, parse_config
+from lattice.config.run import build_theory
 from lattice.errors import InputError
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import load_model
@@ -201,7 +201,7 @@ def diagnose_run(
         ens = open_ensemble(run, load_observables=False)
     except EnsembleError as e:
         raise InputError(str(e)) from None
-    cfg = parse_config(ens.config_toml)
+    cfg = ens.run_config
     s = cfg.sampler
     if not s.is_multilevel():
         raise InputError(
@@ -228,7 +228,7 @@ def diagnose_run(
             src = open_ensemble(ensemble, load_observables=False)
         except EnsembleError as e:
             raise InputError(f"--ensemble: {e}") from None
-        other = build_theory(parse_config(src.config_toml))
+        other = build_theory(src.run_config)
         if other != theory:
             raise InputError(
                 f"--ensemble: {src.path} samples {other.describe()} on {list(other.shape)}; "

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lattice.config.run import build_theory, parse_config
+from lattice.config.run import build_theory
 from lattice.errors import InputError
 from lattice.io.ensemble import Ensemble
 from lattice.numerics.analysis import (
@@ -27,6 +27,7 @@ from lattice.numerics.analysis import (
 )
 from lattice.numerics.observables import observable_shapes
 from lattice.numerics.phi4 import Phi4
+from lattice.results.status import RunStatus, run_status
 
 __all__ = [
     "observable_names",
@@ -143,14 +144,15 @@ class Proposals:
     """The recorded proposals of a diffusion sampler (every step, no discard): acceptance, the
     mean and standard deviation of log w = log(e^{−S}/q) over the finite ones, the importance
     ESS per proposal (Σ w)²/(n Σ w²) with w = e^{log w − max log w}, the mean score evaluations
-    and the wall seconds per proposal (T / (steps · chains))."""
+    and the wall seconds per proposal (T / (steps · chains)). Without a finite log w (a method
+    without a density, ``pc`` or ``annealed``) the three log-w statistics are None."""
 
     acceptance: float
     proposals: int
     failed: int
-    log_w_mean: float
-    log_w_std: float
-    ess_fraction: float
+    log_w_mean: float | None
+    log_w_std: float | None
+    ess_fraction: float | None
     score_evaluations: float
     seconds: float
     #: a multilevel sampler: the standard deviation of each level's part of log w
@@ -208,11 +210,17 @@ class Measurement:
     diffusion: Proposals | None = None
     exact_kind: str | None = None
     log_z: LogZ | None = None
+    #: complete, incomplete, diverged or stuck (:mod:`lattice.results.status`)
+    status: RunStatus | None = None
+    committed: int | None = None
+    planned: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``{"observables": {name: {value, error, tau_int, tau_int_error, window[, exact]},
-        ..., "G": {value, error[, exact]}}, "chains", "samples", "config", "exactness"}``, then
-        ``"reweighting"`` and ``"diffusion"`` where they apply."""
+        ..., "G": {value, error[, exact]}}, "chains", "samples", "config", "exactness",
+        "status", "status_detail", "committed", "planned"}``, then ``"reweighting"`` and
+        ``"diffusion"`` where they apply. Non-finite numbers are written as ``null`` by the
+        CLI (:func:`lattice.app.console.json_line`)."""
         obs = {name: e.to_json() for name, e in self.observables.items()}
         obs["G"] = self.G.to_json()
         if self.log_z is not None:
@@ -224,6 +232,8 @@ class Measurement:
             "config": self.config,
             "exactness": self.exactness,
         }
+        if self.status is not None:
+            out.update(self.status.to_json(), committed=self.committed, planned=self.planned)
         if self.reweighting is not None:
             out["reweighting"] = self.reweighting.to_json()
         if self.diffusion is not None:
@@ -238,6 +248,10 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
         raise InputError(f"--discard must be >= 0 (got {discard})")
     if not S >= 0:
         raise InputError(f"--S must be >= 0 (got {S})")
+    status = run_status(ens)
+    if ens.committed == 0:
+        raise InputError(f"{ens.path}: no measurements committed; the run is {status.state}: "
+                         f"{status.detail}")  # fmt: skip
     if discard >= ens.committed:
         raise InputError(
             f"--discard {discard} >= the {ens.committed} committed measurements "
@@ -256,7 +270,7 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
     if ens.weights is not None:
         weights = _normalized_weights(np.asarray(ens.weights[:, discard:], np.float64))
     est = _Estimator(weights, S)
-    cfg = parse_config(ens.config_toml)
+    cfg = ens.run_config
     results = {}
     for name in observable_names(obs, build_theory(cfg)):
         if name in DERIVED:
@@ -284,6 +298,9 @@ def measure_ensemble(ens: Ensemble, discard: int = 0, S: float = 1.5) -> Measure
         diffusion=_proposals(ens),
         exact_kind=None if exact is None else exact[1],
         log_z=_log_z(ens, V),
+        status=status,
+        committed=ens.committed,
+        planned=ens.samples,
     )
 
 
@@ -310,15 +327,15 @@ def _proposals(ens: Ensemble) -> Proposals | None:
         return None
     lw = np.asarray(d["proposal_log_w"], np.float64)
     ok = np.isfinite(lw)
-    w = np.exp(lw[ok] - lw[ok].max()) if ok.any() else np.zeros(1)
+    w = np.exp(lw[ok] - lw[ok].max()) if ok.any() else None
     steps = max(ens.steps * ens.chains, 1)
     return Proposals(
         acceptance=float(np.mean(d["acceptance"])),
         proposals=int(lw.size),
         failed=int(lw.size - ok.sum()),
-        log_w_mean=float(lw[ok].mean()) if ok.any() else float("nan"),
-        log_w_std=float(lw[ok].std()) if ok.any() else float("nan"),
-        ess_fraction=float(kish_ess(w) / max(w.size, 1)),
+        log_w_mean=float(lw[ok].mean()) if w is not None else None,
+        log_w_std=float(lw[ok].std()) if w is not None else None,
+        ess_fraction=float(kish_ess(w) / w.size) if w is not None else None,
         score_evaluations=float(np.mean(d["score_evaluations"])),
         seconds=ens.seconds / steps,
         level_log_w_std={
@@ -327,6 +344,7 @@ def _proposals(ens: Ensemble) -> Proposals | None:
                 (k[len("level_log_w_") :] for k in d if k.startswith("level_log_w_")),
                 key=_finest_first,
             )
+            if w is not None
         },
     )
 

@@ -115,6 +115,8 @@ class Job:
     tuned_step_size: float | None = None
     #: the reverse steps the path-length pilot chose (the sampler is then built with it)
     tuned_path_steps: int | None = None
+    #: the uuid of the ensemble file the run writes (each checkpoint records it)
+    ensemble_uuid: str | None = None
 
     def state_template(self):
         """The shapes and dtypes of the chains' states (a checkpoint's expected tree)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lattice.config.base import tomllib
+from lattice.config.base import ConfigError, load_toml, read_config_text
 from lattice.errors import LatticeError
 from lattice.io.atomic import write_file_atomic
 from lattice.io.checkpoint import (
@@ -142,8 +142,8 @@ class RunDirectory:
                 return f"{KIND_OF.get(command, command)}: its {self.CHECKPOINT}"
         if self.config.is_file():
             try:
-                tables = tomllib.loads(self.config.read_text())
-            except (OSError, UnicodeDecodeError, ValueError):
+                tables = load_toml(read_config_text(self.config), str(self.config))
+            except ConfigError:
                 return f"an unreadable {self.CONFIG}"
             if self.table not in tables:
                 other = next((KIND_OF[t] for t in ("train", "run") if t in tables), "a config")

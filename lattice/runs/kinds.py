@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lattice.config.base import tomllib
+from lattice.config.base import ConfigError, load_toml, read_config_text
 
 __all__ = ["KIND_OF", "CONFIG", "is_training_dir"]
 
@@ -36,6 +36,6 @@ def is_training_dir(path: str | Path) -> bool:
     if not p.is_file():
         return False
     try:
-        return "train" in tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        return "train" in load_toml(read_config_text(p), str(p))
+    except ConfigError:
         return False

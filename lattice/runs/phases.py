@@ -80,6 +80,17 @@ def first_nonfinite(values: np.ndarray) -> tuple[int, int] | None:
     return int(chain), int(n)
 
 
+def no_finite_weight(sampler, diag: dict[str, np.ndarray]) -> int | None:
+    """The first chain none of whose proposals in a block ([n, chains]) had a finite
+    log-weight, for a sampler with a density (Metropolis or weighted), else None. Such a chain
+    rejects everything, or carries no weight: its measurements would describe its start."""
+    log_w = diag.get("proposal_log_w")
+    if log_w is None or not (sampler.traits.accept_reject or sampler.traits.weighted):
+        return None
+    dead = ~np.isfinite(np.asarray(log_w)).any(0)
+    return int(np.argmax(dead)) if dead.any() else None
+
+
 def _check_field(phi, step: int) -> None:
     """Raise :class:`Diverged` when a chain's field (host copy, [chains, ...]) is not finite
     after ``step`` steps."""
@@ -98,6 +109,8 @@ def checkpoint(job: Job, d: RunDirectory, states, p: Progress) -> None:
         "seconds": p.seconds,
         "config_toml": job.cfg.to_toml(),
     }
+    if job.ensemble_uuid is not None:
+        attrs["ensemble_uuid"] = job.ensemble_uuid
     if job.tuned_step_size is not None:
         attrs["tuned_step_size"] = job.tuned_step_size
     if job.tuned_path_steps is not None:
@@ -348,6 +361,9 @@ def measure(job: Job, d: RunDirectory, writer, states, p: Progress, reporter, el
             if bad is not None:
                 m = first + bad[1] if name != "the field" else first + n - 1
                 raise Diverged(bad[0], at(m + 1), name)
+        dead = no_finite_weight(sampler, diag)
+        if dead is not None:
+            raise Diverged(dead, at(first + n), "every proposal's log-weight in a block")
         obs = {name: np.swapaxes(v, 0, 1) for name, v in obs.items()}
         diag = {name: np.swapaxes(v, 0, 1) for name, v in diag.items()}
         writer.write_block(first, obs, diag)

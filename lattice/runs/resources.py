@@ -75,7 +75,7 @@ def resource_needs(cfg: RunConfig) -> tuple[int, int]:
     saved = n_saved(r.samples, r.save_every)
     per_measurement = 8 * (8 + 2 * cfg.lattice.shape[0])  # scalars, G, G_sd, diagnostics
     disk = r.chains * (saved * V * item + r.samples * per_measurement)
-    block = block_size(r.checkpoint_every, r.save_every)
+    block = min(block_size(r.checkpoint_every, r.save_every), r.samples)  # no block is longer
     saved_block = 0 if not r.save_every else -(-block // r.save_every) * V * item
     memory = r.chains * (_FIELDS_PER_CHAIN * V * item + 2 * saved_block)
     return disk, memory

@@ -14,13 +14,15 @@ an uninterrupted run.
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice.config.run import RunConfig, load_config, parse_config
+from lattice.config.run import RunConfig, load_config
 from lattice.io.checkpoint import CheckpointError
 from lattice.io.ensemble import EnsembleError, EnsembleWriter
 from lattice.io.reader import open_ensemble
@@ -132,7 +134,7 @@ def _resume(d: RunDirectory, reporter: Reporter | None) -> Path:
                 raise JobError(f"{e}; the run cannot be resumed from it") from None
             ens = None  # killed while it was being created: start again
         if ens is not None:
-            recorded = parse_config(ens.config_toml)
+            recorded = ens.run_config
             changed = recorded.diff(cfg)
             if changed:
                 raise JobError(
@@ -163,6 +165,7 @@ def _describe_existing(d: RunDirectory) -> str:
 def _start(job: Job, d: RunDirectory, reporter: Reporter):
     """A new run: create the ensemble, draw the initial fields, write checkpoint 0."""
     cfg, r, sampler = job.cfg, job.cfg.run, job.sampler
+    job = replace(job, ensemble_uuid=str(uuid.uuid4()))
     EnsembleWriter.create(
         d.path(ENSEMBLE),
         config_toml=cfg.to_toml(),
@@ -178,6 +181,7 @@ def _start(job: Job, d: RunDirectory, reporter: Reporter):
         diagnostics=(CLUSTER_DIAGNOSTICS if sampler.cluster is not None else ())
         + sampler.diagnostics,
         weights=sampler.weighted,
+        ensemble_uuid=job.ensemble_uuid,
     )
     states = init_states(sampler, initial_field(job.keys, job.theory, r.start, job.dtype))
     d.log(
@@ -188,19 +192,33 @@ def _start(job: Job, d: RunDirectory, reporter: Reporter):
     )
     p = Progress()
     checkpoint(job, d, states, p)
-    return states, p
+    return job, states, p
 
 
 def _restore(job: Job, d: RunDirectory, reporter: Reporter):
     """An interrupted run: the states and position of its checkpoint, which must hold this
-    config's keys and the sampler's state structure."""
+    config's keys and the sampler's state structure, belong to this ensemble (its uuid) and
+    not be ahead of it (the ensemble commits a block before the checkpoint after it)."""
     template = {"state": job.state_template(), "keys": job.key_data}
     try:
         tree, attrs = d.restore(template)
-    except CheckpointError as e:
+        ens = open_ensemble(d.path(ENSEMBLE), load_observables=False)
+    except (CheckpointError, EnsembleError) as e:
         raise JobError(str(e)) from None
     if not np.array_equal(tree["keys"], job.key_data):
         raise JobError(f"{d.checkpoint}: random keys do not match the config's seed")
+    if attrs.get("ensemble_uuid", ens.uuid) != ens.uuid:
+        raise JobError(
+            f"{d.checkpoint}: belongs to another ensemble (uuid {attrs['ensemble_uuid']}, "
+            f"{ENSEMBLE} has {ens.uuid}); the run cannot be resumed from it"
+        )
+    if int(attrs["committed"]) > ens.committed or int(attrs["saved_committed"]) > ens.saved:
+        raise JobError(
+            f"{d.checkpoint}: ahead of {ENSEMBLE} ({attrs['committed']} measurements "
+            f"checkpointed, {ens.committed} committed): the checkpoint is not this run's; "
+            "the run cannot be resumed from it"
+        )
+    job = replace(job, ensemble_uuid=ens.uuid)
     states = jax.tree_util.tree_map(jnp.asarray, tree["state"])
     if job.sharding is not None:
         states = jax.device_put(states, job.sharding)
@@ -214,7 +232,7 @@ def _restore(job: Job, d: RunDirectory, reporter: Reporter):
     )
     n = job.cfg.run.samples
     d.log(reporter, f"resume {job.cfg.name} at step {p.step} ({p.committed}/{n} measurements)")
-    return states, p
+    return job, states, p
 
 
 def _execute_safely(job: Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
@@ -229,9 +247,9 @@ def _execute(job: Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pat
     r = job.cfg.run
     ensemble = d.path(ENSEMBLE)
     if resume and d.checkpoint.exists() and ensemble.exists():
-        states, p = _restore(job, d, reporter)
+        job, states, p = _restore(job, d, reporter)
     else:
-        states, p = _start(job, d, reporter)
+        job, states, p = _start(job, d, reporter)
     d.log(
         reporter,
         f"start-up: {process_seconds():.2f} s from process start (imports, config, checks, "

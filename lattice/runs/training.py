@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice.config.run import ConfigError, build_theory, parse_config
+from lattice.config.run import ConfigError, build_theory
 from lattice.config.train import TrainConfig, load_train_config
 from lattice.io.ensemble import EnsembleError
 from lattice.io.model import META, WEIGHTS, save_model, save_multilevel
@@ -108,7 +108,7 @@ def load_training_data(
         ens = open_ensemble(path, load_observables=False)
     except EnsembleError as e:
         raise TrainError(f"train.ensemble: {e}") from None
-    theory = build_theory(parse_config(ens.config_toml))
+    theory = build_theory(ens.run_config)
     if ens.saved == 0:
         raise TrainError(
             f"train.ensemble: {path} has no saved configurations (it was run with "
