@@ -11,9 +11,12 @@ sides of a pair, and the ratio of medians is what is reported.
    - the same with the run's measurements every 10 steps: lattice's `sample` (every
      observable of `lattice run`) against the peer measuring m and φ² only;
    - HMC, trajectories of 10 leapfrog steps: force evaluations/s, lattice against the peer.
-2. **Whole process** (``--pairs`` alternated pairs, medians): `lattice run` of the job below
-   against `python benchmarks/peer.py job`, wall time of each process from exec to exit,
-   and lattice's in-loop rate from its run.log against the in-process `sample` rate of (1).
+2. **Whole process** (``--pairs`` alternated triples, medians): `lattice run` of the job below
+   with a cold compilation cache (an empty directory) and with a warm one (filled by an
+   untimed run of the same job), against `python benchmarks/peer.py job`; wall time of each
+   process from exec to exit, the start-up split from run.log (seconds to the first step, its
+   compilations and how many came from the cache, the loop's compilation), and lattice's
+   in-loop rate from its run.log against the in-process `sample` rate of (1).
    The job: 64² × 64 chains, 20000 Euler steps, float32, measured every 10 steps, no
    configurations saved.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,38 +112,61 @@ def in_loop(rounds: int, steps: int) -> dict[str, list[float]]:
     return out
 
 
-def _timed(cmd: list[str], cwd: Path) -> float:
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     return time.perf_counter() - t
 
 
 _SAMPLED = re.compile(r"sampled (\d+) steps in ([\d.]+) s .*compilation \(([\d.]+) s\)")
-_STARTUP = re.compile(r"start-up: ([\d.]+) s")
+_COUNT = r"(\d+) compilations? in ([\d.]+) s"
+_STARTUP = re.compile(r"start-up: ([\d.]+) s .*; " + _COUNT + r"(?:, (\d+) from)?")
+_LOOP_COMPILE = re.compile(r"compiled the sampling loop in ([\d.]+) s \(" + _COUNT)
+KINDS = ("cold", "warm")
+
+
+def _cache_env(cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "LATTICE_CACHE"))}
+    return {**env, "LATTICE_CACHE_DIR": str(cache)}
 
 
 def whole_process(pairs: int) -> dict[str, list[float]]:
-    """``pairs`` alternated (lattice run, peer job) process pairs: wall seconds, and lattice's
-    in-loop seconds, compile and start-up seconds from its run.log."""
-    out: dict[str, list[float]] = {
-        k: []
-        for k in ("lattice_s", "peer_s", "lattice_loop_s", "lattice_compile_s", "lattice_startup_s")
-    }
+    """``pairs`` alternated (cold `lattice run`, warm `lattice run`, peer job) triples: wall
+    seconds of each process, and each run's start-up, compilation counts, loop compilation and
+    in-loop seconds from its run.log. Cold: an empty compilation cache (lattice.app.cache);
+    warm: the cache a run of the same job filled before the timed triples."""
+    keys = ["peer_s"] + [
+        f"{kind}_{k}"
+        for kind in KINDS
+        for k in ("s", "startup_s", "startup_programs", "startup_hits", "compile_s",
+                  "loop_compile_s", "loop_s")
+    ]  # fmt: skip
+    out: dict[str, list[float]] = {k: [] for k in keys}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "job.toml"
         cfg.write_text(JOB)
+        warm = Path(tmp) / "warm-cache"
+        fill = [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(Path(tmp) / "fill")]
+        _timed([*fill, "-q"], HERE, _cache_env(warm))  # fills the warm cache, untimed
         for i in range(pairs):
-            run_dir = Path(tmp) / f"run{i}"
-            lat = [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(run_dir), "-q"]
-            out["lattice_s"].append(_timed(lat, HERE))
+            for kind in KINDS:
+                run_dir = Path(tmp) / f"{kind}{i}"
+                cache = warm if kind == "warm" else Path(tmp) / f"cold-cache{i}"
+                lat = [sys.executable, "-m", "lattice", "run", str(cfg), "-o", str(run_dir), "-q"]
+                out[f"{kind}_s"].append(_timed(lat, HERE, _cache_env(cache)))
+                log = (run_dir / "run.log").read_text()
+                m, s, c = _SAMPLED.search(log), _STARTUP.search(log), _LOOP_COMPILE.search(log)
+                if m is None or int(m.group(1)) != JOB_STEPS or s is None or c is None:
+                    raise SystemExit(f"{run_dir}/run.log: no timing lines")
+                out[f"{kind}_loop_s"].append(float(m.group(2)))
+                out[f"{kind}_compile_s"].append(float(m.group(3)))
+                out[f"{kind}_startup_s"].append(float(s.group(1)))
+                out[f"{kind}_startup_programs"].append(float(s.group(2)))
+                out[f"{kind}_startup_hits"].append(float(s.group(4) or 0))
+                out[f"{kind}_loop_compile_s"].append(float(c.group(3)))
             out["peer_s"].append(_timed([sys.executable, str(HERE / "peer.py"), "job"], HERE))
-            log = (run_dir / "run.log").read_text()
-            m, s = _SAMPLED.search(log), _STARTUP.search(log)
-            if m is None or int(m.group(1)) != JOB_STEPS or s is None:
-                raise SystemExit(f"{run_dir}/run.log: no timing lines")
-            out["lattice_loop_s"].append(float(m.group(2)))
-            out["lattice_compile_s"].append(float(m.group(3)))
-            out["lattice_startup_s"].append(float(s.group(1)))
     return out
 
 
@@ -189,21 +216,28 @@ def main() -> None:
         res["whole_process"] = proc
         pm = {k: _med(v) for k, v in proc.items()}
         sites = L * L * CHAINS * JOB_STEPS
-        run_loop_rate = sites / pm["lattice_loop_s"]
-        ratios["process_vs_peer"] = pm["peer_s"] / pm["lattice_s"]
+        run_loop_rate = sites / pm["warm_loop_s"]
+        for kind in KINDS:
+            ratios[f"process_vs_peer_{kind}"] = pm["peer_s"] / pm[f"{kind}_s"]
+        ratios["process_vs_peer"] = ratios["process_vs_peer_warm"]
         ratios["run_loop_vs_sample"] = run_loop_rate / med["lattice_sample_every_10"]
         if not a.json:
-            print(f"whole process, {JOB_STEPS} steps, medians of {a.pairs} alternated pairs:")
-            print(
-                f"  lattice run {pm['lattice_s']:.2f} s ({_spread(proc['lattice_s'])}): "
-                f"start-up {pm['lattice_startup_s']:.2f} s, compile "
-                f"{pm['lattice_compile_s']:.2f} s, loop {pm['lattice_loop_s']:.2f} s = "
-                f"{run_loop_rate:.3g} site-updates/s"
-            )
+            print(f"whole process, {JOB_STEPS} steps, medians of {a.pairs} alternated triples:")
+            for kind in KINDS:
+                print(
+                    f"  lattice run, {kind} cache: {pm[f'{kind}_s']:.2f} s "
+                    f"({_spread(proc[f'{kind}_s'])}): start-up {pm[f'{kind}_startup_s']:.2f} s "
+                    f"({pm[f'{kind}_startup_programs']:.0f} compilations, "
+                    f"{pm[f'{kind}_startup_hits']:.0f} from the cache), loop compilation "
+                    f"{pm[f'{kind}_compile_s']:.2f} s (XLA {pm[f'{kind}_loop_compile_s']:.2f} s), "
+                    f"loop {pm[f'{kind}_loop_s']:.2f} s = "
+                    f"{sites / pm[f'{kind}_loop_s']:.3g} site-updates/s"
+                )
             print(f"  peer job    {pm['peer_s']:.2f} s ({_spread(proc['peer_s'])})")
             print(
-                f"  ratios: lattice run {ratios['process_vs_peer']:.2f}x the peer, whole "
-                f"process; its loop {ratios['run_loop_vs_sample']:.2f}x the bare `sample` loop"
+                f"  ratios: lattice run {ratios['process_vs_peer_cold']:.2f}x (cold) and "
+                f"{ratios['process_vs_peer_warm']:.2f}x (warm) the peer, whole process; its loop "
+                f"{ratios['run_loop_vs_sample']:.2f}x the bare `sample` loop"
             )
     res["ratios"] = ratios
     if a.json:

@@ -18,6 +18,7 @@ if _CACHE is None:  # the controlling process; workers and subprocesses inherit 
     os.environ["LATTICE_TESTS_XLA_CACHE"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.update(
+    LATTICE_CACHE_DIR=_CACHE,  # the app's cache (lattice.app.cache): the same directory
     JAX_COMPILATION_CACHE_DIR=_CACHE,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",

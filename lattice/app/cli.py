@@ -82,10 +82,18 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 def _enable_x64() -> None:
     """Runs and checks compute in JAX's x64 mode (:func:`lattice.numerics.compile.require_x64`):
-    the app is the one place that turns it on, before anything builds a JAX array."""
+    the app is the one place that turns it on, before anything builds a JAX array. The
+    persistent compilation cache goes on with it (:mod:`lattice.app.cache`)."""
     import jax  # here, like every import of a command (module docstring)
 
     jax.config.update("jax_enable_x64", True)
+    _enable_cache()
+
+
+def _enable_cache() -> None:
+    from lattice.app.cache import enable_cache  # here, like every import of a command
+
+    enable_cache()
 
 
 def _fail(message: str, code: int = 2, hard: bool = False) -> None:
@@ -201,6 +209,7 @@ def train(
     from lattice.runs.training import train_model
 
     cfg = load_train_config(config, set_ or [])
+    _enable_cache()
     path = train_model(
         cfg,
         output or default_run_dir(config),
@@ -234,6 +243,7 @@ def resume(
     from lattice.runs.training import is_training_dir, resume_training
 
     if is_training_dir(run_dir):
+        _enable_cache()
         path = resume_training(
             run_dir, reporter=make_reporter(quiet), on_trained=write_training_plots
         )
@@ -884,6 +894,22 @@ def check(
         verdict = "all checks passed" if report.passed else "some checks FAILED"
         out.print(f"[bold]{verdict}[/]")
     raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def cache(
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every cached program.")] = False,
+) -> None:
+    """The persistent compilation cache: where it is, its programs and their size
+    (LATTICE_CACHE_DIR moves it, LATTICE_CACHE=off turns it off)."""
+    from lattice.app.cache import cache_info, clear_cache
+
+    info = clear_cache() if clear else cache_info()
+    if info.directory is None:
+        out.print("compilation cache: off (LATTICE_CACHE=off)")
+        return
+    size = f"{info.entries} programs, {info.bytes / 1e6:.1f} MB"
+    out.print(f"compilation cache: {info.directory}: " + (f"removed {size}" if clear else size))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from lattice.io.writer import BackgroundWriter
 from lattice.runs.assemble import Job, tuned, with_path_steps
+from lattice.runs.compilations import Compilations, compilations
 from lattice.runs.directory import JobError, RunDirectory
 from lattice.runs.progress import Reporter
 from lattice.runs.resources import block_size
@@ -127,13 +128,15 @@ class Clock:
     def __init__(self):
         self.first = 0.0  # the first call: tracing + compilation
         self.t_loop: float | None = None  # when the first call returned
+        self.compiled = Compilations()  # the XLA compilations of the first call
 
     def call(self, fn, *args):
-        t = time.perf_counter()
+        t, before = time.perf_counter(), compilations()
         out = fn(*args)
         if self.t_loop is None:
             self.t_loop = time.perf_counter()
             self.first = self.t_loop - t
+            self.compiled = compilations() - before
         return out
 
     def summary(self, job: Job, steps: int) -> str:
@@ -173,7 +176,8 @@ def run_blocks(
     if not blocks:
         return carry, clock
     pending = clock.call(dispatch, carry, *blocks[0])
-    d.log(reporter, f"compiled the {name} loop in {clock.first:.2f} s", show=False)
+    d.log(reporter, f"compiled the {name} loop in {clock.first:.2f} s "
+                    f"({clock.compiled.describe()})", show=False)  # fmt: skip
     reporter.start(name, total, start)
     for k, (first, n) in enumerate(blocks):
         carry, out = pending

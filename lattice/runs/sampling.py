@@ -29,6 +29,7 @@ from lattice.io.reader import open_ensemble
 from lattice.numerics.compile import require_x64
 from lattice.numerics.observables import observable_shapes
 from lattice.runs.assemble import Job, config_attrs, prepare, tuned, with_path_steps
+from lattice.runs.compilations import Compilations, compilations, count_compilations
 from lattice.runs.directory import DivergedError, JobError, RunDirectory
 from lattice.runs.phases import (
     Diverged,
@@ -88,24 +89,28 @@ def run_job(
     unless ``force``; with ``force`` the previous run's files are removed first. Another
     command's directory is always refused (:meth:`RunDirectory.claim`)."""
     require_x64(JobError)
+    count_compilations()
+    since = compilations()
     d = run_directory(run_dir)
     chain_sharding(cfg.run.chains, cfg.run.devices)  # refuse an impossible request first
     check_resources(cfg, d.root)
     job = prepare(cfg)
     with d.locked():
         d.claim(job.cfg.to_toml(), force=force, describe=lambda: _describe_existing(d))
-        return _execute_safely(job, d, reporter or QuietReporter(), resume=False)
+        return _execute_safely(job, d, reporter or QuietReporter(), False, since)
 
 
 def resume_job(run_dir: str | Path, *, reporter: Reporter | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint (bitwise identical result)."""
     require_x64(JobError)
+    count_compilations()
+    since = compilations()
     d = run_directory(run_dir)
     if not d.root.is_dir():
         d.require_config()  # refuses: nothing is there
     with d.locked():
         d.require_config(lambda: _recorded_config(d))
-        return _resume(d, reporter)
+        return _resume(d, reporter, since)
 
 
 def _recorded_config(d: RunDirectory) -> tuple[str, str] | None:
@@ -122,7 +127,7 @@ def _recorded_config(d: RunDirectory) -> tuple[str, str] | None:
     return (str(text), d.CHECKPOINT) if text else None
 
 
-def _resume(d: RunDirectory, reporter: Reporter | None) -> Path:
+def _resume(d: RunDirectory, reporter: Reporter | None, since: Compilations) -> Path:
     cfg = load_config(d.config)
     job = prepare(cfg)
     ensemble = d.path(ENSEMBLE)
@@ -146,7 +151,7 @@ def _resume(d: RunDirectory, reporter: Reporter | None) -> Path:
             if ens.complete:
                 (reporter or QuietReporter()).log(f"{d.root}: already complete")
                 return ensemble
-    return _execute_safely(job, d, reporter or QuietReporter(), resume=True)
+    return _execute_safely(job, d, reporter or QuietReporter(), True, since)
 
 
 def _describe_existing(d: RunDirectory) -> str:
@@ -235,15 +240,20 @@ def _restore(job: Job, d: RunDirectory, reporter: Reporter):
     return job, states, p
 
 
-def _execute_safely(job: Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
+def _execute_safely(
+    job: Job, d: RunDirectory, reporter: Reporter, resume: bool, since: Compilations
+) -> Path:
     """:func:`_execute`, with every I/O failure turned into one line
     (:meth:`RunDirectory.guard_io`)."""
     with d.guard_io():
-        return _execute(job, d, reporter, resume)
+        return _execute(job, d, reporter, resume, since)
 
 
-def _execute(job: Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Path:
-    """Start or restore, thermalize, measure, mark the ensemble complete."""
+def _execute(
+    job: Job, d: RunDirectory, reporter: Reporter, resume: bool, since: Compilations
+) -> Path:
+    """Start or restore, thermalize, measure, mark the ensemble complete. ``since``: the
+    process's compilation counts when the command started (run.log's start-up line)."""
     r = job.cfg.run
     ensemble = d.path(ENSEMBLE)
     if resume and d.checkpoint.exists() and ensemble.exists():
@@ -253,7 +263,7 @@ def _execute(job: Job, d: RunDirectory, reporter: Reporter, resume: bool) -> Pat
     d.log(
         reporter,
         f"start-up: {process_seconds():.2f} s from process start (imports, config, checks, "
-        "files) to the first step",
+        f"files) to the first step; {(compilations() - since).describe()}",
         show=False,
     )
     if p.tuned_step_size is not None:  # a checkpoint after tuning: sample with its step
