@@ -12,20 +12,25 @@ import pytest
 # subprocesses the tests start, so that a program compiles once per session. A cached executable
 # is the one a fresh compile would give (the key hashes the program, the compile options and the
 # backend), so no result changes. The directory is removed at exit: no session reuses another's.
+# LATTICE_TESTS_XLA_CACHE=off runs the suite without any cache (to measure what it saves,
+# docs/PERFORMANCE.md).
 _CACHE = os.environ.get("LATTICE_TESTS_XLA_CACHE")
 if _CACHE is None:  # the controlling process; workers and subprocesses inherit the variable
     _CACHE = tempfile.mkdtemp(prefix="lattice-tests-xla-")
     os.environ["LATTICE_TESTS_XLA_CACHE"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ.update(
-    LATTICE_CACHE_DIR=_CACHE,  # the app's cache (lattice.app.cache): the same directory
-    JAX_COMPILATION_CACHE_DIR=_CACHE,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
-)
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+if _CACHE == "off":
+    os.environ["LATTICE_CACHE"] = "off"  # the app's cache (lattice.app.cache) too
+else:
+    os.environ.update(
+        LATTICE_CACHE_DIR=_CACHE,  # the app's cache (lattice.app.cache): the same directory
+        JAX_COMPILATION_CACHE_DIR=_CACHE,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+    )
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
