@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-long lint bench clean
+.PHONY: demo test test-long lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,7 @@ demo: $(STAMP)
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
 test: $(STAMP)
+	@test -x /usr/bin/chromium || echo "hint: /usr/bin/chromium is missing, so tests/test_report_browser.py will fail; install it: apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"
 	$(BIN)/python -m pytest -q -m "not slow and not long" -n $(WORKERS)
 
 # The tests marked `long` (pyproject.toml): what cannot be made short without losing what it
@@ -44,6 +45,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ratios.py
+
+# The API reference and the docs/ pages as a site (mkdocs.yml), offline: site/index.html.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,7 @@
 A ``LatticeError`` carries the process exit status the CLI ends with (docs/conventions.md §3):
 
 * 2: bad input: a config key, a path, a file, the environment, or an I/O failure;
-* 3: a run that diverged (:class:`lattice.runs.phases.DivergedError`).
+* 3: a run that diverged (:class:`lattice.runs.directory.DivergedError`).
 
 The CLI catches ``LatticeError`` in one place, prints the one-line message and exits with
 ``exit_code``; library code never prints and never calls ``sys.exit``. The subclasses (one per

@@ -30,7 +30,7 @@ LAYERS = {
     "__main__": 9,
 }
 #: third-party packages only the app layer may import (presentation and global config)
-APP_ONLY = ("rich", "matplotlib", "typer")
+APP_ONLY = ("rich", "matplotlib", "typer", "jinja2")
 
 
 def _modules() -> dict[str, Path]:

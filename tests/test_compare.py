@@ -10,6 +10,7 @@ from test_jobs import cli
 
 from lattice.numerics.analysis import family_z
 from lattice.results.compare import compare_runs
+from lattice.results.verdict import comparison_json
 
 RUN = """
 name = "{name}"
@@ -52,13 +53,14 @@ def runs(tmp_path_factory):
 def test_two_exact_samplers_of_one_theory_agree(runs):
     res = json.loads(cli("compare", runs["hmc"], runs["mala"], "--json", check=0).stdout)
     assert [r["sampler"] for r in res["runs"]] == ["hmc-leapfrog", "mala"]
-    assert list(res) == ["runs", "consistency", "z_flag", "cheapest"]
+    assert list(res) == ["runs", "consistency", "z_flag", "cheapest", "verdict"]
     assert [r["status"] for r in res["runs"]] == ["complete", "complete"]
     keys = ["path", "status", "status_detail", "sampler", "exactness", "parameters"]
     keys += ["observables", "acceptance", "cost"]
     assert list(res["runs"][0]) == [*keys, "ess_per_second", "chains", "samples"]
-    # the JSON is the one serialisation of the Comparison compare_runs returns
-    assert json.loads(json.dumps(compare_runs([runs["hmc"], runs["mala"]]).to_json())) == res
+    # the JSON is the one serialisation of the Comparison compare_runs returns, and its verdict
+    c = compare_runs([runs["hmc"], runs["mala"]])
+    assert json.loads(json.dumps(comparison_json(c))) == res
     print({k: round(v, 2) for k, v in res["consistency"].items()})
     assert set(res["consistency"]) >= {"abs_m", "phi2", "chi", "action", "binder"}
     assert all(z < 4 for z in res["consistency"].values())

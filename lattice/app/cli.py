@@ -37,6 +37,7 @@ class _Commands(TyperGroup):
     """
 
     def invoke(self, ctx):
+        out.width = _out_width()  # per command: COLUMNS may differ between in-process calls
         try:
             return super().invoke(ctx)
         except LatticeError as e:
@@ -77,7 +78,16 @@ app = typer.Typer(
     help="Stochastic quantization of lattice phi^4 theory: ensembles, errors, samplers.",
 )
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+out = Console(highlight=False)
+
+
+def _out_width() -> int | None:
+    """The width stdout's tables are laid out for, read when a command starts: ``COLUMNS``
+    when set, else the terminal's (None: rich asks it), else 120 (a pipe or a file)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if sys.stdout.isatty() else 120
 
 
 def _enable_x64() -> None:
@@ -270,174 +280,6 @@ def resume(
         err.print(f"ensemble complete: {path}")
 
 
-def _training_info(directory: Path) -> None:
-    """A model directory whose training has not finished: where it stands."""
-    from lattice.config.base import ConfigError
-    from lattice.config.train import load_train_config
-    from lattice.io.checkpoint import CheckpointError, read_checkpoint_attrs
-
-    try:
-        steps = load_train_config(directory / "config.toml").train.steps
-        ck = directory / "checkpoint.h5"
-        step = int(read_checkpoint_attrs(ck)["step"]) if ck.exists() else 0
-    except (ConfigError, CheckpointError, KeyError, ValueError) as e:
-        _fail(f"{directory}: an unfinished training with an unreadable state ({e})")
-    out.print(
-        f"{directory}: a score model in training (unfinished): step {step} of {steps} "
-        f"checkpointed; continue it with `lattice resume {directory}`",
-        soft_wrap=True,
-    )
-
-
-def _model_info(directory: Path) -> None:
-    from lattice.io.model import load_model
-    from lattice.score.network import DEFAULT_ARCHITECTURE
-
-    m = load_model(directory)
-    meta, sde = m.meta, m.sde
-    tr, data = meta.get("training") or {}, meta.get("data") or {}
-    cs = (meta.get("diagnostics") or {}).get("cosine_similarity") or {}
-    multilevel = meta.get("kind") == "multilevel"
-    spec = m.conditionals[0].spec if multilevel else m.net.spec
-    # the network's own receptive field (any architecture; the finest level's spec for multilevel)
-    rf = spec.receptive_field if multilevel else m.receptive_field
-    sizes = (
-        f"{'physics-informed' if spec.physics else 'plain'}, {spec.channels} channels"
-        f" x {spec.blocks} blocks"
-        if spec.architecture == DEFAULT_ARCHITECTURE
-        else f"architecture {spec.architecture!r}"
-    )
-
-    def row(name, text):
-        """A row whose record may be missing (a model saved through the Python API, not by
-        `lattice train`): "not recorded" instead of a traceback."""
-        try:
-            return name, text()
-        except (KeyError, TypeError, ValueError):
-            return name, "not recorded"
-
-    rows = [
-        ("score model", str(directory)),
-        ("theory", m.theory.describe()),
-        *(
-            [
-                (
-                    "multilevel",
-                    f"{m.levels} Haar levels down to {list(m.coarse_shape)}: a conditional "
-                    "network per level (the finest "
-                    + ("physics-informed" if spec.physics else "plain")
-                    + f"), a plain one for the coarse field; transfer scale a = {m.scale:.4g}",
-                )
-            ]
-            if multilevel
-            else []
-        ),
-        (
-            ("SDE", f"{sde.name.upper()}, sigma {sde.sigma_min:.4g} .. {sde.sigma_max:.4g}")
-            if not multilevel
-            else (
-                "SDEs",
-                "VE per level, sigma_max "
-                + ", ".join(f"{x.sigma_max:.4g}" for x in m.sdes)
-                + " (details finest first, then the coarse field)",
-            )
-        ),
-        row(
-            "network",
-            lambda: (
-                f"{sizes}, {meta['parameters']:,} parameters, receptive field "
-                + (f"R = {rf}" if rf is not None else "global")
-            ),
-        ),
-        *(
-            _path_rows(meta, row)
-            if tr.get("objective") == "path"
-            else [
-                row(
-                    "data",
-                    lambda: (
-                        f"{data['ensemble']} (uuid {data['uuid']}), {data['train_configs']} + "
-                        f"{data['validation_configs']} held out"
-                    ),
-                ),
-                row(
-                    "training",
-                    lambda: (
-                        f"{tr['steps']} steps x batch {tr['batch_size']} in {tr['seconds']:.0f} s"
-                    ),
-                ),
-                row(
-                    "loss", lambda: f"train {tr['train_loss']:.4f}, validation {tr['val_loss']:.4f}"
-                ),
-                row(
-                    "cos(s, -dS/dphi)",
-                    lambda: f"{cs['mean']:.4f} (min {cs['min']:.4f}) at sigma {cs['sigma']:.3g}",
-                ),
-            ]
-        ),  # fmt: skip
-        (
-            "score norms",
-            f"u(sigma) at {len(meta['score_norms']['sigma'])} noise levels (analytic path kernel)"
-            if meta.get("score_norms")
-            else "none stored (measured from the training ensemble when the sampler is built)"
-            if tr.get("objective") != "path"
-            else "none (trained without an ensemble: the analytic kernel is not available)",
-        ),
-        ("spectral table", _spectral_row(meta.get("spectral")))
-        if not multilevel
-        else (
-            "spectral tables",
-            ", ".join(
-                f"{len(t['sigma'])} noise levels x {len(t['power'])} modes"
-                for t in meta["multilevel"]["spectral"]
-            )
-            + f" (per level, finest first); {meta['multilevel']['spectral'][0].get('source')}",
-        ),
-        row("created", lambda: f"{meta['created']} by lattice {meta['lattice_version']}"),
-    ]
-    for k, v in rows:
-        out.print(f"[bold]{k:>16}[/]  {v}")
-
-
-def _path_rows(meta: dict, row) -> list[tuple[str, str]]:
-    """``lattice info``'s rows on a model trained on the path weight: its start, the objective
-    with K and the noise levels, and the final Var log w, acceptance and ESS."""
-    tr, data = meta["training"], meta.get("data") or {}
-    fin = (meta.get("diagnostics") or {}).get("path") or {}
-
-    def start():
-        origin = (
-            f"the action alone (Hartree mu^2 = {data['hartree_mu2']:.4g})"
-            if data.get("from") == "action"
-            else f"the ensemble {data.get('ensemble')}"
-        )
-        if "init" not in data:
-            return f"none: trained from {origin}"
-        init = data["init"]
-        return f"fine-tuned from {init['model']} (sha256 {init['sha256'][:12]}...; from {origin})"
-
-    def levels():
-        lv = tr["noise_levels"]
-        return (
-            f"path objective (Var log w) at K = {tr['path_steps']}, sigma_1..sigma_K "
-            f"{lv[1]:.4g}..{lv[-1]:.4g}; {tr['steps']} steps x {tr['batch_size']} paths in "
-            f"{tr['seconds']:.0f} s (run it with sampler.steps = {tr['path_steps']})"
-        )
-
-    return [
-        row("data", start),
-        row("training", levels),
-        row(
-            "path weights",
-            lambda: (
-                f"Var log w {fin['var_log_w']:.4g}, MH acceptance {fin['acceptance_pairs']:.3f}"
-                f" (pairs; {fin['acceptance_gauss']:.3f} Gaussian), ESS per path {fin['ess']:.3f}"
-                f" on {fin['paths']} fresh paths"
-            ),
-        ),
-    ]
-
-
 #: below this Kish ESS a log Z estimate is flagged as dominated by its largest weights
 LOG_Z_MIN_ESS = 100
 
@@ -457,113 +299,30 @@ def _log_z_note(lz) -> str:
     return note
 
 
-def _spectral_row(table: dict | None) -> str:
-    """``lattice info``'s line on a model's per-mode kernel table: its size and origin."""
-    if not table:
-        return (
-            "none stored (kernel = 'spectral' measures it from the training ensemble when the"
-            " sampler is built; the default kernel is then 'analytic')"
-        )
-    modes = len(table["power"])
-    return (
-        f"M(sigma, p) at {len(table['sigma'])} noise levels x {modes} modes, C(p) "
-        f"(spectral path kernel, the default); {table.get('source', 'origin not recorded')}"
-    )
-
-
 @app.command()
 def info(
     file: Annotated[
         Path, typer.Argument(help="ensemble.h5, a run directory, or a model directory.")
     ],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Shape, action, sampler, chains, samples, and whether the run is complete (or, for a
     model directory, what the score model was trained on and how well)."""
-    from lattice.io.reader import open_ensemble
-    from lattice.runs.kinds import is_training_dir
+    from lattice.app.console import json_line
+    from lattice.results.info import TrainingInfo, describe
 
-    if file.is_dir() and not (file / "model.json").exists() and is_training_dir(file):
-        _training_info(file)
-        return
-    if file.is_dir() and (file / "model.json").exists():
-        _model_info(file)
-        return
-    ens = open_ensemble(file, load_observables=False)
-    a = ens.config_attrs
-    form = a.get("action.form")
-    coup = f"kappa = {a.get('action.kappa')}" if form == "kappa" else f"m2 = {a.get('action.m2')}"
-    state = "complete" if ens.complete else f"incomplete ({ens.committed}/{ens.samples} committed)"
-    if ens.diverged:
-        state = f"{ens.diverged.split(';')[0]} ({ens.committed}/{ens.samples} committed)"
-    rows = [
-        ("file", str(ens.path)),
-        ("lattice", f"{a.get('lattice.shape')}"),
-        ("action", f"{form} form, {coup}, lambda = {a.get('action.lambda')}"),
-        ("sampler", f"{a.get('sampler.name')} ({a.get('sampler.exactness')})"),
-        ("chains", str(ens.chains)),
-        ("samples", f"{ens.committed} per chain (planned {ens.samples})"),
-        ("saved configs", f"{ens.saved} per chain"),
-        ("status", state),
-        ("created", f"{ens.created} by lattice {ens.version}"),
-        ("wall time", f"{ens.seconds:.1f} s for {ens.steps} sampler steps"),
-    ]
-    cl = _cluster_summary(ens)
-    if cl:
-        rows.append(("clusters", cl))
-    if "sampler.tuned_step_size" in a:
-        rows.append(
-            (
-                "tuned step",
-                f"{a['sampler.tuned_step_size']:.6g} x {a.get('sampler.steps')} steps over "
-                f"{a['sampler.tuned_steps']} steps (target acceptance "
-                f"{a.get('sampler.target_acceptance')}, last tuning block "
-                f"{a['sampler.tuned_acceptance']:.3f})",
-            )
-        )
-    if "sampler.tuned_path_steps" in a:
-        tried = ", ".join(
-            f"{int(k)}: {x:.3f}"
-            for k, x in zip(
-                a["sampler.pilot_path_steps"], a["sampler.pilot_acceptance"], strict=True
-            )
-        )
-        rows.append(
-            (
-                "path steps",
-                f"K = {a['sampler.tuned_path_steps']} by the pilot (target acceptance "
-                f"{a.get('sampler.target_acceptance')}, cap {a.get('sampler.steps')}; "
-                f"K: acceptance over {a['sampler.pilot_proposals']} proposals {tried})",
-            )
-        )
-    if "sampler.model_sha256" in a:
-        rows.append(
-            (
-                "model",
-                f"{a.get('sampler.model_path')} (sha256 {str(a['sampler.model_sha256'])[:12]}…,"
-                f" trained {float(a.get('sampler.model_training_seconds', 'nan')):.0f} s on"
-                f" {a.get('sampler.model_data_ensemble')})",
-            )
-        )
-    for k, v in rows:
-        out.print(f"[bold]{k:>14}[/]  {v}")
+    what = describe(file)
+    if json_:
+        sys.stdout.write(json_line(what.to_json()))
+    elif isinstance(what, TrainingInfo):
+        out.print(what.text(), soft_wrap=True)
+    else:
+        from rich.markup import escape
 
-
-def _cluster_summary(ens) -> str | None:
-    """One line on the cluster updates of an ensemble, or None without them."""
-    import numpy as np
-
-    d = ens.diagnostics or {}
-    if "cluster_size" not in d or not d["cluster_size"].size:
-        return None
-    a = ens.config_attrs
-    size, iters = d["cluster_size"], d["cluster_iterations"]
-    head = f"{a.get('sampler.cluster')}, cluster_every = {a.get('sampler.cluster_every')}"
-    if np.isnan(size).all():
-        return head
-    return (
-        f"{head}; mean cluster size {np.nanmean(size):.3g} sites, "
-        f"{np.nanmean(iters):.3g} labelling iterations"
-    )
+        rows = what.rows()
+        pad = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            out.print(f"[bold]{k:>{pad}}[/]  {escape(v)}")
 
 
 @app.command()
@@ -589,40 +348,11 @@ def measure(
     if json_:
         sys.stdout.write(json_line(res.to_json()))
         return
-    from rich.table import Table
+    from lattice.app.tables import measure_tables
 
-    exact_cols = res.exact_kind is not None
-    st = res.status
-    t = Table(
-        title=f"{ens.path}  ({res.chains} chains x {res.samples} measurements, "
-        f"sampler exactness: {res.exactness})"
-        + ("" if st.ok else f"  [bold red]{st.state.upper()}[/]")
-    )
-    cols = ["observable", "value", "error", "tau_int", "tau_int error", "window"]
-    cols += ["exact", "z"] if exact_cols else []
-    for col in cols:
-        t.add_column(col, justify="right" if col != "observable" else "left")
-    for name, o in res.observables.items():
-        row = [
-            name,
-            f"{o.value:.6g}",
-            f"{o.error:.2g}",
-            f"{o.tau_int:.2f}",
-            f"{o.tau_int_error:.2f}",
-            str(o.window),
-        ]
-        if exact_cols and o.exact is None:
-            row += ["—", "—"]
-        elif exact_cols:
-            z = (o.value - o.exact) / o.error if o.error > 0 else float("nan")
-            row += [f"{o.exact:.6g}", f"{z:+.2f}"]
-        t.add_row(*row)
-    lz = res.log_z
-    if lz is not None:  # from the proposals' exact weights: no τ_int (independent draws)
-        blank = ["—", "—", "—"] + (["", ""] if exact_cols else [])
-        t.add_row("log_z", f"{lz.value:.10g}", f"{lz.error:.2g}", *blank)
-        t.add_row("f = -log_z/V", f"{lz.density:.8g}", f"{lz.density_error:.2g}", *blank)
-    out.print(t)
+    for part in measure_tables(res, ens.path, out.width):
+        out.print(part)
+    lz, st = res.log_z, res.status
     if lz is not None:
         out.print(_log_z_note(lz))
     failed = [n for n, o in res.observables.items() if o.gamma.windowing_failed]
@@ -633,9 +363,11 @@ def measure(
         )
     pairs = zip(res.G.value, res.G.error, strict=True)
     out.print("G(t): " + ", ".join(f"{v:.4g} ± {e:.2g}" for v, e in pairs))
-    if exact_cols:
+    if res.exact_kind is not None:
         out.print(f"exact: {res.exact_kind}")
-    cl = _cluster_summary(ens)
+    from lattice.results.info import cluster_summary
+
+    cl = cluster_summary(ens)
     if cl:
         out.print(f"clusters: {cl}")
     rw = res.reweighting
@@ -704,48 +436,21 @@ def compare(
         if plots is not None:
             err.print(f"{len(files)} plots written to {plots}")
     if json_:
-        sys.stdout.write(json_line(res.to_json()))
-        return
-    from rich.table import Table
+        from lattice.results.verdict import comparison_json
 
-    t = Table(title="Sampler comparison: " + ", ".join(f"{k} = {v}" for k, v in res.theory.items()))
-    t.add_column("#")
-    t.add_column("sampler")
-    for col in (
-        "|m|",
-        "chi",
-        "S/V",
-        "tau |m|",
-        "tau chi",
-        "acc",
-        "s/meas",
-        "evals/meas",
-        "s/indep |m|",
-    ):
-        t.add_column(col, justify="right")
-    for i, r in enumerate(res.runs, 1):
-        o = r.measurement.observables
-        sec, _ = cost_per_independent_sample(r)
-        broken = not r.status.ok  # its cost is not a finished run's: in parentheses
-        t.add_row(
-            str(i),
-            r.sampler + (f" [bold red]{r.status.state.upper()}[/]" if broken else ""),
-            *(f"{o[n].value:.5g} ± {o[n].error:.2g}" for n in ("abs_m", "chi", "action")),
-            *(f"{o[n].tau_int:.3g} ± {o[n].tau_int_error:.2g}" for n in ("abs_m", "chi")),
-            "—" if r.acceptance is None else f"{r.acceptance:.3f}",
-            f"({r.cost.seconds_per_measurement:.3g})" if broken else
-            f"{r.cost.seconds_per_measurement:.3g}",
-            f"{r.cost.evals_per_measurement:.3g}",
-            f"({sec:.3g})" if broken else f"{sec:.3g}",
-        )  # fmt: skip
-    out.print(t)
+        sys.stdout.write(json_line(comparison_json(res)))
+        return
+    from lattice.app.tables import compare_tables
+
+    for part in compare_tables(res, out.width):
+        out.print(part)
     for i, r in enumerate(res.runs, 1):
         tr = r.cost.training_seconds
         extra = f"; model training {tr:.0f} s (not included above)" if tr is not None else ""
         lz = r.measurement.log_z
         if lz is not None:
             extra += f"; log_z {lz.value:.8g} ± {lz.error:.2g} (ESS {lz.ess:.0f})"
-        out.print(f"{i}: {r.path} ({r.exactness}){extra}")
+        out.print(f"{i}: {r.sampler}, {r.path} ({r.exactness}){extra}")
         if not r.status.ok:
             out.print(
                 f"   [bold red]{r.status.state}[/]: {r.status.detail}; its cost (in parentheses)"
@@ -820,19 +525,10 @@ def levels(
     if json_:
         sys.stdout.write(json_line(res.to_json()))
         return
-    from rich.table import Table
+    from lattice.app.tables import levels_tables
 
-    t = Table(
-        title=f"redraw below each level: {res.source}, K = {res.steps_label}, M = {res.draws}"
-    )
-    for col in ("redrawn up to", "acceptance", "error", "var log w", "evaluations"):
-        t.add_column(col, justify="left" if col == "redrawn up to" else "right")
-    for r in res.levels:
-        t.add_row(
-            r.level, f"{r.acceptance:.3f}", f"{r.error:.2g}", f"{r.log_w_var:.3g}",
-            f"{r.evaluations:.3g}",
-        )  # fmt: skip
-    out.print(t)
+    for part in levels_tables(res, out.width):
+        out.print(part)
     for note in res.notes:
         out.print(note)
 

@@ -10,7 +10,7 @@
 Only ``train.ensemble`` is required, or, for ``objective = "path"`` from the action alone, the
 ``[lattice]`` and ``[action]`` tables of a run config; every other key has a default
 (``docs/config.md``).
-Errors are :class:`lattice.config.ConfigError` with the dotted key path first, exactly as for
+Errors are :class:`lattice.config.base.ConfigError` with the dotted key path first, exactly as for
 run configs.
 """
 

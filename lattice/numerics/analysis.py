@@ -421,8 +421,9 @@ def family_z(n_tests: int, alpha: float = 1e-3, floor: float = 4.0) -> float:
 
         z* = max(floor, Φ⁻¹(1 − α / (2 n_tests))).
 
-    >>> [round(family_z(n), 2) for n in (1, 16, 64, 100, 1000)]
-    [4.0, 4.0, 4.32, 4.42, 4.89]
+    Examples:
+        >>> [round(family_z(n), 2) for n in (1, 16, 64, 100, 1000)]
+        [4.0, 4.0, 4.32, 4.42, 4.89]
     """
     return max(floor, NormalDist().inv_cdf(1.0 - alpha / (2 * max(int(n_tests), 1))))
 

@@ -108,7 +108,7 @@ def diffusion(
     table=None,
     **options,
 ) -> Sampler:
-    """A sampler over a trained :class:`lattice.score.ScoreModel` (see the module docstring).
+    """A sampler over a trained :class:`lattice.score.model.ScoreModel` (see the module docstring).
 
     ``options`` are exactly the keys of the method (:data:`OPTIONS`; their defaults are
     :class:`lattice.config.sampler.Diffusion`'s). ``metropolis_step`` needs ``method = "sde"``

@@ -81,6 +81,6 @@ def free_field_samples(theory: Phi4, key, n: int, dtype=jnp.float64) -> jnp.ndar
 
 
 def exact_gaussian_model(theory: Phi4, sde):
-    """A :class:`~lattice.score.ScoreModel` whose "network" is the exact score of eq. (1): a
+    """A :class:`~lattice.score.model.ScoreModel` whose "network" is the exact score of eq. (1): a
     model without training, for tests and for measuring the samplers with a perfect score."""
     return ScoreModel(net=GaussianScore(theory), sde=sde)

@@ -246,7 +246,7 @@ def norm_function(sigmas, u) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def stored_norm_function(model) -> Callable[[np.ndarray], np.ndarray] | None:
-    """u(σ) = σ²Γ(σ) of a :class:`~lattice.score.ScoreModel`, where the model carries it: in
+    """u(σ) = σ²Γ(σ) of a :class:`~lattice.score.model.ScoreModel`, where the model carries it: in
     closed form for the exact free-field score, else from the ``score_norms`` table of its
     model.json (written by training). None for an older model without the table
     (:func:`lattice.score.tables.norm_function_of` then measures it on the training ensemble)."""

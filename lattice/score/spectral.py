@@ -184,7 +184,7 @@ def spectral_from_dict(table: dict, source: str) -> SpectralTable:
 
 
 def stored_spectral_table(model) -> SpectralTable | None:
-    """The table a :class:`~lattice.score.ScoreModel` carries: closed form for the exact
+    """The table a :class:`~lattice.score.model.ScoreModel` carries: closed form for the exact
     free-field score, else the ``spectral`` table of its model.json (written by training);
     None for an older model (:func:`lattice.score.tables.spectral_table_of` then measures it)."""
     if isinstance(model.net, GaussianScore):
