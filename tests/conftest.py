@@ -32,6 +32,11 @@ else:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
+# The CLI wraps its tables and notes at the terminal's width (COLUMNS, else 120 off a tty): the
+# tests that read its text get a wide one, so that the length of a tmp path never decides a
+# line break; the tests of the widths themselves set theirs (tests/test_tables.py).
+os.environ.setdefault("COLUMNS", "250")
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -605,7 +605,8 @@ def cache(
         out.print("compilation cache: off (LATTICE_CACHE=off)")
         return
     size = f"{info.entries} programs, {info.bytes / 1e6:.1f} MB"
-    out.print(f"compilation cache: {info.directory}: " + (f"removed {size}" if clear else size))
+    text = f"compilation cache: {info.directory}: " + (f"removed {size}" if clear else size)
+    out.print(text, soft_wrap=True)  # one line: a path is not broken
 
 
 def main() -> None:
