@@ -32,7 +32,7 @@ class _Commands(TyperGroup):
       nested past Python's recursion limit, a number too large to convert) is one line and
       exit status 2;
     * anything else is a bug: one line, "please report", the path of a file holding the
-      traceback (:func:`lattice.app.console.crash_report`), and exit status 1. With
+      traceback (:func:`lattice.app.crash.crash_report`), and exit status 1. With
       ``LATTICE_TRACEBACK=1`` the traceback is printed instead.
     """
 
