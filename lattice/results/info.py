@@ -4,9 +4,9 @@ model still in training. One object per kind; ``to_json()`` is ``lattice info --
 (docs/ensembles.md, docs/score.md).
 
 Describing a run reads its HDF5 file with :func:`lattice.io.reader.open_ensemble` and imports
-no jax (``lattice info RUN_DIR`` stays fast): its status is therefore the light one,
-:func:`light_status` (complete, incomplete or diverged; ``measure`` and ``compare`` also tell a
-stuck chain, which needs the validated config and so jax). A model is loaded with
+no jax (``lattice info RUN_DIR`` stays fast): its status is therefore
+``run_status(ens, stuck=False)`` (complete, incomplete or diverged; ``measure`` and ``compare``
+also tell a stuck chain, which needs the validated config and so jax). A model is loaded with
 :func:`lattice.io.model.load_model`, which checks its digests (and imports jax).
 """
 
@@ -22,27 +22,14 @@ from lattice.errors import LatticeError
 from lattice.io.ensemble import Ensemble
 from lattice.io.reader import open_ensemble
 from lattice.results.model_info import ModelInfo, model_info
-from lattice.results.status import RunStatus
+from lattice.results.status import RunStatus, run_status
 from lattice.runs.kinds import is_training_dir
 
-__all__ = ["InfoError", "RunInfo", "TrainingInfo", "describe", "light_status"]
+__all__ = ["InfoError", "RunInfo", "TrainingInfo", "describe"]
 
 
 class InfoError(LatticeError):
     """A directory ``lattice info`` cannot describe (an unfinished training's unreadable state)."""
-
-
-def light_status(ens: Ensemble) -> RunStatus:
-    """The status of :func:`lattice.results.status.run_status` without the stuck-chain test:
-    ``diverged`` (the file's ``diverged`` attribute), else ``incomplete`` (committed <
-    planned), else ``complete``; the detail counts the committed measurements."""
-    done = f"{ens.committed}/{ens.samples} measurements"
-    if ens.diverged:
-        why = ens.diverged.split(";")[0].removeprefix("diverged: ")
-        return RunStatus("diverged", f"{why} ({done} committed)")
-    if not ens.complete:
-        return RunStatus("incomplete", f"{done} committed")
-    return RunStatus("complete", done)
 
 
 def _clusters(ens: Ensemble) -> dict[str, Any] | None:
@@ -149,7 +136,7 @@ class RunInfo:
             committed=ens.committed,
             planned=ens.samples,
             saved=ens.saved,
-            status=light_status(ens),
+            status=run_status(ens, stuck=False),
             created=ens.created,
             lattice_version=ens.version,
             seconds=ens.seconds,

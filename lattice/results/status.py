@@ -79,13 +79,15 @@ def _stuck(ens: Ensemble) -> str | None:
     return None
 
 
-def run_status(ens: Ensemble) -> RunStatus:
-    """The :class:`RunStatus` of an opened ensemble (module docstring)."""
+def run_status(ens: Ensemble, stuck: bool = True) -> RunStatus:
+    """The :class:`RunStatus` of an opened ensemble (module docstring). ``stuck=False`` leaves
+    out the stuck-chain test, which validates the run's config and so imports JAX (``lattice
+    info`` of a run does not)."""
     done = f"{ens.committed}/{ens.samples} measurements"
     if ens.diverged:
         why = ens.diverged.split(";")[0].removeprefix("diverged: ")
         return RunStatus("diverged", f"{why} ({done} committed)")
-    why = _stuck(ens)
+    why = _stuck(ens) if stuck else None
     if why is not None:
         return RunStatus("stuck", why)
     if not ens.complete:
